@@ -1,0 +1,93 @@
+"""Wiring: settings to engine, hub, router and server; start, run, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+from pushup import __version__
+from pushup.config import Settings
+from pushup.core.hub import Hub
+from pushup.engines.memory import MemoryEngine
+from pushup.http.router import Router
+from pushup.http.server import HttpServer
+from pushup.http.services import Services
+
+log = logging.getLogger("pushup")
+
+
+class App:
+    """One PushUp server process: its engine, hub and HTTP server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        engine = MemoryEngine(
+            message_ttl_s=settings.message_ttl_s,
+            max_messages=settings.max_messages,
+            channel_ttl_s=settings.channel_ttl_s,
+        )
+        self.hub = Hub(engine)
+        self.http = HttpServer(
+            Router(Services(self.hub, settings)),
+            self.hub,
+            max_body=settings.max_body_bytes,
+            max_header=settings.max_header_bytes,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
+        )
+
+    async def start(self) -> socket.socket:
+        await self.hub.start()
+        sock = listening_socket(self.settings)
+        await self.http.start(sock)
+        return sock
+
+    async def stop(self) -> None:
+        await self.http.close()
+        await self.hub.close()
+
+
+def listening_socket(settings: Settings) -> socket.socket:
+    if settings.fd is not None:
+        sock = socket.socket(fileno=settings.fd)
+    else:
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+    sock.setblocking(False)
+    sock.listen(4096)
+    return sock
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    app = App(settings)
+    sock = await app.start()
+    host, port = sock.getsockname()[:2]
+    log.info("pushup %s listening on http://%s:%s", __version__, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await app.stop()
+        log.info("pushup stopped")
+
+
+def run(settings: Settings) -> None:
+    """Run the server on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(settings))

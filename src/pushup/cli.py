@@ -1,0 +1,130 @@
+"""The `pushup` command: options and environment to Settings, then run."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from pushup import __version__
+from pushup.config import Settings
+
+_POSITIVE = click.FloatRange(min=0, min_open=True, max=1e9)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pushup")
+def main() -> None:
+    """PushUp: an event-driven long-polling publish/subscribe server."""
+
+
+@main.command()
+@click.option(
+    "--host",
+    envvar="PUSHUP_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    envvar="PUSHUP_PORT",
+    type=click.IntRange(0, 65535),
+    default=7070,
+    show_default=True,
+    help="Port to listen on.",
+)
+@click.option(
+    "--message-ttl",
+    envvar="PUSHUP_MESSAGE_TTL",
+    type=_POSITIVE,
+    default=300.0,
+    show_default=True,
+    help="Seconds a published message stays cached.",
+)
+@click.option(
+    "--max-messages",
+    envvar="PUSHUP_MAX_MESSAGES",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Messages cached per channel; the oldest are dropped first.",
+)
+@click.option(
+    "--channel-ttl",
+    envvar="PUSHUP_CHANNEL_TTL",
+    type=_POSITIVE,
+    default=3600.0,
+    show_default=True,
+    help="Seconds without activity before a channel expires.",
+)
+@click.option(
+    "--max-timeout",
+    envvar="PUSHUP_MAX_TIMEOUT",
+    type=_POSITIVE,
+    default=300.0,
+    show_default=True,
+    help="Longest poll timeout a subscriber may ask for.",
+)
+@click.option(
+    "--publisher-key",
+    envvar="PUSHUP_PUBLISHER_KEY",
+    default=None,
+    help="Bearer key publishers must send; without it only loopback may publish.",
+)
+@click.option(
+    "--keepalive-timeout",
+    envvar="PUSHUP_KEEPALIVE_TIMEOUT",
+    type=_POSITIVE,
+    default=75.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--fd",
+    envvar="PUSHUP_FD",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Serve on this already bound, listening socket instead of host:port.",
+)
+@click.option(
+    "--log-level",
+    envvar="PUSHUP_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(
+    host: str,
+    port: int,
+    message_ttl: float,
+    max_messages: int,
+    channel_ttl: float,
+    max_timeout: float,
+    publisher_key: str | None,
+    keepalive_timeout: float,
+    fd: int | None,
+    log_level: str,
+) -> None:
+    """Run the server."""
+    from pushup.app import run
+
+    try:
+        settings = Settings(
+            host=host,
+            port=port,
+            message_ttl_s=message_ttl,
+            max_messages=max_messages,
+            channel_ttl_s=channel_ttl,
+            max_timeout_s=max_timeout,
+            publisher_key=publisher_key,
+            keepalive_timeout_s=keepalive_timeout,
+            fd=fd,
+            log_level=log_level,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(settings)

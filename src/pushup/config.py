@@ -1,0 +1,45 @@
+"""Settings: every tunable in one frozen, checked object, built once by the CLI."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 7070
+    message_ttl_s: float = 300.0
+    max_messages: int = 1000
+    channel_ttl_s: float = 3600.0
+    max_timeout_s: float = 300.0
+    publisher_key: str | None = None
+    keepalive_timeout_s: float = 75.0
+    max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    # An already bound, listening socket to serve on instead of host:port.
+    fd: int | None = None
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _positive("message_ttl", self.message_ttl_s)
+        _positive("channel_ttl", self.channel_ttl_s)
+        _positive("max_timeout", self.max_timeout_s)
+        _positive("keepalive_timeout", self.keepalive_timeout_s)
+        if self.max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        if self.publisher_key == "":
+            raise ValueError("publisher_key must not be empty")
+
+    @property
+    def default_timeout_s(self) -> float:
+        """The poll timeout when a request gives none: 50 s, as common long polls use."""
+        return min(50.0, self.max_timeout_s)
+
+
+def _positive(name: str, value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number of seconds")

@@ -1,0 +1,27 @@
+"""Domain errors raised by engines and the hub; the HTTP layer maps them to statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pushup.core.model import ChannelRef
+
+
+class PushUpError(Exception):
+    """Base of every expected, client-caused failure."""
+
+
+class ChannelsNotFound(PushUpError):
+    """Some named channels are unknown, expired or closed."""
+
+    def __init__(self, refs: Sequence[ChannelRef]) -> None:
+        super().__init__(f"unknown channels: {list(refs)}")
+        self.refs = list(refs)
+
+
+class NameTaken(PushUpError):
+    """A live channel already carries this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"channel name {name!r} is taken")
+        self.name = name

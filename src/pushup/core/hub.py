@@ -1,0 +1,202 @@
+"""The hub: answers polls from the engine's cache or parks them, and fans out."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from pushup.core.model import (
+    ChannelId,
+    ChannelInfo,
+    ChannelRef,
+    Hit,
+    Message,
+    MessageId,
+    Outcome,
+    PollOutcome,
+)
+from pushup.core.waiters import Receiver, Subscription, Waiters
+from pushup.engines.base import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class PollQuery:
+    """A validated poll: which channels, how long to wait, which messages."""
+
+    channels: tuple[ChannelRef, ...]
+    timeout_s: float
+    since: MessageId | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+_TIMER_SLACK_S = 0.002
+
+
+class Hub:
+    """Owns the parked subscriptions of this process and wakes them on engine events.
+
+    The hub listens to the engine (`published`, `closed`), so a publication made
+    through any path, or on another node, wakes the same local subscriptions.
+    """
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.waiters = Waiters()
+        self._clock = clock
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        # Highest message id this hub has been told about; lets a poll notice that a
+        # publication slipped in while it was reading an asynchronous engine.
+        self._notified = 0
+
+    async def start(self) -> None:
+        await self.engine.start(self)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.engine.close()
+
+    # -- polls -----------------------------------------------------------------------
+
+    async def poll(self, query: PollQuery, receiver: Receiver) -> Outcome | Subscription:
+        """The answer now, or the parked subscription that will deliver one to `receiver`."""
+        channel_ids = await self.engine.resolve(query.channels)
+        since = query.since
+        if since is not None:
+            # A cursor this server never issued (a clock set back) must not hide
+            # every later message: read it as "everything from now on".
+            since = MessageId(min(since, self.engine.high_water()))
+        now = self._clock()
+        while True:
+            result = await self.engine.read(channel_ids, since, query.start, query.end)
+            ended = query.end is not None and query.end <= now
+            if result.hits or result.gap or query.timeout_s == 0 or ended:
+                cursor = result.hits[-1][0].id if result.hits else result.high_water
+                return PollOutcome(result.hits, cursor, result.gap)
+            if self._notified <= result.high_water:
+                break
+        wait_s = query.timeout_s
+        if query.end is not None:
+            wait_s = min(wait_s, query.end - now)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        sub = self.waiters.park(
+            receiver,
+            tuple(sorted(set(channel_ids))),
+            -math.inf if query.start is None else query.start,
+            math.inf if query.end is None else query.end,
+            deadline,
+        )
+        if deadline < self._timer_at:
+            self._arm_timer(loop, deadline)
+        return sub
+
+    def cancel(self, sub: Subscription) -> None:
+        """The receiver went away: forget its subscription at once."""
+        self.waiters.remove((sub,))
+
+    def subscribers(self, channel_id: ChannelId) -> int:
+        return self.waiters.count(channel_id)
+
+    async def channel_info(self, ref: ChannelRef) -> tuple[ChannelInfo, int]:
+        info = await self.engine.channel_info(ref)
+        return info, self.subscribers(info.id)
+
+    # -- engine events ---------------------------------------------------------------
+
+    def published(self, messages: Sequence[Message], evicted: frozenset[ChannelId]) -> None:
+        if not messages:
+            return
+        self._notified = max(self._notified, messages[-1].id)
+        woken: dict[Subscription, None] = {}
+        for message in messages:
+            for channel_id in message.channels:
+                for sub in self.waiters.started(channel_id, message.time):
+                    woken[sub] = None
+        if not woken:
+            return
+        answers: dict[object, Outcome | None] = {}
+        delivered: list[tuple[Subscription, Outcome]] = []
+        for sub in woken:
+            if sub.shape in answers:
+                outcome = answers[sub.shape]
+            else:
+                outcome = answers[sub.shape] = self._answer(sub, messages, evicted)
+            if outcome is not None:
+                delivered.append((sub, outcome))
+        self.waiters.remove(sub for sub, _ in delivered)
+        for sub, outcome in delivered:
+            sub.receiver.deliver(outcome)
+
+    def closed(self, channel_ids: Sequence[ChannelId]) -> None:
+        gone = set(channel_ids)
+        affected: dict[Subscription, None] = {}
+        for channel_id in channel_ids:
+            for sub in self.waiters.on_channel(channel_id):
+                affected[sub] = None
+        if not affected:
+            return
+        self.waiters.remove(affected)
+        answers: dict[tuple[ChannelId, ...], Outcome] = {}
+        for sub in affected:
+            closed = tuple(c for c in sub.channels if c in gone)
+            outcome = answers.get(closed)
+            if outcome is None:
+                outcome = answers[closed] = Outcome(410, _closed_body(closed))
+            sub.receiver.deliver(outcome)
+
+    # -- internals -------------------------------------------------------------------
+
+    @staticmethod
+    def _answer(
+        sub: Subscription, messages: Sequence[Message], evicted: frozenset[ChannelId]
+    ) -> Outcome | None:
+        wanted = set(sub.channels)
+        hits: list[Hit] = []
+        for message in messages:
+            if sub.start <= message.time <= sub.end:
+                channels = tuple(c for c in message.channels if c in wanted)
+                if channels:
+                    hits.append((message, channels))
+        if not hits:
+            return None
+        return PollOutcome(hits, hits[-1][0].id, not evicted.isdisjoint(wanted))
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Answer every subscription whose timeout or time range has run out."""
+        self._timer = None
+        self._timer_at = math.inf
+        loop = asyncio.get_running_loop()
+        # Timers may fire a hair early; answering a few ms early beats spinning.
+        due = self.waiters.due(loop.time() + _TIMER_SLACK_S)
+        if due:
+            self.waiters.remove(due)
+            outcome = PollOutcome([], self.engine.high_water(), False)
+            for sub in due:
+                sub.receiver.deliver(outcome)
+        next_deadline = self.waiters.next_deadline()
+        if next_deadline is not None:
+            self._arm_timer(loop, next_deadline)
+
+
+def _closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:
+    return orjson.dumps(
+        {
+            "error": "channel_closed",
+            "detail": "a subscribed channel was closed or expired",
+            "channels": list(channel_ids),
+        }
+    )

@@ -1,0 +1,108 @@
+"""The nouns shared by every layer: channels, messages, poll outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NewType
+
+ChannelId = NewType("ChannelId", int)
+MessageId = NewType("MessageId", int)
+
+# A channel as a client names it: its integer id or its unique name.
+ChannelRef = int | str
+
+# Ids and cursors stay below 2**53 so JavaScript clients read them exactly.
+MAX_ID = 2**53 - 1
+
+
+class Message:
+    """One publication: stored once, referenced from every channel it went to."""
+
+    __slots__ = ("_fragment", "channels", "data", "id", "time")
+
+    def __init__(
+        self, id: MessageId, time: float, channels: tuple[ChannelId, ...], data: bytes
+    ) -> None:
+        self.id = id
+        self.time = time
+        self.channels = channels
+        self.data = data  # the payload, already encoded as JSON
+        self._fragment: bytes | None = None
+
+    def fragment(self, channels: tuple[ChannelId, ...]) -> bytes:
+        """This message as a JSON object listing `channels` (cached for the full list)."""
+        if channels == self.channels:
+            if self._fragment is None:
+                self._fragment = _encode_message(self, channels)
+            return self._fragment
+        return _encode_message(self, channels)
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id}, channels={self.channels})"
+
+
+def _encode_message(message: Message, channels: tuple[ChannelId, ...]) -> bytes:
+    ids = ",".join(map(str, channels))
+    return (
+        f'{{"id":"{message.id}","time":{message.time!r},"channels":[{ids}],"data":'.encode()
+        + message.data
+        + b"}"
+    )
+
+
+# A message as one subscription sees it: with the subscribed channels it went to.
+Hit = tuple[Message, tuple[ChannelId, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """A live channel's public state."""
+
+    id: ChannelId
+    name: str | None
+    expires_at: float
+    ttl_s: float
+    messages: int
+    last_message_id: MessageId | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """What a store read found: the hits in publication order, and whether some were lost."""
+
+    hits: list[Hit]
+    gap: bool
+    # Every message published after the read has an id above this.
+    high_water: MessageId
+
+
+class Outcome:
+    """A finished answer to a poll, shared by every subscription that gets the same one.
+
+    `framed` is a memo the transport fills with its own framing of this outcome, so a
+    fan-out to thousands of receivers builds the bytes on the wire once.
+    """
+
+    __slots__ = ("body", "framed", "status")
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+        self.framed: dict[object, bytes] = {}
+
+
+class PollOutcome(Outcome):
+    """A 200 answer to a poll: messages, cursor and gap flag."""
+
+    __slots__ = ("cursor", "hits")
+
+    def __init__(self, hits: list[Hit], cursor: MessageId, gap: bool) -> None:
+        self.hits = hits
+        self.cursor = cursor
+        parts = b",".join(message.fragment(channels) for message, channels in hits)
+        body = b'{"messages":[%s],"cursor":"%d","gap":%s}' % (
+            parts,
+            cursor,
+            b"true" if gap else b"false",
+        )
+        super().__init__(200, body)

@@ -1,0 +1,90 @@
+"""API errors: each knows its status, machine code and human sentence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": code, "detail": sentence, ...extra}`."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self, detail: str, *, headers: tuple[tuple[str, str], ...] = (), **extra: Any
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": self.code, "detail": self.detail, **self.extra})
+
+
+class BadRequest(ApiError):
+    """Malformed HTTP: the connection is closed after the answer."""
+
+
+class InvalidJson(ApiError):
+    code = "invalid_json"
+
+
+class InvalidBody(ApiError):
+    code = "invalid_body"
+
+
+class InvalidParameter(ApiError):
+    code = "invalid_parameter"
+
+
+class InvalidCursor(ApiError):
+    code = "invalid_cursor"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class ChannelNotFound(ApiError):
+    status = 404
+    code = "channel_not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class NameTakenError(ApiError):
+    status = 409
+    code = "name_taken"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class HeadersTooLarge(ApiError):
+    status = 431
+    code = "headers_too_large"
+
+
+class InternalError(ApiError):
+    status = 500
+    code = "internal_error"

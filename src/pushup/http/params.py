@@ -1,0 +1,164 @@
+"""Validation at the edge: JSON bodies and query strings to typed values, or 400s."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from pushup.core.model import MAX_ID, ChannelRef, MessageId
+from pushup.http.errors import InvalidBody, InvalidCursor, InvalidJson, InvalidParameter
+
+MAX_CHANNELS = 100
+MAX_BATCH = 1000
+MAX_NAME_LENGTH = 200
+# Ten years: long enough for any channel, small enough to keep expiry arithmetic exact.
+MAX_TTL_S = 10 * 365 * 24 * 3600.0
+
+_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def channel_ref(value: object, error: type[InvalidBody | InvalidParameter]) -> ChannelRef:
+    """A channel id (positive integer, or all-digit string) or a channel name."""
+    if isinstance(value, bool):
+        raise error(f"channel {value!r} is neither an id nor a name")
+    if isinstance(value, int):
+        if not 1 <= value <= MAX_ID:
+            raise error(f"channel id {value} is out of range")
+        return value
+    if isinstance(value, str):
+        if is_digits(value):
+            return channel_ref(int(value), error)
+        check_name(value, error)
+        return value
+    raise error(f"channel {value!r} is neither an id nor a name")
+
+
+def path_channel(segment: str) -> ChannelRef:
+    """The channel named by a (percent-decoded) path segment."""
+    return channel_ref(segment, InvalidParameter)
+
+
+def check_name(name: str, error: type[InvalidBody | InvalidParameter] = InvalidBody) -> None:
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise error(f"a channel name has 1 to {MAX_NAME_LENGTH} characters")
+    if "," in name:
+        raise error("a channel name may not contain a comma")
+    if is_digits(name):
+        raise error("a channel name may not be all digits")
+
+
+def json_body(body: bytes | bytearray, *, optional: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object."""
+    if optional and not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidBody("the body must be a JSON object")
+    return value
+
+
+def only_fields(obj: Mapping[str, Any], allowed: set[str], where: str = "the body") -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise InvalidBody(f"{where} has unknown fields: {', '.join(unknown)}")
+
+
+def ttl(obj: Mapping[str, Any]) -> float | None:
+    if "ttl" not in obj:
+        return None
+    value = obj["ttl"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidBody("ttl must be a number of seconds")
+    if not (0 < value <= MAX_TTL_S):
+        raise InvalidBody(f"ttl must be above 0 and at most {MAX_TTL_S:.0f} seconds")
+    return float(value)
+
+
+def name(obj: Mapping[str, Any]) -> str | None:
+    value = obj.get("name")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidBody("name must be a string")
+    check_name(value)
+    return value
+
+
+def publication(obj: object, where: str = "the body") -> tuple[list[ChannelRef], bytes]:
+    """One `{"channels": [...], "data": ...}` item: its channels and encoded data."""
+    if not isinstance(obj, dict):
+        raise InvalidBody(f"{where} must be a JSON object")
+    only_fields(obj, {"channels", "data"}, where)
+    if "data" not in obj:
+        raise InvalidBody(f"{where} needs a data field")
+    channels = obj.get("channels")
+    if not isinstance(channels, list) or not channels:
+        raise InvalidBody(f"channels in {where} must be a non-empty list")
+    refs = channel_list(channels, InvalidBody)
+    return refs, orjson.dumps(obj["data"])
+
+
+def channel_list(
+    values: list[Any], error: type[InvalidBody | InvalidParameter]
+) -> list[ChannelRef]:
+    if len(values) > MAX_CHANNELS:
+        raise error(f"at most {MAX_CHANNELS} channels per request")
+    refs = [channel_ref(value, error) for value in values]
+    if len(set(refs)) != len(refs):
+        raise error("channels must not repeat")
+    return refs
+
+
+def batch(obj: Mapping[str, Any]) -> list[tuple[list[ChannelRef], bytes]]:
+    only_fields(obj, {"messages"})
+    items = obj.get("messages")
+    if not isinstance(items, list) or not items:
+        raise InvalidBody("messages must be a non-empty list")
+    if len(items) > MAX_BATCH:
+        raise InvalidBody(f"at most {MAX_BATCH} messages per batch")
+    return [publication(item, f"messages[{i}]") for i, item in enumerate(items)]
+
+
+def query(text: str, known: set[str]) -> dict[str, str]:
+    """The known parameters of a query string; each may appear once."""
+    found: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidParameter("the query string is not valid UTF-8") from None
+    for key, value in pairs:
+        if key in known:
+            if key in found:
+                raise InvalidParameter(f"{key} is given more than once")
+            found[key] = value
+    return found
+
+
+def seconds(text: str, param: str) -> float:
+    """A non-negative, finite number of (epoch) seconds from a query parameter."""
+    if not _NUMBER.fullmatch(text):
+        raise InvalidParameter(f"{param} must be a number")
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidParameter(f"{param} must be a finite number")
+    if value < 0:
+        raise InvalidParameter(f"{param} must not be negative")
+    return value
+
+
+def cursor(text: str) -> MessageId:
+    if not is_digits(text) or len(text) > 16 or int(text) > MAX_ID:
+        raise InvalidCursor("since must be a cursor from an earlier response")
+    return MessageId(int(text))

@@ -1,0 +1,322 @@
+"""One HTTP/1.1 connection: httptools parsing, in-order answers, parking, limits.
+
+A connection with a parked poll is just this object sitting in the hub's waiters:
+no task, no future, no timer of its own. Pipelined requests queue behind the one in
+progress and are answered in order; reading stops if too many queue up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from pushup.core.errors import ChannelsNotFound, NameTaken
+from pushup.core.model import Outcome
+from pushup.core.waiters import Subscription
+from pushup.http.eager import start_eagerly
+from pushup.http.errors import (
+    ApiError,
+    BadRequest,
+    ChannelNotFound,
+    HeadersTooLarge,
+    InternalError,
+    NameTakenError,
+    PayloadTooLarge,
+)
+from pushup.http.request import Request
+from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, Response, frame, frame_outcome
+
+if TYPE_CHECKING:
+    from pushup.http.server import HttpServer
+
+log = logging.getLogger("pushup.http")
+
+_MAX_PIPELINED = 16
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Fatal(Exception):
+    """Raised inside a parser callback: answer `error`, then close the connection."""
+
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "_busy",
+        "_closed",
+        "_current",
+        "_head_bytes",
+        "_parked",
+        "_parser",
+        "_pending",
+        "_processing",
+        "_reading_paused",
+        "_reply_mode",
+        "_server",
+        "_task",
+        "_transport",
+        "_write_paused",
+        "peer",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._current: Request | None = None  # being parsed
+        self._head_bytes = 0
+        # Complete requests not yet handled, or a final error to send in their turn.
+        self._pending: deque[Request | ApiError] | None = None
+        self._busy = False  # a request is being handled or is parked
+        self._processing = False
+        self._parked: Subscription | None = None
+        self._reply_mode = KEEP_ALIVE
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._write_paused = False
+        self._reading_paused = False
+        self.peer: str | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple):
+            self.peer = peername[0]
+        self._server.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed or self._parser is None:
+            return
+        if not self._busy:
+            self._server.idle.touch(self)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Fatal):
+                self._fail(cause.error)
+            else:
+                log.exception("parser callback failed")
+                self._fail(InternalError("the request could not be read"))
+        except httptools.HttpParserUpgrade:
+            self._fail(BadRequest("protocol upgrades are not supported on this endpoint"))
+        except httptools.HttpParserError as exc:
+            self._fail(BadRequest(f"malformed HTTP request: {exc}"))
+        self._process()
+
+    def eof_received(self) -> bool:
+        # A client that stops sending has gone: drop whatever it left parked.
+        return False
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server.connection_lost(self)
+        if self._parked is not None:
+            self._server.hub.cancel(self._parked)
+            self._parked = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._pending = None
+        self._current = None
+
+    # -- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._current = Request(self, self.peer)
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        assert self._current is not None
+        self._grow_head(len(url))
+        self._current.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._current is not None
+        self._grow_head(len(name) + len(value) + 4)
+        self._current.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        request = self._current
+        assert request is not None
+        parser = self._parser
+        request.method = parser.get_method().decode("latin-1")
+        try:
+            url = httptools.parse_url(bytes(request.url))
+        except httptools.HttpParserInvalidURLError:
+            raise _Fatal(BadRequest("the request target is not a valid URL")) from None
+        request.path = url.path.decode("latin-1") if url.path else "/"
+        request.query = url.query.decode("latin-1") if url.query else ""
+        if not parser.should_keep_alive():
+            request.mode = CLOSE
+        elif parser.get_http_version() == "1.0":
+            request.mode = KEEP_ALIVE_10
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._server.max_body:
+            raise _Fatal(self._too_large())
+        if request.headers.get("expect", "").lower() == "100-continue":
+            request.expect_continue = True
+            self._maybe_continue()
+
+    def on_body(self, body: bytes) -> None:
+        request = self._current
+        assert request is not None
+        if len(request.body) + len(body) > self._server.max_body:
+            raise _Fatal(self._too_large())
+        request.body += body
+
+    def on_message_complete(self) -> None:
+        request = self._current
+        assert request is not None
+        self._current = None
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(request)
+        if len(self._pending) > _MAX_PIPELINED and not self._reading_paused:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    # -- handling --------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Handle queued requests one at a time, in the order they came."""
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            pending = self._pending
+            while pending and not self._busy and not self._write_paused and not self._closed:
+                item = pending.popleft()
+                if isinstance(item, ApiError):
+                    self._write(frame(item.status, item.body(), CLOSE, item.headers))
+                    self._close()
+                    return
+                self._handle(item)
+            if self._reading_paused and (not pending or len(pending) <= _MAX_PIPELINED // 2):
+                self._reading_paused = False
+                if self._transport is not None and not self._closed:
+                    self._transport.resume_reading()
+            if not self._busy:
+                self._maybe_continue()
+        finally:
+            self._processing = False
+
+    def _handle(self, request: Request) -> None:
+        self._busy = True
+        self._server.idle.forget(self)
+        self._reply_mode = request.mode
+        self._task = start_eagerly(
+            self._server.router.handle(request), self._on_reply, self._on_error
+        )
+
+    def _on_reply(self, reply: Response | Outcome | Subscription) -> None:
+        self._task = None
+        if isinstance(reply, Subscription):
+            self._parked = reply
+        elif isinstance(reply, Outcome):
+            self.deliver(reply)
+        else:
+            mode = self._mode_now(self._reply_mode)
+            self._finish(frame(reply.status, reply.body, mode, reply.headers), mode)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._task = None
+        error = _api_error(exc)
+        mode = CLOSE if isinstance(error, BadRequest) else self._mode_now(self._reply_mode)
+        self._finish(frame(error.status, error.body(), mode, error.headers), mode)
+
+    def deliver(self, outcome: Outcome) -> None:
+        """The answer to this connection's poll, now or from the hub once parked."""
+        self._parked = None
+        if self._closed:
+            return
+        mode = self._mode_now(self._reply_mode)
+        self._finish(frame_outcome(outcome, mode), mode)
+
+    def close_idle(self) -> None:
+        """Called by the idle sweep: nothing in progress for too long."""
+        if not self._busy:
+            self._close()
+
+    def close_now(self) -> None:
+        """Server shutdown: close whatever state the connection is in."""
+        self._close()
+
+    def _finish(self, data: bytes, mode: int) -> None:
+        self._write(data)
+        self._busy = False
+        if mode == CLOSE:
+            self._close()
+            return
+        self._server.idle.touch(self)
+        self._process()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _mode_now(self, mode: int) -> int:
+        return CLOSE if self._server.closing else mode
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.write(data)
+
+    def _close(self) -> None:
+        if not self._closed and self._transport is not None:
+            self._closed = True
+            self._server.idle.forget(self)
+            self._transport.close()
+
+    def _fail(self, error: ApiError) -> None:
+        """Stop reading; answer `error` after whatever came before it, then close."""
+        self._parser = None  # type: ignore[assignment]
+        self._current = None
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(error)
+
+    def _grow_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self._server.max_header:
+            raise _Fatal(HeadersTooLarge("the request line and headers are too large"))
+
+    def _too_large(self) -> PayloadTooLarge:
+        limit = self._server.max_body
+        return PayloadTooLarge(f"the body is larger than {limit} bytes")
+
+    def _maybe_continue(self) -> None:
+        """Send `100 Continue` once the request that asked for it is next in line."""
+        request = self._current
+        if request is not None and request.expect_continue and not self._busy and not self._pending:
+            request.expect_continue = False
+            self._write(_CONTINUE)
+
+
+def _api_error(exc: BaseException) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ChannelsNotFound):
+        return ChannelNotFound(
+            "unknown, expired or closed channels: " + ", ".join(map(str, exc.refs)),
+            channels=exc.refs,
+        )
+    if isinstance(exc, NameTaken):
+        return NameTakenError(f"a live channel is already named {exc.name!r}")
+    log.error("unexpected error while handling a request", exc_info=exc)
+    return InternalError("the server failed to handle this request")

@@ -1,0 +1,67 @@
+"""Publisher endpoints: channels and publications, called by web servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pushup.core.model import ChannelInfo, Message
+from pushup.http import params
+from pushup.http.request import Request
+from pushup.http.response import Response
+from pushup.http.services import Services
+
+
+def _channel(info: ChannelInfo) -> dict[str, Any]:
+    return {"id": info.id, "name": info.name, "expires_at": info.expires_at}
+
+
+def _published(message: Message) -> dict[str, Any]:
+    return {"id": str(message.id), "time": message.time, "channels": list(message.channels)}
+
+
+async def create_channel(request: Request, services: Services) -> Response:
+    body = params.json_body(request.body, optional=True)
+    params.only_fields(body, {"ttl", "name"})
+    ttl_s, name = params.ttl(body), params.name(body)
+    info = await services.hub.engine.create_channel(ttl_s, name)
+    return Response.json(201, _channel(info))
+
+
+async def renew_channel(request: Request, services: Services, ref: str) -> Response:
+    channel = params.path_channel(ref)
+    body = params.json_body(request.body, optional=True)
+    params.only_fields(body, {"ttl"})
+    info = await services.hub.engine.renew_channel(channel, params.ttl(body))
+    return Response.json(200, _channel(info))
+
+
+async def close_channel(request: Request, services: Services, ref: str) -> Response:
+    await services.hub.engine.close_channel(params.path_channel(ref))
+    return Response(204)
+
+
+async def channel_info(request: Request, services: Services, ref: str) -> Response:
+    channel = params.path_channel(ref)
+    info, subscribers = await services.hub.channel_info(channel)
+    last = None if info.last_message_id is None else str(info.last_message_id)
+    return Response.json(
+        200,
+        {
+            **_channel(info),
+            "subscribers": subscribers,
+            "messages": info.messages,
+            "last_message_id": last,
+        },
+    )
+
+
+async def publish(request: Request, services: Services) -> Response:
+    item = params.publication(params.json_body(request.body))
+    (message,) = await services.hub.engine.publish([item])
+    return Response.json(201, _published(message))
+
+
+async def publish_batch(request: Request, services: Services) -> Response:
+    items = params.batch(params.json_body(request.body))
+    messages = await services.hub.engine.publish(items)
+    return Response.json(201, {"messages": [_published(message) for message in messages]})

@@ -1,0 +1,103 @@
+"""Routing and access: which handler answers a request, and who may call it."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from pushup.core.model import Outcome
+from pushup.core.waiters import Subscription
+from pushup.http import publisher, subscriber
+from pushup.http.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from pushup.http.request import Request
+from pushup.http.response import Response
+from pushup.http.services import Services
+
+Reply = Response | Outcome | Subscription
+Handler = Callable[..., Awaitable[Reply]]
+
+# Path patterns: literal segments, or None for a channel id or name.
+_ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
+    (("channels",), {"POST": publisher.create_channel}, True),
+    (
+        ("channels", None),
+        {"GET": publisher.channel_info, "DELETE": publisher.close_channel},
+        True,
+    ),
+    (("channels", None, "renew"), {"POST": publisher.renew_channel}, True),
+    (("publish",), {"POST": publisher.publish}, True),
+    (("publish", "batch"), {"POST": publisher.publish_batch}, True),
+    (("subscribe",), {"GET": subscriber.subscribe}, False),
+    (("health",), {"GET": subscriber.health}, False),
+]
+
+_FORWARDING_HEADERS = ("forwarded", "x-forwarded-for")
+
+
+class Router:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        key = services.settings.publisher_key
+        self._publisher_key = None if key is None else key.encode()
+
+    async def handle(self, request: Request) -> Reply:
+        handler, args, for_publishers = self._route(request)
+        if for_publishers:
+            self._authorize_publisher(request)
+        return await handler(request, self.services, *args)
+
+    def _route(self, request: Request) -> tuple[Handler, list[str], bool]:
+        try:
+            segments = [unquote(part, errors="strict") for part in request.path.split("/")[1:]]
+        except UnicodeDecodeError:
+            raise BadRequest("the path is not valid UTF-8 once percent-decoded") from None
+        for pattern, methods, for_publishers in _ROUTES:
+            if len(pattern) != len(segments):
+                continue
+            if all(
+                want is None or want == got for want, got in zip(pattern, segments, strict=True)
+            ):
+                handler = methods.get(request.method)
+                if handler is None:
+                    allowed = ", ".join(sorted(methods))
+                    raise MethodNotAllowed(
+                        f"{request.method} is not allowed here; use {allowed}",
+                        headers=(("Allow", allowed),),
+                    )
+                args = [got for want, got in pairs if want is None]
+                return handler, args, for_publishers
+        raise NotFound(f"no such endpoint: {request.path}")
+
+    def _authorize_publisher(self, request: Request) -> None:
+        if self._publisher_key is not None:
+            given = request.header("authorization") or ""
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), self._publisher_key
+            ):
+                raise Unauthorized(
+                    "publisher requests need Authorization: Bearer <publisher key>",
+                    headers=(("WWW-Authenticate", 'Bearer realm="pushup"'),),
+                )
+            return
+        if not _is_loopback(request.peer) or any(
+            name in request.headers for name in _FORWARDING_HEADERS
+        ):
+            raise Forbidden(
+                "without a publisher key, publishing is open only to direct loopback clients"
+            )
+
+
+def _is_loopback(peer: Any) -> bool:
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

@@ -1,0 +1,60 @@
+"""The listening side: accepts connections and holds what they share."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from pushup.core.hub import Hub
+from pushup.http.idle import IdleConnections
+from pushup.http.protocol import HttpConnection
+from pushup.http.router import Router
+
+
+class HttpServer:
+    """State shared by every connection of one listening socket."""
+
+    def __init__(
+        self,
+        router: Router,
+        hub: Hub,
+        *,
+        max_body: int,
+        max_header: int,
+        keepalive_timeout_s: float,
+    ) -> None:
+        self.router = router
+        self.hub = hub
+        self.max_body = max_body
+        self.max_header = max_header
+        self.idle = IdleConnections(keepalive_timeout_s, time.monotonic)
+        self.connections: set[HttpConnection] = set()
+        self.closing = False
+        self._server: asyncio.Server | None = None
+
+    def connection_made(self, conn: HttpConnection) -> None:
+        self.connections.add(conn)
+        self.idle.touch(conn)
+
+    def connection_lost(self, conn: HttpConnection) -> None:
+        self.connections.discard(conn)
+        self.idle.forget(conn)
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpConnection(self), sock=sock, backlog=4096
+        )
+        self.idle.start(loop)
+
+    async def close(self) -> None:
+        """Stop accepting, then close every connection."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        self.idle.stop()
+        for conn in list(self.connections):
+            conn.close_now()
+        if self._server is not None:
+            await self._server.wait_closed()

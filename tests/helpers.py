@@ -1,0 +1,100 @@
+"""Helpers shared by the tests: real server processes and waiting with a deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Call `probe` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+        time.sleep(interval)
+
+
+@dataclass
+class ServerProcess:
+    """A real `pushup serve` process on a free loopback port."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: str
+    host: str = "127.0.0.1"
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=30.0, **kwargs)  # type: ignore[arg-type]
+        self._clients.append(client)
+        return client
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        for client in self._clients:
+            client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(*flags: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """Bind a free port here, hand the socket to a new server, wait until it answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    port = sock.getsockname()[1]
+    with tempfile.NamedTemporaryFile(prefix="pushup-", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pushup", "serve", "--fd", str(sock.fileno()), *flags],
+            pass_fds=[sock.fileno()],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    sock.close()
+    server = ServerProcess(proc, port, log.name)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{server.log()}")
+        try:
+            return httpx.get(f"{server.url}/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=15.0, what="the server to answer /health")
+    return server

@@ -96,5 +96,10 @@ def start_server(*flags: str, env: dict[str, str] | None = None) -> ServerProces
         except httpx.HTTPError:
             return False
 
-    wait_for(healthy, timeout=15.0, what="the server to answer /health")
+    try:
+        wait_for(healthy, timeout=15.0, what="the server to answer /health")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return server

@@ -57,9 +57,8 @@ class Router:
         for pattern, methods, for_publishers in _ROUTES:
             if len(pattern) != len(segments):
                 continue
-            if all(
-                want is None or want == got for want, got in zip(pattern, segments, strict=True)
-            ):
+            pairs = list(zip(pattern, segments, strict=True))
+            if all(want is None or want == got for want, got in pairs):
                 handler = methods.get(request.method)
                 if handler is None:
                     allowed = ", ".join(sorted(methods))

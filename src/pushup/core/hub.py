@@ -67,7 +67,8 @@ class Hub:
 
     async def poll(self, query: PollQuery, receiver: Receiver) -> Outcome | Subscription:
         """The answer now, or the parked subscription that will deliver one to `receiver`."""
-        channel_ids = await self.engine.resolve(query.channels)
+        # An id and a name may denote the same channel: count it once.
+        channel_ids = list(dict.fromkeys(await self.engine.resolve(query.channels)))
         since = query.since
         if since is not None:
             # A cursor this server never issued (a clock set back) must not hide
@@ -89,7 +90,7 @@ class Hub:
         deadline = loop.time() + wait_s
         sub = self.waiters.park(
             receiver,
-            tuple(sorted(set(channel_ids))),
+            tuple(sorted(channel_ids)),
             -math.inf if query.start is None else query.start,
             math.inf if query.end is None else query.end,
             deadline,

@@ -26,6 +26,7 @@ from pushup.core.model import (
 from pushup.engines.base import EngineListener, Publication
 
 _message_id = attrgetter("id")
+_MAX_TIMER_S = 3600.0
 
 
 class _Channel:
@@ -153,7 +154,7 @@ class MemoryEngine:
 
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
         now = self._clock()
-        targets = [self._lookup(refs, now) for refs, _ in publications]
+        targets = self._lookup_all([refs for refs, _ in publications], now)
         messages: list[Message] = []
         evicted: set[ChannelId] = set()
         for channels, (_, data) in zip(targets, publications, strict=True):
@@ -237,6 +238,21 @@ class MemoryEngine:
             raise ChannelsNotFound(unknown)
         return found
 
+    def _lookup_all(
+        self, ref_lists: Sequence[Sequence[ChannelRef]], now: float
+    ) -> list[list[_Channel]]:
+        """Look up several lists at once, naming every unknown channel of all of them."""
+        found: list[list[_Channel]] = []
+        unknown: dict[ChannelRef, None] = {}
+        for refs in ref_lists:
+            try:
+                found.append(self._lookup(refs, now))
+            except ChannelsNotFound as exc:
+                unknown.update(dict.fromkeys(exc.refs))
+        if unknown:
+            raise ChannelsNotFound(list(unknown))
+        return found
+
     def _expire(self, now: float) -> None:
         """Drop messages older than the message TTL and channels past their expiry."""
         horizon = now - self._message_ttl_s
@@ -296,7 +312,8 @@ class MemoryEngine:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self._sweep_at = due
-        delay = max(0.0, due - self._clock())
+        # Far-off expiries are looked at again later rather than armed as huge timers.
+        delay = min(max(0.0, due - self._clock()), _MAX_TIMER_S)
         self._sweeper = loop.call_at(loop.time() + delay, self._sweep)
 
     def _sweep(self) -> None:

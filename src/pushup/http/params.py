@@ -16,8 +16,6 @@ from pushup.http.errors import InvalidBody, InvalidCursor, InvalidJson, InvalidP
 MAX_CHANNELS = 100
 MAX_BATCH = 1000
 MAX_NAME_LENGTH = 200
-# Ten years: long enough for any channel, small enough to keep expiry arithmetic exact.
-MAX_TTL_S = 10 * 365 * 24 * 3600.0
 
 _NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
@@ -81,8 +79,8 @@ def ttl(obj: Mapping[str, Any]) -> float | None:
     value = obj["ttl"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidBody("ttl must be a number of seconds")
-    if not (0 < value <= MAX_TTL_S):
-        raise InvalidBody(f"ttl must be above 0 and at most {MAX_TTL_S:.0f} seconds")
+    if not (0 < value < math.inf):
+        raise InvalidBody("ttl must be a finite number of seconds above 0")
     return float(value)
 
 

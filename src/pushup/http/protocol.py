@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushup.http")
 
 _MAX_PIPELINED = 16
+# Unparsed bytes held while the pipeline queue is full; past this, reading pauses.
+_MAX_BACKLOG = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -48,10 +50,13 @@ class _Fatal(Exception):
 
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
+        "_backlog",
         "_busy",
         "_closed",
         "_current",
         "_head_bytes",
+        "_head_size",
+        "_in_head",
         "_parked",
         "_parser",
         "_pending",
@@ -70,7 +75,13 @@ class HttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._current: Request | None = None  # being parsed
+        # Bytes of the request head so far, counted as they arrive: httptools hands
+        # over a header only once it is complete, too late to stop an endless one.
         self._head_bytes = 0
+        self._head_size = 0  # the same, counted exactly by the parser callbacks
+        self._in_head = True
+        # Bytes received while too many requests wait; parsed once the queue drains.
+        self._backlog: bytearray | None = None
         # Complete requests not yet handled, or a final error to send in their turn.
         self._pending: deque[Request | ApiError] | None = None
         self._busy = False  # a request is being handled or is parked
@@ -98,6 +109,20 @@ class HttpConnection(asyncio.Protocol):
             return
         if not self._busy:
             self._server.idle.touch(self)
+        if self._backlog is not None:
+            # Keep reading, so a client that leaves is noticed even now.
+            self._backlog += data
+            if len(self._backlog) > _MAX_BACKLOG and not self._reading_paused:
+                self._reading_paused = True
+                assert self._transport is not None
+                self._transport.pause_reading()
+            return
+        self._feed(data)
+        self._process()
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -111,7 +136,9 @@ class HttpConnection(asyncio.Protocol):
             self._fail(BadRequest("protocol upgrades are not supported on this endpoint"))
         except httptools.HttpParserError as exc:
             self._fail(BadRequest(f"malformed HTTP request: {exc}"))
-        self._process()
+        else:
+            if self._in_head and self._head_bytes > self._server.max_header:
+                self._fail(HeadersTooLarge("the request line and headers are too large"))
 
     def eof_received(self) -> bool:
         # A client that stops sending has gone: drop whatever it left parked.
@@ -140,7 +167,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._current = Request(self, self.peer)
-        self._head_bytes = 0
+        self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         assert self._current is not None
@@ -155,6 +182,8 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         request = self._current
         assert request is not None
+        self._in_head = False
+        self._head_bytes = 0
         parser = self._parser
         request.method = parser.get_method().decode("latin-1")
         try:
@@ -185,13 +214,12 @@ class HttpConnection(asyncio.Protocol):
         request = self._current
         assert request is not None
         self._current = None
+        self._in_head = True
         if self._pending is None:
             self._pending = deque()
         self._pending.append(request)
-        if len(self._pending) > _MAX_PIPELINED and not self._reading_paused:
-            self._reading_paused = True
-            assert self._transport is not None
-            self._transport.pause_reading()
+        if len(self._pending) >= _MAX_PIPELINED and self._backlog is None:
+            self._backlog = bytearray()
 
     # -- handling --------------------------------------------------------------------
 
@@ -201,22 +229,34 @@ class HttpConnection(asyncio.Protocol):
             return
         self._processing = True
         try:
-            pending = self._pending
-            while pending and not self._busy and not self._write_paused and not self._closed:
-                item = pending.popleft()
-                if isinstance(item, ApiError):
-                    self._write(frame(item.status, item.body(), CLOSE, item.headers))
-                    self._close()
-                    return
-                self._handle(item)
-            if self._reading_paused and (not pending or len(pending) <= _MAX_PIPELINED // 2):
-                self._reading_paused = False
-                if self._transport is not None and not self._closed:
-                    self._transport.resume_reading()
+            while True:
+                pending = self._pending
+                while pending and not self._busy and not self._write_paused and not self._closed:
+                    item = pending.popleft()
+                    if isinstance(item, ApiError):
+                        self._write(frame(item.status, item.body(), CLOSE, item.headers))
+                        self._close()
+                        return
+                    self._handle(item)
+                if self._closed or not self._drain_backlog():
+                    break
             if not self._busy:
                 self._maybe_continue()
         finally:
             self._processing = False
+
+    def _drain_backlog(self) -> bool:
+        """Parse held-back bytes once the queue has room; True if there were any."""
+        if self._backlog is None or (self._pending and len(self._pending) >= _MAX_PIPELINED):
+            return False
+        data, self._backlog = self._backlog, None
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
+        if data and self._parser is not None:
+            self._feed(data)
+        return bool(data)
 
     def _handle(self, request: Request) -> None:
         self._busy = True
@@ -292,8 +332,8 @@ class HttpConnection(asyncio.Protocol):
         self._pending.append(error)
 
     def _grow_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self._server.max_header:
+        self._head_size += size
+        if self._head_size > self._server.max_header:
             raise _Fatal(HeadersTooLarge("the request line and headers are too large"))
 
     def _too_large(self) -> PayloadTooLarge:

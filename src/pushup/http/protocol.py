@@ -240,6 +240,8 @@ class HttpConnection(asyncio.Protocol):
                     self._handle(item)
                 if self._closed or not self._drain_backlog():
                     break
+            if not self._pending:
+                self._pending = None  # most connections never pipeline: keep them small
             if not self._busy:
                 self._maybe_continue()
         finally:

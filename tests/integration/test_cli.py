@@ -1,0 +1,97 @@
+"""The `pushup` command: version, options from flags and environment, start and stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from pushup import __version__
+from tests.conftest import ServerFactory
+from tests.helpers import wait_for
+
+
+def _pushup(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pushup", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def test_version() -> None:
+    result = _pushup("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def test_bad_option_value_is_a_usage_error() -> None:
+    result = _pushup("serve", "--message-ttl", "0")
+    assert result.returncode == 2
+    assert "--message-ttl" in result.stderr
+
+
+def test_bad_environment_value_is_a_usage_error() -> None:
+    result = _pushup("serve", env={**os.environ, "PUSHUP_PORT": "not-a-port"})
+    assert result.returncode == 2
+    assert "port" in result.stderr
+
+
+def test_environment_sets_options(server_factory: ServerFactory) -> None:
+    server = server_factory(env={"PUSHUP_MAX_TIMEOUT": "2"})
+    client = server.client()
+    channel = client.post("/channels").json()["id"]
+    assert client.get("/subscribe", params={"channels": channel, "timeout": 2}).status_code == 200
+    too_long = client.get("/subscribe", params={"channels": channel, "timeout": 2.5})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"] == "invalid_parameter"
+
+
+def test_flags_win_over_environment(server_factory: ServerFactory) -> None:
+    server = server_factory("--max-timeout", "5", env={"PUSHUP_MAX_TIMEOUT": "1"})
+    client = server.client()
+    channel = client.post("/channels").json()["id"]
+    assert client.get("/subscribe", params={"channels": channel, "timeout": 0}).status_code == 200
+    assert client.get("/subscribe", params={"channels": channel, "timeout": 4}).status_code == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serves_on_host_and_port_and_stops_on_sigterm() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pushup", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=15, what="the server on its port")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    lines = output.strip().splitlines()
+    assert len(lines) == 2, output  # one line to start, one to stop, none per request
+    assert f"listening on http://127.0.0.1:{port}" in lines[0]
+    assert "stopped" in lines[1]

@@ -846,3 +846,15 @@ def test_parked_poll_longer_than_keepalive_timeout_is_not_closed(
     assert answer.json()["messages"] == []
     # Once answered, the connection is idle like any other.
     parked.assert_closed(timeout=10.0)
+
+
+def test_upgrade_request_is_answered_in_http11_then_closed(connect: Callable[..., Wire]) -> None:
+    """An h2c upgrade (what `curl --http2` sends) is ignored: plain answer, then close."""
+    wire = connect()
+    upgrade = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c")]
+    wire.send(request("GET", "/health", headers=[*upgrade, ("HTTP2-Settings", "AAMAAABkAAQ")]))
+    response = wire.read_response()
+    assert response.status == 200
+    assert response.json() == {"status": "ok"}
+    assert (response.header("connection") or "").lower() == "close"
+    wire.assert_closed()

@@ -133,7 +133,7 @@ class HttpConnection(asyncio.Protocol):
                 log.exception("parser callback failed")
                 self._fail(InternalError("the request could not be read"))
         except httptools.HttpParserUpgrade:
-            self._fail(BadRequest("protocol upgrades are not supported on this endpoint"))
+            self._refuse_upgrade()
         except httptools.HttpParserError as exc:
             self._fail(BadRequest(f"malformed HTTP request: {exc}"))
         else:
@@ -332,6 +332,16 @@ class HttpConnection(asyncio.Protocol):
         if self._pending is None:
             self._pending = deque()
         self._pending.append(error)
+
+    def _refuse_upgrade(self) -> None:
+        """Answer an `Upgrade` request (e.g. h2c) in plain HTTP/1.1, then close: what
+        follows it on the wire would be in the other protocol."""
+        last = self._pending[-1] if self._pending else None
+        if isinstance(last, Request) and self._current is None:
+            last.mode = CLOSE
+            self._parser = None  # type: ignore[assignment]
+        else:
+            self._fail(BadRequest("protocol upgrades are not supported"))
 
     def _grow_head(self, size: int) -> None:
         self._head_size += size

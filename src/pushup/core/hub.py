@@ -116,11 +116,15 @@ class Hub:
         if not messages:
             return
         self._notified = max(self._notified, messages[-1].id)
-        woken: dict[Subscription, None] = {}
+        # Per channel, the newest time published to it: one range query per channel,
+        # however many messages a batch holds.
+        newest: dict[ChannelId, float] = {}
         for message in messages:
             for channel_id in message.channels:
-                for sub in self.waiters.started(channel_id, message.time):
-                    woken[sub] = None
+                newest[channel_id] = message.time
+        woken: dict[Subscription, None] = {}
+        for channel_id, newest_time in newest.items():
+            woken.update(dict.fromkeys(self.waiters.started(channel_id, newest_time)))
         if not woken:
             return
         answers: dict[object, Outcome | None] = {}

@@ -21,7 +21,16 @@ class Receiver(Protocol):
 class Subscription:
     """One parked poll. Kept small: a server holds tens of thousands of them."""
 
-    __slots__ = ("by_deadline", "by_start", "channels", "end", "receiver", "shape", "start")
+    __slots__ = (
+        "by_deadline",
+        "by_start",
+        "channels",
+        "end",
+        "parked",
+        "receiver",
+        "shape",
+        "start",
+    )
 
     def __init__(
         self,
@@ -41,6 +50,7 @@ class Subscription:
         self.by_deadline = (deadline, seq)
         # Subscriptions of one shape get byte-identical answers, built once per fan-out.
         self.shape = (channels, start, end)
+        self.parked = True
 
 
 _by_start = attrgetter("by_start")
@@ -106,9 +116,11 @@ class Waiters:
 
     def remove(self, subs: Iterable[Subscription]) -> None:
         """Unpark subscriptions; a large share of a structure is rebuilt in one pass."""
-        gone = set(subs)
+        gone = {sub for sub in subs if sub.parked}
         if not gone:
             return
+        for sub in gone:
+            sub.parked = False
         per_channel: dict[ChannelId, list[Subscription]] = {}
         for sub in gone:
             for channel_id in sub.channels:

@@ -34,11 +34,11 @@ class _Channel:
         "closed",
         "dropped_through",
         "expires_at",
-        "heap_entries",
         "id",
         "last_message_id",
         "messages",
         "name",
+        "scheduled_at",
         "ttl_s",
     )
 
@@ -47,8 +47,9 @@ class _Channel:
         self.name = name
         self.ttl_s = ttl_s
         self.expires_at = now + ttl_s
-        # How many entries of the engine's expiry heap point here (renewals add some).
-        self.heap_entries = 0
+        # The time of this channel's authoritative expiry-heap entry; always at or
+        # before `expires_at`. Other entries for it are stale and dropped when popped.
+        self.scheduled_at = self.expires_at
         # The paper's per-channel B-tree of messages keyed by time (ids order like time).
         self.messages: SortedKeyList = SortedKeyList(key=_message_id)
         # Newest id this channel dropped from its cache (by age or count); 0 if none.
@@ -190,8 +191,13 @@ class MemoryEngine:
         found: dict[MessageId, Message] = {}
         matched: dict[MessageId, list[ChannelId]] = {}
         gap = False
-        for channel_id in channel_ids:
-            channel = self._channels[channel_id]
+        channels = [self._channels.get(channel_id) for channel_id in channel_ids]
+        gone = [channel_id for channel_id in channel_ids if channel_id not in self._channels]
+        if gone:  # expired between the caller's lookup and this read
+            raise ChannelsNotFound(gone)
+        for channel in channels:
+            assert channel is not None
+            channel_id = channel.id
             if channel.dropped_through >= low and (end is None or low / 1_000_000 <= end):
                 gap = True
             for message in channel.messages.irange_key(min_key=low):
@@ -267,22 +273,21 @@ class MemoryEngine:
         heap = self._expiry_heap
         expired: dict[ChannelId, _Channel] = {}
         while heap and heap[0][0] <= now:
-            _, channel_id = heapq.heappop(heap)
+            at, channel_id = heapq.heappop(heap)
             channel = self._channels.get(channel_id)
             if channel is None:
                 continue
-            channel.heap_entries -= 1
             if channel.expires_at <= now:
                 expired[channel_id] = channel
-            elif channel.heap_entries == 0:
+            elif at == channel.scheduled_at:
                 # Active since this entry was pushed: look again at its new expiry.
-                channel.heap_entries += 1
+                channel.scheduled_at = channel.expires_at
                 heapq.heappush(heap, (channel.expires_at, channel_id))
         if expired:
             self._drop_channels(list(expired.values()))
 
     def _push_expiry(self, channel: _Channel, at: float) -> None:
-        channel.heap_entries += 1
+        channel.scheduled_at = at
         heapq.heappush(self._expiry_heap, (at, channel.id))
         self._schedule_sweep()
 

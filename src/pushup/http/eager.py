@@ -29,7 +29,17 @@ def start_eagerly(
     except Exception as exc:
         on_error(exc)
         return None
-    return asyncio.ensure_future(_finish(coro, awaited, on_result, on_error))
+    task = asyncio.ensure_future(_finish(coro, awaited, on_result, on_error))
+
+    def release_if_cancelled(task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never enters `_finish`'s body.
+        if task.cancelled():
+            if awaited is not None:
+                awaited.cancel()
+            coro.close()
+
+    task.add_done_callback(release_if_cancelled)
+    return task
 
 
 async def _finish(
@@ -38,24 +48,25 @@ async def _finish(
     on_result: Callable[[T], None],
     on_error: Callable[[BaseException], None],
 ) -> None:
-    while True:
-        try:
+    try:
+        while True:
             if awaited is None:  # a bare `yield`, as in asyncio.sleep(0)
                 await asyncio.sleep(0)
             else:
                 awaited._asyncio_future_blocking = False
                 # Wait without taking the result: the coroutine reads it when resumed.
                 await asyncio.wait((awaited,))
-        except asyncio.CancelledError:
-            if awaited is not None:
-                awaited.cancel()
-            coro.close()
-            raise
-        try:
-            awaited = coro.send(None)
-        except StopIteration as stop:
-            on_result(stop.value)
-            return
-        except Exception as exc:
-            on_error(exc)
-            return
+            try:
+                awaited = coro.send(None)
+            except StopIteration as stop:
+                on_result(stop.value)
+                return
+            except Exception as exc:
+                on_error(exc)
+                return
+    except asyncio.CancelledError:
+        # Cancelled while waiting, possibly before the first step: release the handler.
+        if awaited is not None:
+            awaited.cancel()
+        coro.close()
+        raise

@@ -17,7 +17,7 @@ MAX_CHANNELS = 100
 MAX_BATCH = 1000
 MAX_NAME_LENGTH = 200
 
-_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
 def is_digits(text: str) -> bool:

@@ -128,3 +128,20 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     run(settings)
+
+
+@main.command(
+    context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run a benchmark scenario (see `pushup bench --help`)."""
+    try:
+        from pushup.bench.cli import bench as bench_command
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the benchmark needs the bench extra ({exc.name} is missing): "
+            "pip install 'pushup[bench]'"
+        ) from None
+    bench_command.main(args=list(args), prog_name="pushup bench")

@@ -1,0 +1,1 @@
+"""`pushup bench`: the paper's evaluation, run against PushUp and reference servers."""

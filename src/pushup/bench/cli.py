@@ -1,0 +1,138 @@
+"""`pushup bench <scenario>`: run a scenario, write its JSON, Markdown and plots."""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+
+import click
+
+from pushup.bench.scenarios import SCENARIOS
+from pushup.bench.targets import TARGET_NAMES
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part.replace("_", "")) for part in value.split(",") if part)
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of whole numbers") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter("a comma-separated list of positive whole numbers")
+    return numbers
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("scenario", type=click.Choice(SCENARIOS))
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(TARGET_NAMES),
+    help="Server(s) to measure; repeat the option. Default: every target.",
+)
+@click.option(
+    "--subscribers",
+    default=None,
+    help="Comma-separated subscriber counts (idle, fanout, paper-scale).",
+)
+@click.option(
+    "--channels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Channels to spread subscribers or publications over.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Publications per fan-out measurement.",
+)
+@click.option(
+    "--publications",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Publications per publish-rate run.",
+)
+@click.option(
+    "--publishers",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Keep-alive publisher connections (pubrate).",
+)
+@click.option(
+    "--client-processes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Load-generator processes (more are added past 19,000 connections each).",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0.001, max=1.0),
+    default=1.0,
+    show_default=True,
+    help="Shrink every interval of the paper scenarios.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=pathlib.Path("bench-results"),
+    show_default=True,
+    help="Where to write the JSON, Markdown and PNG files.",
+)
+@click.option(
+    "--plots/--no-plots",
+    default=True,
+    show_default=True,
+    help="Draw the paper's figures as PNG files.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench(
+    scenario: str,
+    targets: tuple[str, ...],
+    subscribers: str | None,
+    channels: int | None,
+    rounds: int,
+    publications: int,
+    publishers: int,
+    client_processes: int,
+    time_scale: float,
+    out_dir: pathlib.Path,
+    plots: bool,
+    quiet: bool,
+) -> None:
+    """Run a benchmark SCENARIO against PushUp and the reference servers."""
+    from pushup.bench import report
+    from pushup.bench.progress import QuietProgress, RichProgress
+    from pushup.bench.scenarios.common import Options
+
+    module = importlib.import_module(f"pushup.bench.scenarios.{scenario.replace('-', '_')}")
+    defaults = Options()
+    options = Options(
+        targets=targets or getattr(module, "DEFAULT_TARGETS", defaults.targets),
+        subscribers=_ints(subscribers)
+        if subscribers
+        else getattr(module, "DEFAULT_SUBSCRIBERS", defaults.subscribers),
+        channels=channels or int(getattr(module, "DEFAULT_CHANNELS", defaults.channels)),
+        rounds=rounds,
+        publications=publications,
+        publishers=publishers,
+        client_processes=client_processes,
+        time_scale=time_scale,
+    )
+    if quiet:
+        run = module.run(options, QuietProgress())
+    else:
+        with RichProgress() as progress:
+            run = module.run(options, progress)
+    run.finished_at = report.now()
+    json_path, md_path = report.write(run, out_dir)
+    if plots and hasattr(module, "plot"):
+        for path in module.plot(run, out_dir):
+            click.echo(f"plot: {path}")
+    click.echo(f"results: {json_path} {md_path}")
+    click.echo(report.summary(run))

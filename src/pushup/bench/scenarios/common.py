@@ -1,0 +1,52 @@
+"""What the scenarios share: options, a running target, waiting with a deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from pushup.bench.targets import Target, make_target
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every knob of `pushup bench`; each scenario reads the ones it needs."""
+
+    targets: tuple[str, ...] = ("pushup", "mlp", "nchan")
+    subscribers: tuple[int, ...] = (10_000,)
+    channels: int = 1
+    rounds: int = 3
+    publications: int = 20_000
+    publishers: int = 32
+    depth: int = 1
+    client_processes: int = 2
+    time_scale: float = 1.0
+    payload_pad: int = 0
+    deadline_s: float = 120.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def running(name: str) -> Iterator[Target]:
+    target = make_target(name)
+    target.start()
+    try:
+        yield target
+    finally:
+        target.stop()
+
+
+def wait_until(probe: Callable[[], bool], deadline_s: float, interval_s: float = 0.05) -> bool:
+    """Poll `probe` until true or the deadline passes; whether it became true."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if probe():
+            return True
+        time.sleep(interval_s)
+    return probe()
+
+
+def subscribers_on(target: Target, channels: list[str]) -> int:
+    return sum(target.subscribers(channel) for channel in channels)

@@ -1,0 +1,125 @@
+"""`fanout`: N parked subscribers on one channel, one publication, K rounds with re-polls
+→ time until 50/99/100 % received, and the received message percentage (RMP)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+from pushup.bench.fleet import Fleet
+from pushup.bench.loadgen import Recorder, payload, publish_all
+from pushup.bench.progress import Progress
+from pushup.bench.run import Check, Run
+from pushup.bench.scenarios.common import Options, running, wait_until
+from pushup.bench.stats import median, percentile
+from pushup.bench.targets import Target
+
+COLUMNS = ["target", "subscribers", "rounds", "p50_ms", "p99_ms", "p100_ms", "rmp_pct"]
+
+_POLL_TIMEOUT_S = 250.0
+_seq = itertools.count(1)
+
+
+def run(options: Options, progress: Progress) -> Run:
+    result = Run(
+        "fanout",
+        {
+            "targets": list(options.targets),
+            "subscribers": list(options.subscribers),
+            "rounds": options.rounds,
+        },
+        COLUMNS,
+    )
+    for name in options.targets:
+        for count in options.subscribers:
+            progress.start(f"fanout {name} {count:,}", options.rounds)
+            result.rows.append(_measure(name, count, options, progress))
+    result.checks += _checks(result)
+    return result
+
+
+def publish_one(target: Target, channel: str, seq: int, pad: int = 0) -> int:
+    """Publish one timed message; how many were acknowledged (0 or 1)."""
+    sent = [False]
+
+    def one() -> tuple[str, bytes] | None:
+        if sent[0]:
+            return None
+        sent[0] = True
+        return channel, payload(seq, pad)
+
+    return asyncio.run(publish_all(target, one, Recorder()))
+
+
+def _measure(name: str, count: int, options: Options, progress: Progress) -> dict[str, object]:
+    rounds: list[dict[str, float | None]] = []
+    with running(name) as target:
+        channel = target.create_channel()
+        processes = max(options.client_processes, -(-count // 19_000))
+        with Fleet(name, target.host, target.port, processes) as fleet:
+            fleet.open([channel], count, timeout_s=_POLL_TIMEOUT_S)
+            for _ in range(options.rounds):
+                wait_until(lambda: target.subscribers(channel) >= count, options.deadline_s)
+                fleet.stats(reset=True)
+                seq = next(_seq)
+                publish_one(target, channel, seq, options.payload_pad)
+                end = time.monotonic() + min(options.deadline_s, 60)
+                while time.monotonic() < end and fleet.stats().received.get(seq, 0) < count:
+                    time.sleep(0.05)
+                stats = fleet.stats()
+                trips = stats.trips_s
+                rounds.append(
+                    {
+                        "p50_ms": _ms(percentile(trips, 0.50)) if len(trips) * 2 >= count else None,
+                        "p99_ms": _ms(percentile(trips, 0.99))
+                        if len(trips) * 100 >= count * 99
+                        else None,
+                        "p100_ms": _ms(max(trips)) if len(trips) >= count else None,
+                        "rmp_pct": 100.0 * stats.received.get(seq, 0) / count,
+                    }
+                )
+                progress.advance()
+    row: dict[str, object] = {"target": name, "subscribers": count, "rounds": len(rounds)}
+    for key in ("p50_ms", "p99_ms", "p100_ms"):
+        values = [r[key] for r in rounds]
+        # A round where not everyone received has no such figure: the median is then missing.
+        row[key] = None if None in values else median([v for v in values if v is not None])
+    row["rmp_pct"] = min(r["rmp_pct"] or 0.0 for r in rounds) if rounds else 0.0
+    row["per_round"] = rounds
+    return row
+
+
+def _fmt(ms: float | None) -> str:
+    return "n/a" if ms is None else f"{ms:.0f}"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _checks(result: Run) -> list[Check]:
+    checks = []
+    for count in sorted({row["subscribers"] for row in result.rows}):
+        rows = {row["target"]: row for row in result.rows if row["subscribers"] == count}
+        ours = rows.get("pushup")
+        if ours is None:
+            continue
+        theirs = rows.get("nchan")
+        ratio = None
+        if theirs and theirs["p100_ms"] and ours["p100_ms"] is not None:
+            ratio = ours["p100_ms"] / theirs["p100_ms"]
+        holds = None if ratio is None else (ratio <= 1.0 and ours["rmp_pct"] == 100.0)
+        note = f"PushUp p100 {_fmt(ours['p100_ms'])} ms, RMP {ours['rmp_pct']:.1f} %"
+        if theirs:
+            note += f"; Nchan p100 {_fmt(theirs['p100_ms'])} ms, RMP {theirs['rmp_pct']:.1f} %"
+        checks.append(
+            Check(
+                f"fan-out to {count:,}: time to 100 %",
+                ratio,
+                "≤ 1.0x Nchan, RMP 100 %",
+                holds,
+                note,
+            )
+        )
+    return checks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -64,6 +65,7 @@ def listening_socket(settings: Settings) -> socket.socket:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM."""
+    _tune_gc()
     app = App(settings)
     sock = await app.start()
     host, port = sock.getsockname()[:2]
@@ -79,6 +81,15 @@ async def serve(settings: Settings) -> None:
             loop.remove_signal_handler(signum)
         await app.stop()
         log.info("pushup stopped")
+
+
+def _tune_gc() -> None:
+    """Collect cycles less often: requests allocate many short-lived objects that
+    reference counting frees, while tens of thousands of parked connections would be
+    traversed by every frequent collection (about 15 % of the CPU of a fan-out with
+    re-polls, measured with py-spy). Objects from start-up never need collecting."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def run(settings: Settings) -> None:

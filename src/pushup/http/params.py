@@ -132,10 +132,17 @@ def batch(obj: Mapping[str, Any]) -> list[tuple[list[ChannelRef], bytes]]:
 def query(text: str, known: set[str]) -> dict[str, str]:
     """The known parameters of a query string; each may appear once."""
     found: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise InvalidParameter("the query string is not valid UTF-8") from None
+    if "%" in text or "+" in text:
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidParameter("the query string is not valid UTF-8") from None
+    else:  # nothing to decode, as in most polls: split without the general parser
+        pairs = [
+            (key, value)
+            for key, _, value in (part.partition("=") for part in text.split("&"))
+            if key or value
+        ]
     for key, value in pairs:
         if key in known:
             if key in found:

@@ -34,7 +34,24 @@ _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
     (("health",), {"GET": subscriber.health}, False),
 ]
 
+# Routes without a parameter, by exact path.
+_STATIC = {
+    "/" + "/".join(pattern): (methods, for_publishers)  # type: ignore[arg-type]
+    for pattern, methods, for_publishers in _ROUTES
+    if None not in pattern
+}
+
 _FORWARDING_HEADERS = ("forwarded", "x-forwarded-for")
+
+
+def _pick(methods: dict[str, Handler], method: str) -> Handler:
+    handler = methods.get(method)
+    if handler is None:
+        allowed = ", ".join(sorted(methods))
+        raise MethodNotAllowed(
+            f"{method} is not allowed here; use {allowed}", headers=(("Allow", allowed),)
+        )
+    return handler
 
 
 class Router:
@@ -50,6 +67,11 @@ class Router:
         return await handler(request, self.services, *args)
 
     def _route(self, request: Request) -> tuple[Handler, list[str], bool]:
+        # The hot paths (/subscribe, /publish) have no parameters: one dict lookup.
+        static = _STATIC.get(request.path)
+        if static is not None:
+            methods, for_publishers = static
+            return _pick(methods, request.method), [], for_publishers
         try:
             segments = [unquote(part, errors="strict") for part in request.path.split("/")[1:]]
         except UnicodeDecodeError:
@@ -59,15 +81,8 @@ class Router:
                 continue
             pairs = list(zip(pattern, segments, strict=True))
             if all(want is None or want == got for want, got in pairs):
-                handler = methods.get(request.method)
-                if handler is None:
-                    allowed = ", ".join(sorted(methods))
-                    raise MethodNotAllowed(
-                        f"{request.method} is not allowed here; use {allowed}",
-                        headers=(("Allow", allowed),),
-                    )
                 args = [got for want, got in pairs if want is None]
-                return handler, args, for_publishers
+                return _pick(methods, request.method), args, for_publishers
         raise NotFound(f"no such endpoint: {request.path}")
 
     def _authorize_publisher(self, request: Request) -> None:

@@ -2,12 +2,24 @@
 # Installs the system packages the test suite drives for real (Debian, as root).
 # Each later feature that tests against a real program adds its package here.
 set -euo pipefail
-packages=()
+packages=(
+    nginx-light         # Nchan, the reference server of `pushup bench`
+    libnginx-mod-nchan
+)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
+    # Install only: the tests start these programs themselves, on their own ports, so
+    # keep the packages from starting system services (nginx on port 80, say).
+    added_policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    [[ -n "$added_policy" ]] && rm -f /usr/sbin/policy-rc.d
 fi

@@ -7,7 +7,9 @@ waits for the next update. This module is that baseline, built the ordinary way 
 parked on a `threading.Condition` per channel until a message or the poll's timeout.
 It speaks the subset of PushUp's API that the benchmark uses, with the same JSON, so
 the same client bytes drive both. It is meant to be honest, not tuned: no artificial
-delays, and nothing beyond a normal thread-per-request design.
+delays, and nothing beyond a normal thread-per-request design. Like any such server, a
+parked thread does not notice its client leaving until it answers (at the latest when
+the poll times out), and one publication wakes every thread waiting on the channel.
 
     python -m pushup.bench.mlp_server --fd N     # a listening socket from the parent
     python -m pushup.bench.mlp_server --port P   # or bind one itself
@@ -65,15 +67,15 @@ class Channel:
         while self.messages and self.messages[0][1] <= now - message_ttl_s:
             self.messages.popleft()
 
-    def after(self, since: int | None) -> list[str]:
-        """Cached messages newer than `since`, oldest first (caller holds `cond`)."""
+    def after(self, since: int | None) -> list[tuple[int, str]]:
+        """Cached (id, JSON) newer than `since`, oldest first (caller holds `cond`)."""
         if since is None:
-            return [fragment for _, _, fragment in self.messages]
-        newer: list[str] = []
+            return [(message_id, fragment) for message_id, _, fragment in self.messages]
+        newer: list[tuple[int, str]] = []
         for message_id, _, fragment in reversed(self.messages):
             if message_id <= since:
                 break
-            newer.append(fragment)
+            newer.append((message_id, fragment))
         newer.reverse()
         return newer
 
@@ -159,12 +161,9 @@ class Store:
                         found = channel.after(since)
                 finally:
                     channel.waiting -= 1
-            if found:
-                # Each fragment starts with '{"id":"<id>"'.
-                cursor = int(found[-1][7 : found[-1].index('"', 7)])
-            else:
-                cursor = max(since or 0, self.last_message_id())
-        return found, cursor
+            # Empty: every later message to this channel gets an id above the counter.
+            cursor = found[-1][0] if found else max(since or 0, self.last_message_id())
+        return [fragment for _, fragment in found], cursor
 
 
 class MlpServer(ThreadingHTTPServer):
@@ -185,6 +184,10 @@ class MlpServer(ThreadingHTTPServer):
         # One line per failure (a thread that could not start, a reset connection).
         exc = sys.exc_info()[1]
         print(f"mlp_server: error with {client_address}: {exc!r}", file=sys.stderr, flush=True)
+
+
+def _json(body: Any) -> bytes:
+    return b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
 
 
 def _number(value: object, name: str) -> float:
@@ -209,17 +212,20 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Malformed requests caught by http.server itself: answer in JSON too.
         self.close_connection = True
-        self._send(code, {"error": "bad_request", "detail": message or HTTPStatus(code).phrase})
+        status = HTTPStatus(code)
+        self._send(code, {"error": status.name.lower(), "detail": message or status.phrase})
 
     def _send(self, status: int, body: Any = None, raw: bytes | None = None) -> None:
-        payload = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
+        payload = raw if raw is not None else _json(body)
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             f"Server: {self.server_version}\r\nDate: {self.date_time_string()}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-            f"{'Connection: close' + chr(13) + chr(10) if self.close_connection else ''}\r\n"
         )
-        self.wfile.write(head.encode("latin-1") + payload)
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        # Head and body in one write: one segment, no Nagle/delayed-ACK stall.
+        self.wfile.write(head.encode("latin-1") + b"\r\n" + payload)
 
     def _body(self) -> Any:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -266,22 +272,25 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> tuple[int, Any, bytes | None]:
         url = urlsplit(self.path)
         path = url.path
-        routes: dict[str, tuple[str, Any]] = {
-            "/health": ("GET", lambda: (200, {"status": "ok"}, None)),
-            "/channels": ("POST", self._create),
-            "/publish": ("POST", self._publish),
-            "/subscribe": ("GET", lambda: self._subscribe(url.query)),
-        }
-        if path in routes:
-            allowed, handler = routes[path]
-        elif path.startswith("/channels/") and path.count("/") == 2:
-            allowed, handler = "GET", lambda: self._info(path.rsplit("/", 1)[1])
+        if path == "/health":
+            allowed = "GET"
+        elif path in ("/channels", "/publish"):
+            allowed = "POST"
+        elif path == "/subscribe" or (path.startswith("/channels/") and path.count("/") == 2):
+            allowed = "GET"
         else:
             raise ApiError(404, "not_found", f"no such path: {path}")
         if method != allowed:
             raise ApiError(405, "method_not_allowed", f"{path} takes {allowed}")
-        result: tuple[int, Any, bytes | None] = handler()
-        return result
+        if path == "/subscribe":
+            return self._subscribe(url.query)
+        if path == "/publish":
+            return self._publish()
+        if path == "/channels":
+            return self._create()
+        if path == "/health":
+            return 200, {"status": "ok"}, None
+        return self._info(path.rsplit("/", 1)[1])
 
     def _create(self) -> tuple[int, Any, None]:
         body = self._body()
@@ -374,11 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     store = Store(args.message_ttl, args.max_messages, args.channel_ttl)
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
-        server = MlpServer(sock.getsockname()[:2], store, args.max_timeout, bind=False)
+        host, port = sock.getsockname()[:2]
+        server = MlpServer((host, port), store, args.max_timeout, bind=False)
         server.socket.close()
         server.socket = sock
-        server.server_address = sock.getsockname()[:2]
-        server.server_name, server.server_port = server.server_address
+        server.server_address = (host, port)
+        server.server_name, server.server_port = host, port
     else:
         server = MlpServer((args.host, args.port), store, args.max_timeout)
 

@@ -21,5 +21,7 @@ if ((${#missing[@]})); then
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    [[ -n "$added_policy" ]] && rm -f /usr/sbin/policy-rc.d
+    if [[ -n "$added_policy" ]]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
 fi

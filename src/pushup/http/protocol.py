@@ -289,8 +289,19 @@ class HttpConnection(asyncio.Protocol):
         self._parked = None
         if self._closed:
             return
-        mode = self._mode_now(self._reply_mode)
-        self._finish(frame_outcome(outcome, mode), mode)
+        # The fan-out path, once per receiver: kept to a few attribute reads and one
+        # write, since a publication may wake tens of thousands of connections.
+        mode = CLOSE if self._server.closing else self._reply_mode
+        data = outcome.framed.get(mode)
+        if data is None:
+            data = frame_outcome(outcome, mode)
+        if mode == CLOSE or self._pending or self._backlog is not None or self._current:
+            self._finish(data, mode)
+            return
+        assert self._transport is not None
+        self._transport.write(data)
+        self._busy = False
+        self._server.idle.touch(self)
 
     def close_idle(self) -> None:
         """Called by the idle sweep: nothing in progress for too long."""

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test install install-test lint clean
+.PHONY: serve test bench lint clean
 
 serve: $(VENV)/.installed
 	$(BIN)/pushup serve
@@ -13,6 +13,14 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The benchmark's quick pass: every scenario at reduced size and time scale.
+bench: $(VENV)/.installed-test
+	$(BIN)/pushup bench idle
+	$(BIN)/pushup bench fanout
+	$(BIN)/pushup bench pubrate
+	$(BIN)/pushup bench paper-traffic --time-scale 0.05
+	$(BIN)/pushup bench paper-scale
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests

@@ -97,6 +97,7 @@ def bench(
     subscribers: str | None,
     channels: int | None,
     rounds: int,
+    intervals: str | None,
     publications: int,
     publishers: int,
     client_processes: int,
@@ -123,6 +124,7 @@ def bench(
         publishers=publishers,
         client_processes=client_processes,
         time_scale=time_scale,
+        extra={"intervals": intervals} if intervals else {},
     )
     if quiet:
         run = module.run(options, QuietProgress())

@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
     nginx-light         # Nchan, the reference server of `pushup bench`
     libnginx-mod-nchan
+    redis-server        # the Redis engine's tests start their own servers
 )
 missing=()
 for pkg in "${packages[@]}"; do

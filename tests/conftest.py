@@ -1,12 +1,18 @@
-"""Fixtures: real PushUp processes, stopped and checked for crashes after each test."""
+"""Fixtures: real PushUp processes, stopped and checked for crashes after each test, and
+real Redis servers for the Redis engine."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
-from tests.helpers import ServerProcess, start_server
+from tests.helpers import ServerProcess, start_server, wait_for
 
 ServerFactory = Callable[..., ServerProcess]
 
@@ -34,3 +40,128 @@ def server_factory() -> Iterator[ServerFactory]:
 def server(server_factory: ServerFactory) -> ServerProcess:
     """A server on its defaults."""
     return server_factory()
+
+
+# -- Redis -------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A real `redis-server` on a loopback port of its own, in its own directory.
+
+    It can be killed and started again on the same port (with AOF, its data comes
+    back), as a crashed and restarted Redis would."""
+
+    def __init__(self, directory: Path, *options: str) -> None:
+        self.directory = directory
+        self.options = options
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is missing: run scripts/install-test-deps.sh")
+        with open(self.directory / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                    *self.options,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"redis-server exited with {proc.returncode}:\n{self.log()}")
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1.0) as client:
+                    return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(ready, timeout=15.0, what="redis-server to answer PING")
+
+    def kill(self) -> None:
+        """As a crash would: no chance to save anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5.0)
+
+    def log(self) -> str:
+        return (self.directory / "redis.log").read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Redis for the whole session; each test that uses it gets it flushed."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, empty."""
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+RedisFactory = Callable[..., RedisServer]
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
+    """Start private Redis servers (with any options, such as AOF) that a test may
+    kill and restart; all are stopped after the test."""
+    started: list[RedisServer] = []
+
+    def start(*options: str) -> RedisServer:
+        directory = tmp_path / f"redis-{len(started)}"
+        directory.mkdir()
+        server = RedisServer(directory, *options)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -8,10 +8,13 @@ import gc
 import logging
 import signal
 import socket
+from urllib.parse import urlsplit
 
 from pushup import __version__
-from pushup.config import Settings
+from pushup.config import REDIS_SCHEMES, Settings
+from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
+from pushup.engines.base import Engine
 from pushup.engines.memory import MemoryEngine
 from pushup.http.router import Router
 from pushup.http.server import HttpServer
@@ -23,14 +26,9 @@ log = logging.getLogger("pushup")
 class App:
     """One PushUp server process: its engine, hub and HTTP server."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        engine = MemoryEngine(
-            message_ttl_s=settings.message_ttl_s,
-            max_messages=settings.max_messages,
-            channel_ttl_s=settings.channel_ttl_s,
-        )
-        self.hub = Hub(engine)
+        self.hub = Hub(engine or create_engine(settings))
         self.http = HttpServer(
             Router(Services(self.hub, settings)),
             self.hub,
@@ -50,6 +48,31 @@ class App:
         await self.hub.close()
 
 
+def create_engine(settings: Settings) -> Engine:
+    """The engine the settings' URL names; Redis is imported only when chosen, so it
+    stays an optional extra."""
+    scheme = urlsplit(settings.engine_url).scheme
+    if scheme in REDIS_SCHEMES:
+        try:
+            from pushup.engines.redis import RedisEngine
+        except ImportError as exc:
+            raise SystemExit(
+                f"the Redis engine needs the redis extra ({exc.name} is missing): "
+                "pip install 'pushup[redis]'"
+            ) from None
+        return RedisEngine(
+            settings.engine_url,
+            message_ttl_s=settings.message_ttl_s,
+            max_messages=settings.max_messages,
+            channel_ttl_s=settings.channel_ttl_s,
+        )
+    return MemoryEngine(
+        message_ttl_s=settings.message_ttl_s,
+        max_messages=settings.max_messages,
+        channel_ttl_s=settings.channel_ttl_s,
+    )
+
+
 def listening_socket(settings: Settings) -> socket.socket:
     if settings.fd is not None:
         sock = socket.socket(fileno=settings.fd)
@@ -67,7 +90,12 @@ async def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM."""
     _tune_gc()
     app = App(settings)
-    sock = await app.start()
+    try:
+        sock = await app.start()
+    except EngineUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        await app.stop()
+        raise SystemExit(1) from None
     host, port = sock.getsockname()[:2]
     log.info("pushup %s listening on http://%s:%s", __version__, host, port)
     stop = asyncio.Event()

@@ -88,6 +88,14 @@ def main() -> None:
     help="Serve on this already bound, listening socket instead of host:port.",
 )
 @click.option(
+    "--engine",
+    envvar="PUSHUP_ENGINE",
+    default="memory://",
+    show_default=True,
+    help="Where channels and messages live: memory:// (this process) or "
+    "redis://host:port/db (shared by every node using that Redis).",
+)
+@click.option(
     "--log-level",
     envvar="PUSHUP_LOG_LEVEL",
     default="info",
@@ -104,6 +112,7 @@ def serve(
     publisher_key: str | None,
     keepalive_timeout: float,
     fd: int | None,
+    engine: str,
     log_level: str,
 ) -> None:
     """Run the server."""
@@ -121,6 +130,7 @@ def serve(
             keepalive_timeout_s=keepalive_timeout,
             fd=fd,
             log_level=log_level,
+            engine_url=engine,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# Engines by URL scheme: the embedded one, or Redis shared by several nodes.
+MEMORY_SCHEMES = ("memory",)
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +26,9 @@ class Settings:
     # An already bound, listening socket to serve on instead of host:port.
     fd: int | None = None
     log_level: str = "info"
+    # Where channels and messages live: `memory://` (this process) or
+    # `redis://host:port/db` (shared by every node on that Redis).
+    engine_url: str = "memory://"
 
     def __post_init__(self) -> None:
         _positive("message_ttl", self.message_ttl_s)
@@ -33,6 +41,7 @@ class Settings:
             raise ValueError("port must be between 0 and 65535")
         if self.publisher_key == "":
             raise ValueError("publisher_key must not be empty")
+        check_engine_url(self.engine_url)
 
     @property
     def default_timeout_s(self) -> float:
@@ -43,3 +52,29 @@ class Settings:
 def _positive(name: str, value: float) -> None:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive number of seconds")
+
+
+def check_engine_url(url: str) -> None:
+    """Reject an engine URL no engine takes, naming what would be accepted."""
+    usage = "engine must be memory:// or redis://host:port/db"
+    try:
+        parts = urlsplit(url)
+        _port = parts.port  # raises ValueError unless a number in range
+    except ValueError:
+        raise ValueError(f"{usage}, not {url!r}") from None
+    scheme = parts.scheme
+    if scheme in MEMORY_SCHEMES:
+        if parts.netloc or parts.path or parts.query:
+            raise ValueError(f"{usage}: memory:// takes no host, path or options")
+        return
+    if scheme not in REDIS_SCHEMES:
+        raise ValueError(f"{usage}, not {url!r}")
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"{usage}: unix:// needs a socket path")
+        return
+    if not parts.hostname:
+        raise ValueError(f"{usage}: {url!r} names no host")
+    db = parts.path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ValueError(f"{usage}: the database in {url!r} must be a number")

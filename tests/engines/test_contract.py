@@ -1,74 +1,38 @@
-"""The in-memory engine, driven by a fake clock: channels, publishing, reading, expiry."""
+"""The engine contract, run against every engine with a fake clock: channels,
+publishing, reading, expiry. The memory and Redis engines must behave identically."""
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.model import ChannelId, ChannelRef, Message, MessageId, ReadResult
-from pushup.engines.memory import MemoryEngine
-from tests.unit.fakes import T0, FakeClock, RecordingListener
-
-MakeEngine = Callable[..., MemoryEngine]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
+from pushup.engines.base import Engine
+from tests.engines.conftest import MakeEngine, RecordingListener, hits, published, same
+from tests.unit.fakes import T0, FakeClock
 
 
-@pytest.fixture
-def listener() -> RecordingListener:
-    return RecordingListener()
-
-
-@pytest.fixture
-def make_engine(clock: FakeClock, listener: RecordingListener) -> MakeEngine:
-    def make(
-        *, message_ttl_s: float = 300.0, max_messages: int = 100, channel_ttl_s: float = 3600.0
-    ) -> MemoryEngine:
-        return MemoryEngine(
-            message_ttl_s=message_ttl_s,
-            max_messages=max_messages,
-            channel_ttl_s=channel_ttl_s,
-            clock=clock,
-        )
-
-    return make
-
-
-@pytest.fixture
-async def engine(make_engine: MakeEngine, listener: RecordingListener) -> MemoryEngine:
-    engine = make_engine()
-    await engine.start(listener)
-    return engine
-
-
-async def started(
-    make_engine: MakeEngine, listener: RecordingListener, **kw: float
-) -> MemoryEngine:
+async def started(make_engine: MakeEngine, listener: RecordingListener, **kw: float) -> Engine:
     engine = make_engine(**kw)
     await engine.start(listener)
     return engine
 
 
-async def channel(
-    engine: MemoryEngine, name: str | None = None, ttl: float | None = None
-) -> ChannelId:
+async def channel(engine: Engine, name: str | None = None, ttl: float | None = None) -> ChannelId:
     return (await engine.create_channel(ttl, name)).id
 
 
-async def publish1(engine: MemoryEngine, refs: Sequence[ChannelRef], data: bytes = b"1") -> Message:
+async def publish1(engine: Engine, refs: Sequence[ChannelRef], data: bytes = b"1") -> Message:
     (message,) = await engine.publish([(refs, data)])
     return message
 
 
 async def read(
-    engine: MemoryEngine,
+    engine: Engine,
     channels: Sequence[ChannelId],
     since: MessageId | None = None,
     start: float | None = None,
@@ -81,7 +45,7 @@ def ids(result: ReadResult) -> list[MessageId]:
     return [message.id for message, _ in result.hits]
 
 
-async def alive(engine: MemoryEngine, ref: ChannelRef) -> bool:
+async def alive(engine: Engine, ref: ChannelRef) -> bool:
     try:
         await engine.channel_info(ref)
     except ChannelsNotFound as exc:
@@ -93,7 +57,7 @@ async def alive(engine: MemoryEngine, ref: ChannelRef) -> bool:
 # -- channels ----------------------------------------------------------------------------
 
 
-async def test_create_returns_the_channel_info(engine: MemoryEngine) -> None:
+async def test_create_returns_the_channel_info(engine: Engine) -> None:
     info = await engine.create_channel(None, None)
     assert info.name is None
     assert info.expires_at == T0 + 3600.0
@@ -109,7 +73,7 @@ async def test_create_returns_the_channel_info(engine: MemoryEngine) -> None:
 
 
 async def test_channel_ids_are_unique_and_grow_even_when_the_clock_stands_still(
-    engine: MemoryEngine, clock: FakeClock
+    engine: Engine, clock: FakeClock
 ) -> None:
     created = [await channel(engine) for _ in range(5)]
     clock.advance(-60)
@@ -130,7 +94,7 @@ async def test_channel_ids_are_not_reused_by_a_restarted_engine(
 
 
 async def test_info_reflects_messages_and_the_last_message(
-    engine: MemoryEngine, clock: FakeClock
+    engine: Engine, clock: FakeClock
 ) -> None:
     a = await channel(engine, "a")
     clock.advance(2)
@@ -144,13 +108,13 @@ async def test_info_reflects_messages_and_the_last_message(
     assert info.expires_at == T0 + 2 + 3600.0
 
 
-async def test_resolve_keeps_the_order_given_and_accepts_names(engine: MemoryEngine) -> None:
+async def test_resolve_keeps_the_order_given_and_accepts_names(engine: Engine) -> None:
     a = await channel(engine, "a")
     b = await channel(engine)
     assert await engine.resolve([b, "a", a]) == [b, a, a]
 
 
-async def test_resolve_names_every_unknown_ref_as_given(engine: MemoryEngine) -> None:
+async def test_resolve_names_every_unknown_ref_as_given(engine: Engine) -> None:
     a = await channel(engine, "a")
     with pytest.raises(ChannelsNotFound) as caught:
         await engine.resolve([a, 12345, "nope", str(a), "A"])
@@ -158,7 +122,7 @@ async def test_resolve_names_every_unknown_ref_as_given(engine: MemoryEngine) ->
     assert caught.value.refs == [12345, "nope", str(a), "A"]
 
 
-async def test_names_are_unique_among_live_channels(engine: MemoryEngine) -> None:
+async def test_names_are_unique_among_live_channels(engine: Engine) -> None:
     a = await channel(engine, "a")
     with pytest.raises(NameTaken) as caught:
         await engine.create_channel(None, "a")
@@ -166,7 +130,7 @@ async def test_names_are_unique_among_live_channels(engine: MemoryEngine) -> Non
     assert await engine.resolve(["a"]) == [a]
 
 
-async def test_a_name_is_free_again_after_close(engine: MemoryEngine) -> None:
+async def test_a_name_is_free_again_after_close(engine: Engine) -> None:
     old = await channel(engine, "a")
     await engine.close_channel("a")
     new = await channel(engine, "a")
@@ -175,7 +139,7 @@ async def test_a_name_is_free_again_after_close(engine: MemoryEngine) -> None:
     assert not await alive(engine, old)
 
 
-async def test_a_name_is_free_again_after_expiry(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_a_name_is_free_again_after_expiry(engine: Engine, clock: FakeClock) -> None:
     old = await channel(engine, "a", ttl=10)
     clock.advance(10.5)
     new = await channel(engine, "a")
@@ -184,7 +148,7 @@ async def test_a_name_is_free_again_after_expiry(engine: MemoryEngine, clock: Fa
 
 
 async def test_close_forgets_the_channel_and_tells_the_listener(
-    engine: MemoryEngine, listener: RecordingListener
+    engine: Engine, listener: RecordingListener
 ) -> None:
     a = await channel(engine)
     b = await channel(engine)
@@ -202,7 +166,7 @@ async def test_close_forgets_the_channel_and_tells_the_listener(
     assert listener.closed_calls == [[a]]
 
 
-async def test_closing_an_unknown_channel_is_not_found(engine: MemoryEngine) -> None:
+async def test_closing_an_unknown_channel_is_not_found(engine: Engine) -> None:
     with pytest.raises(ChannelsNotFound) as caught:
         await engine.close_channel("nope")
     assert caught.value.refs == ["nope"]
@@ -212,7 +176,7 @@ async def test_closing_an_unknown_channel_is_not_found(engine: MemoryEngine) -> 
 
 
 async def test_a_channel_expires_after_its_ttl_of_inactivity(
-    engine: MemoryEngine, clock: FakeClock, listener: RecordingListener
+    engine: Engine, clock: FakeClock, listener: RecordingListener
 ) -> None:
     a = await channel(engine, ttl=10)
     clock.advance(9.5)
@@ -223,7 +187,7 @@ async def test_a_channel_expires_after_its_ttl_of_inactivity(
     assert listener.closed_calls == [[a]]
 
 
-async def test_renew_extends_by_the_channel_ttl(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_renew_extends_by_the_channel_ttl(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine, ttl=10)
     clock.advance(8)
     info = await engine.renew_channel(a, None)
@@ -235,7 +199,7 @@ async def test_renew_extends_by_the_channel_ttl(engine: MemoryEngine, clock: Fak
     assert not await alive(engine, a)
 
 
-async def test_renew_with_a_longer_ttl_keeps_it(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_renew_with_a_longer_ttl_keeps_it(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine, ttl=10)
     info = await engine.renew_channel(a, 100)
     assert (info.expires_at, info.ttl_s) == (T0 + 100, 100)
@@ -248,7 +212,7 @@ async def test_renew_with_a_longer_ttl_keeps_it(engine: MemoryEngine, clock: Fak
 
 
 async def test_renew_with_a_shorter_ttl_brings_expiry_forward(
-    engine: MemoryEngine, clock: FakeClock, listener: RecordingListener
+    engine: Engine, clock: FakeClock, listener: RecordingListener
 ) -> None:
     a = await channel(engine, ttl=100)
     clock.advance(1)
@@ -262,7 +226,7 @@ async def test_renew_with_a_shorter_ttl_brings_expiry_forward(
 
 
 async def test_renew_with_a_shorter_ttl_is_the_ttl_from_then_on(
-    engine: MemoryEngine, clock: FakeClock
+    engine: Engine, clock: FakeClock
 ) -> None:
     a = await channel(engine, ttl=100)
     await engine.renew_channel(a, 5)
@@ -273,7 +237,7 @@ async def test_renew_with_a_shorter_ttl_is_the_ttl_from_then_on(
     assert (await engine.channel_info(a)).expires_at == T0 + 12
 
 
-async def test_publishing_extends_a_channel(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_publishing_extends_a_channel(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine, ttl=10)
     clock.advance(8)
     await publish1(engine, [a])
@@ -286,7 +250,7 @@ async def test_publishing_extends_a_channel(engine: MemoryEngine, clock: FakeClo
 
 @pytest.mark.parametrize("activity", ["publish", "renew"])
 async def test_activity_after_a_shorter_ttl_still_expires_on_time(
-    engine: MemoryEngine, clock: FakeClock, activity: str
+    engine: Engine, clock: FakeClock, activity: str
 ) -> None:
     """Create with ttl 100, renew with ttl 10, be active at +5: the channel lives to +15."""
     a = await channel(engine, ttl=100)
@@ -304,7 +268,7 @@ async def test_activity_after_a_shorter_ttl_still_expires_on_time(
 
 
 async def test_expiry_closes_every_due_channel_in_one_call(
-    engine: MemoryEngine, clock: FakeClock, listener: RecordingListener
+    engine: Engine, clock: FakeClock, listener: RecordingListener
 ) -> None:
     a = await channel(engine, ttl=10)
     b = await channel(engine, ttl=20)
@@ -331,7 +295,7 @@ async def test_expired_channels_go_without_a_request(
 
 
 async def test_publish_stores_one_message_for_all_its_channels(
-    engine: MemoryEngine, listener: RecordingListener
+    engine: Engine, listener: RecordingListener
 ) -> None:
     a = await channel(engine, "a")
     b = await channel(engine)
@@ -339,26 +303,24 @@ async def test_publish_stores_one_message_for_all_its_channels(
     assert message.channels == (a, b)
     assert message.data == b'{"x":1}'
     assert message.time == message.id / 1_000_000
-    assert listener.published_calls == [([message], frozenset())]
+    assert published(listener) == [([same(message)], frozenset())]
     for ch in (a, b):
         info = await engine.channel_info(ch)
         assert (info.messages, info.last_message_id) == (1, message.id)
 
 
-async def test_a_batch_gets_ids_in_item_order(
-    engine: MemoryEngine, listener: RecordingListener
-) -> None:
+async def test_a_batch_gets_ids_in_item_order(engine: Engine, listener: RecordingListener) -> None:
     a = await channel(engine)
     b = await channel(engine)
     messages = await engine.publish([([a], b"1"), ([b], b"2"), ([a, b], b"3")])
     assert [m.data for m in messages] == [b"1", b"2", b"3"]
     assert [m.channels for m in messages] == [(a,), (b,), (a, b)]
     assert messages[0].id < messages[1].id < messages[2].id
-    assert listener.published_calls == [(messages, frozenset())]
+    assert published(listener) == [([same(m) for m in messages], frozenset())]
 
 
 async def test_publish_is_all_or_nothing_and_names_every_unknown_channel(
-    engine: MemoryEngine, clock: FakeClock, listener: RecordingListener
+    engine: Engine, clock: FakeClock, listener: RecordingListener
 ) -> None:
     a = await channel(engine, "a", ttl=10)
     high_water = engine.high_water()
@@ -378,7 +340,7 @@ async def test_publish_is_all_or_nothing_and_names_every_unknown_channel(
 
 
 async def test_publish_to_an_expired_channel_is_not_found(
-    engine: MemoryEngine, clock: FakeClock, listener: RecordingListener
+    engine: Engine, clock: FakeClock, listener: RecordingListener
 ) -> None:
     a = await channel(engine, ttl=10)
     b = await channel(engine, ttl=100)
@@ -390,9 +352,7 @@ async def test_publish_to_an_expired_channel_is_not_found(
     assert (await read(engine, [b])).hits == []
 
 
-async def test_message_ids_grow_when_the_clock_goes_back(
-    engine: MemoryEngine, clock: FakeClock
-) -> None:
+async def test_message_ids_grow_when_the_clock_goes_back(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine)
     clock.advance(10)
     first = await publish1(engine, [a])
@@ -402,7 +362,7 @@ async def test_message_ids_grow_when_the_clock_goes_back(
     assert second.time > first.time
 
 
-async def test_high_water_is_below_every_later_id(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_high_water_is_below_every_later_id(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine)
     high_water = engine.high_water()
     first = await publish1(engine, [a])
@@ -416,7 +376,7 @@ async def test_high_water_is_below_every_later_id(engine: MemoryEngine, clock: F
     assert engine.high_water() == third.id
 
 
-async def test_a_fresh_engine_has_a_high_water_of_now(engine: MemoryEngine) -> None:
+async def test_a_fresh_engine_has_a_high_water_of_now(engine: Engine) -> None:
     assert engine.high_water() == int(T0 * 1_000_000)
     assert (await read(engine, [await channel(engine)])).high_water == int(T0 * 1_000_000)
 
@@ -424,7 +384,7 @@ async def test_a_fresh_engine_has_a_high_water_of_now(engine: MemoryEngine) -> N
 # -- reading -----------------------------------------------------------------------------
 
 
-async def three_seconds(engine: MemoryEngine, clock: FakeClock, a: ChannelId) -> list[Message]:
+async def three_seconds(engine: Engine, clock: FakeClock, a: ChannelId) -> list[Message]:
     """Messages on `a` at T0 + 1, T0 + 2 and T0 + 3."""
     messages = []
     for _ in range(3):
@@ -435,17 +395,17 @@ async def three_seconds(engine: MemoryEngine, clock: FakeClock, a: ChannelId) ->
 
 
 async def test_read_returns_every_cached_message_in_id_order(
-    engine: MemoryEngine, clock: FakeClock
+    engine: Engine, clock: FakeClock
 ) -> None:
     a = await channel(engine)
     messages = await three_seconds(engine, clock, a)
     result = await read(engine, [a])
-    assert result.hits == [(m, (a,)) for m in messages]
+    assert hits(result) == [(same(m), (a,)) for m in messages]
     assert result.gap is False
     assert result.high_water == messages[-1].id
 
 
-async def test_read_since_is_exclusive(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_read_since_is_exclusive(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine)
     m1, m2, m3 = await three_seconds(engine, clock, a)
     assert ids(await read(engine, [a], since=m1.id)) == [m2.id, m3.id]
@@ -454,7 +414,7 @@ async def test_read_since_is_exclusive(engine: MemoryEngine, clock: FakeClock) -
     assert ids(await read(engine, [a], since=MessageId(0))) == [m1.id, m2.id, m3.id]
 
 
-async def test_read_start_and_end_are_inclusive(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_read_start_and_end_are_inclusive(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine)
     m1, m2, m3 = await three_seconds(engine, clock, a)
     assert ids(await read(engine, [a], start=T0 + 2)) == [m2.id, m3.id]
@@ -466,9 +426,7 @@ async def test_read_start_and_end_are_inclusive(engine: MemoryEngine, clock: Fak
     assert ids(await read(engine, [a], since=m2.id, start=T0, end=T0 + 2)) == []
 
 
-async def test_read_bounds_are_exact_at_float_boundaries(
-    engine: MemoryEngine, clock: FakeClock
-) -> None:
+async def test_read_bounds_are_exact_at_float_boundaries(engine: Engine, clock: FakeClock) -> None:
     """Messages one µs apart: the bounds compare a message's time, id / 1e6, exactly."""
     a = await channel(engine)
     clock.advance(0.123456)
@@ -487,9 +445,7 @@ async def test_read_bounds_are_exact_at_float_boundaries(
     assert ids(await read(engine, [a], start=up, end=math.nextafter(m3.time, -math.inf))) == []
 
 
-async def test_read_bounds_hold_for_many_float_starts(
-    engine: MemoryEngine, clock: FakeClock
-) -> None:
+async def test_read_bounds_hold_for_many_float_starts(engine: Engine, clock: FakeClock) -> None:
     """Every message whose time is >= start and <= end, compared as floats."""
     a = await channel(engine)
     clock.advance(0.987654)
@@ -507,7 +463,7 @@ async def test_read_bounds_hold_for_many_float_starts(
 
 
 async def test_read_returns_each_message_once_across_channels(
-    engine: MemoryEngine, clock: FakeClock
+    engine: Engine, clock: FakeClock
 ) -> None:
     a = await channel(engine)
     b = await channel(engine)
@@ -518,15 +474,15 @@ async def test_read_returns_each_message_once_across_channels(
     all_three = await publish1(engine, [a, b, c])
     only_c = await publish1(engine, [c])
     result = await read(engine, [c, b, a])
-    assert result.hits == [
-        (only_a, (a,)),
-        (a_and_b, (a, b)),
-        (all_three, (a, b, c)),
-        (only_c, (c,)),
+    assert hits(result) == [
+        (same(only_a), (a,)),
+        (same(a_and_b), (a, b)),
+        (same(all_three), (a, b, c)),
+        (same(only_c), (c,)),
     ]
     # Only the subscribed channels are listed.
     result = await read(engine, [b, c])
-    assert result.hits == [(a_and_b, (b,)), (all_three, (b, c)), (only_c, (c,))]
+    assert hits(result) == [(same(a_and_b), (b,)), (same(all_three), (b, c)), (same(only_c), (c,))]
 
 
 # -- message expiry and gaps -------------------------------------------------------------
@@ -545,7 +501,7 @@ async def test_messages_expire_after_the_message_ttl(
     assert ids(await read(engine, [a])) == [old.id, new.id]
     clock.advance(1.0)  # old is 10.5 s old, new 5.5 s
     result = await read(engine, [a, b])
-    assert result.hits == [(new, (a,))]
+    assert hits(result) == [(same(new), (a,))]
     assert (await engine.channel_info(a)).messages == 1
     assert (await engine.channel_info(b)).messages == 0
     # The last message ever published stays known.
@@ -603,7 +559,7 @@ async def test_gap_when_messages_after_since_were_dropped_by_count(
     assert (ids(result), result.gap) == ([m2.id, m3.id, m4.id], True)
 
 
-async def test_no_gap_without_drops(engine: MemoryEngine, clock: FakeClock) -> None:
+async def test_no_gap_without_drops(engine: Engine, clock: FakeClock) -> None:
     a = await channel(engine)
     assert (await read(engine, [a])).gap is False
     await three_seconds(engine, clock, a)
@@ -621,7 +577,7 @@ async def test_a_batch_over_max_messages_reports_evicted_channels(
     listener.published_calls.clear()
     batch = await engine.publish([([a], b"1"), ([a, b], b"2"), ([a], b"3")])
     # a dropped the batch's first message; b dropped nothing.
-    assert listener.published_calls == [(batch, frozenset({a}))]
+    assert published(listener) == [([same(m) for m in batch], frozenset({a}))]
     result = await read(engine, [a], since=old.id)
     assert (ids(result), result.gap) == ([batch[1].id, batch[2].id], True)
     result = await read(engine, [b], since=old.id)
@@ -636,5 +592,26 @@ async def test_dropping_only_older_messages_evicts_nothing(
     await engine.publish([([a], b"1"), ([a], b"2")])
     listener.published_calls.clear()
     batch = await engine.publish([([a], b"3"), ([a], b"4")])
-    assert listener.published_calls == [(batch, frozenset())]
+    assert published(listener) == [([same(m) for m in batch], frozenset())]
     assert ids(await read(engine, [a])) == [batch[0].id, batch[1].id]
+
+
+# -- how the HTTP layer calls --------------------------------------------------------------
+
+
+async def test_every_call_works_when_stepped_outside_a_task(engine: Engine) -> None:
+    """The HTTP layer runs handlers by hand until their first real wait (http/eager.py)."""
+    from pushup.http.eager import start_eagerly
+
+    async def handler() -> int:
+        channel = (await engine.create_channel(None, "eager")).id
+        await engine.resolve(["eager"])
+        await engine.publish([([channel], b"1")])
+        return len((await engine.read([channel], None, None, None)).hits)
+
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    # Called from a plain callback, as the protocol's data_received is.
+    asyncio.get_running_loop().call_soon(
+        lambda: start_eagerly(handler(), done.set_result, done.set_exception)
+    )
+    assert await asyncio.wait_for(done, timeout=10) == 1

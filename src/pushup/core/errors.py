@@ -8,7 +8,7 @@ from pushup.core.model import ChannelRef
 
 
 class PushUpError(Exception):
-    """Base of every expected, client-caused failure."""
+    """Base of every expected failure: client-caused, or a shared engine out of reach."""
 
 
 class ChannelsNotFound(PushUpError):
@@ -25,3 +25,9 @@ class NameTaken(PushUpError):
     def __init__(self, name: str) -> None:
         super().__init__(f"channel name {name!r} is taken")
         self.name = name
+
+
+class EngineUnavailable(PushUpError):
+    """The engine's backing store cannot be reached now; the request may be retried.
+
+    Raised instead of waiting without bound or dropping the request silently."""

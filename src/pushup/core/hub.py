@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from pushup.core.errors import ChannelsNotFound
 from pushup.core.model import (
     ChannelId,
     ChannelInfo,
@@ -54,6 +55,8 @@ class Hub:
         # Highest message id this hub has been told about; lets a poll notice that a
         # publication slipped in while it was reading an asynchronous engine.
         self._notified = 0
+        # Resyncs begun so far; a poll whose read spans one reads again.
+        self._resyncs = 0
 
     async def start(self) -> None:
         await self.engine.start(self)
@@ -69,19 +72,20 @@ class Hub:
         """The answer now, or the parked subscription that will deliver one to `receiver`."""
         # An id and a name may denote the same channel: count it once.
         channel_ids = list(dict.fromkeys(await self.engine.resolve(query.channels)))
-        since = query.since
-        if since is not None:
-            # A cursor this server never issued (a clock set back) must not hide
-            # every later message: read it as "everything from now on".
-            since = MessageId(min(since, self.engine.high_water()))
+        # A cursor above the store's high water (one this server never issued: a clock
+        # set back) finds nothing and parks from the high water: it reads as
+        # "everything from now on" and hides no later message.
         now = self._clock()
         while True:
-            result = await self.engine.read(channel_ids, since, query.start, query.end)
+            resyncs = self._resyncs
+            result = await self.engine.read(channel_ids, query.since, query.start, query.end)
             ended = query.end is not None and query.end <= now
             if result.hits or result.gap or query.timeout_s == 0 or ended:
                 cursor = result.hits[-1][0].id if result.hits else result.high_water
                 return PollOutcome(result.hits, cursor, result.gap)
-            if self._notified <= result.high_water:
+            # A publication announced while the read was in flight, or a resync that
+            # started meanwhile (and so cannot know this poll), may have passed it by.
+            if self._notified <= result.high_water and self._resyncs == resyncs:
                 break
         wait_s = query.timeout_s
         if query.end is not None:
@@ -94,6 +98,7 @@ class Hub:
             -math.inf if query.start is None else query.start,
             math.inf if query.end is None else query.end,
             deadline,
+            result.high_water,
         )
         if deadline < self._timer_at:
             self._arm_timer(loop, deadline)
@@ -129,8 +134,14 @@ class Hub:
             return
         answers: dict[object, Outcome | None] = {}
         delivered: list[tuple[Subscription, Outcome]] = []
+        first_id = messages[0].id
         for sub in woken:
-            if sub.shape in answers:
+            if sub.after >= first_id:
+                # The poll's own read already covered some of these (an engine that
+                # hears of publications late): never deliver a message twice.
+                later = [message for message in messages if message.id > sub.after]
+                outcome = self._answer(sub, later, evicted)
+            elif sub.shape in answers:
                 outcome = answers[sub.shape]
             else:
                 outcome = answers[sub.shape] = self._answer(sub, messages, evicted)
@@ -156,6 +167,38 @@ class Hub:
             if outcome is None:
                 outcome = answers[closed] = Outcome(410, _closed_body(closed))
             sub.receiver.deliver(outcome)
+
+    async def resync(self) -> None:
+        """Re-read the store for every parked subscription: the engine may have missed
+        publications and closes (a lost connection), so events alone may never come."""
+        self._resyncs += 1
+        groups: dict[tuple[tuple[ChannelId, ...], float, float, int], list[Subscription]] = {}
+        for sub in self.waiters.all():
+            groups.setdefault((sub.channels, sub.start, sub.end, sub.after), []).append(sub)
+        for (channel_ids, start, end, after), subs in groups.items():
+            if not any(sub.parked for sub in subs):
+                continue
+            try:
+                result = await self.engine.read(
+                    channel_ids,
+                    MessageId(after),
+                    None if start == -math.inf else start,
+                    None if end == math.inf else end,
+                )
+            except ChannelsNotFound as exc:
+                # Closed or expired while events were lost: answer 410 as a close would.
+                self.closed([ChannelId(int(ref)) for ref in exc.refs])
+                continue
+            live = [sub for sub in subs if sub.parked]
+            if result.hits or result.gap:
+                cursor = result.hits[-1][0].id if result.hits else result.high_water
+                outcome = PollOutcome(result.hits, cursor, result.gap)
+                self.waiters.remove(live)
+                for sub in live:
+                    sub.receiver.deliver(outcome)
+            else:
+                for sub in live:
+                    sub.after = max(sub.after, result.high_water)
 
     # -- internals -------------------------------------------------------------------
 
@@ -189,8 +232,15 @@ class Hub:
         due = self.waiters.due(loop.time() + _TIMER_SLACK_S)
         if due:
             self.waiters.remove(due)
-            outcome = PollOutcome([], self.engine.high_water(), False)
+            high_water = self.engine.high_water()
+            outcomes: dict[int, Outcome] = {}
             for sub in due:
+                # Past what this hub was told and past what the poll's read covered:
+                # a re-poll with this cursor misses nothing and repeats nothing.
+                cursor = max(high_water, sub.after)
+                outcome = outcomes.get(cursor)
+                if outcome is None:
+                    outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
                 sub.receiver.deliver(outcome)
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None:

@@ -22,6 +22,7 @@ class Subscription:
     """One parked poll. Kept small: a server holds tens of thousands of them."""
 
     __slots__ = (
+        "after",
         "by_deadline",
         "by_start",
         "channels",
@@ -40,6 +41,7 @@ class Subscription:
         end: float,
         deadline: float,
         seq: int,
+        after: int = 0,
     ) -> None:
         self.receiver = receiver
         self.channels = channels  # sorted, distinct
@@ -51,6 +53,11 @@ class Subscription:
         # Subscriptions of one shape get byte-identical answers, built once per fan-out.
         self.shape = (channels, start, end)
         self.parked = True
+        # The store's high water when the poll read it and found nothing: messages up
+        # to here were already looked at. An engine that hears of publications late
+        # (over a network) may announce one the read already covered, and after a
+        # lost connection the hub re-reads the store from here.
+        self.after = after
 
 
 _by_start = attrgetter("by_start")
@@ -85,9 +92,10 @@ class Waiters:
         start: float,
         end: float,
         deadline: float,
+        after: int = 0,
     ) -> Subscription:
         self._seq += 1
-        sub = Subscription(receiver, channels, start, end, deadline, self._seq)
+        sub = Subscription(receiver, channels, start, end, deadline, self._seq, after)
         for channel_id in channels:
             waiting = self._by_channel.get(channel_id)
             if waiting is None:
@@ -106,6 +114,10 @@ class Waiters:
     def on_channel(self, channel_id: ChannelId) -> list[Subscription]:
         waiting = self._by_channel.get(channel_id)
         return [] if waiting is None else list(waiting)
+
+    def all(self) -> list[Subscription]:
+        """Every parked subscription, soonest deadline first."""
+        return list(self._by_deadline)
 
     def next_deadline(self) -> float | None:
         return self._by_deadline[0].by_deadline[0] if self._by_deadline else None

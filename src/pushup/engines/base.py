@@ -25,8 +25,16 @@ class EngineListener(Protocol):
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
         """These channels were closed or expired."""
 
+    async def resync(self) -> None:
+        """The engine may have missed events (its link to a shared store was lost and
+        is back): re-read the store for everything waiting on it. The engine holds
+        further events back until this returns, so none overtakes the re-read."""
+
 
 class Engine(Protocol):
+    """Channels and the message cache. A shared engine raises EngineUnavailable from
+    any call while its store is out of reach."""
+
     async def start(self, listener: EngineListener) -> None: ...
 
     async def close(self) -> None: ...
@@ -59,4 +67,5 @@ class Engine(Protocol):
         """Cached messages after `since` with `start <= time <= end`, each once."""
 
     def high_water(self) -> MessageId:
-        """Every message published from now on has an id above this."""
+        """Every message published from now on has an id above this, and every one at
+        or below it has already been told to the listener (or covered by a resync)."""

@@ -88,3 +88,10 @@ class HeadersTooLarge(ApiError):
 class InternalError(ApiError):
     status = 500
     code = "internal_error"
+
+
+class EngineUnavailableError(ApiError):
+    """The shared store is out of reach: retry soon, nothing was done."""
+
+    status = 503
+    code = "engine_unavailable"

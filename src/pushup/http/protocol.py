@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from pushup.core.errors import ChannelsNotFound, NameTaken
+from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
 from pushup.http.eager import start_eagerly
@@ -22,6 +22,7 @@ from pushup.http.errors import (
     ApiError,
     BadRequest,
     ChannelNotFound,
+    EngineUnavailableError,
     HeadersTooLarge,
     InternalError,
     NameTakenError,
@@ -381,5 +382,10 @@ def _api_error(exc: BaseException) -> ApiError:
         )
     if isinstance(exc, NameTaken):
         return NameTakenError(f"a live channel is already named {exc.name!r}")
+    if isinstance(exc, EngineUnavailable):
+        log.debug("answered 503: %s", exc)  # the engine logs the outage itself, once
+        return EngineUnavailableError(
+            "the message store is unreachable; retry shortly", headers=(("Retry-After", "1"),)
+        )
     log.error("unexpected error while handling a request", exc_info=exc)
     return InternalError("the server failed to handle this request")

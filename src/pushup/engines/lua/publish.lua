@@ -1,0 +1,80 @@
+-- Publish a batch, all or nothing: ids and times, storage in every channel, the
+-- count limit, channel activity, and one event telling every node.
+-- ARGV[6] max messages per channel, ARGV[7] number of publications, then for each:
+-- the number of references, the references, the JSON payload.
+local max_messages = tonumber(ARGV[6])
+local publications, missing, seen_missing = {}, {}, {}
+local i = 8
+for p = 1, tonumber(ARGV[7]) do
+  local count = tonumber(ARGV[i])
+  i = i + 1
+  local ids, seen = {}, {}
+  for _ = 1, count do
+    local ref = ARGV[i]
+    i = i + 1
+    local id = lookup(ref)
+    if not id then
+      if not seen_missing[ref] then
+        seen_missing[ref] = true
+        missing[#missing + 1] = ref
+      end
+    elseif not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = tonumber(id)
+    end
+  end
+  table.sort(ids)
+  publications[p] = {ids, ARGV[i]}
+  i = i + 1
+end
+if #missing > 0 then
+  return reply('missing', missing)
+end
+
+local first = nil
+local results, records = {}, {}
+local last_of, touched = {}, {}  -- per channel its newest id; channels in order
+local evicted, evicted_list = {}, {}
+for _, publication in ipairs(publications) do
+  local id = int(next_id(K_MESSAGE_SEQ))
+  first = first or tonumber(id)
+  local targets = {}
+  for n, channel in ipairs(publication[1]) do
+    targets[n] = int(channel)
+  end
+  local targets_csv = table.concat(targets, ',')
+  local data = publication[2]
+  -- The payload is stored once; each channel's zset holds only the id.
+  redis.call('HSET', K_DATA, id, data)
+  redis.call('HSET', K_TARGETS, id, targets_csv)
+  redis.call('ZADD', K_MESSAGES, id, id)
+  for _, channel in ipairs(targets) do
+    local key = messages_key(channel)
+    redis.call('ZADD', key, id, id)
+    if not last_of[channel] then
+      touched[#touched + 1] = channel
+    end
+    last_of[channel] = id
+    if redis.call('ZCARD', key) > max_messages then
+      local dropped = redis.call('ZPOPMIN', key)[1]
+      mark_dropped(channel, dropped)
+      -- The batch itself lost a message here: subscribers learn of a gap.
+      if tonumber(dropped) >= first and not evicted[channel] then
+        evicted[channel] = true
+        evicted_list[#evicted_list + 1] = channel
+      end
+    end
+  end
+  results[#results + 1] = id
+  results[#results + 1] = targets_csv
+  records[#records + 1] = id .. ' ' .. targets_csv .. ' ' .. #data .. '\n' .. data
+end
+-- Activity: each channel published to lives another TTL from now.
+for _, channel in ipairs(touched) do
+  local key = channel_key(channel)
+  local expires_at = real(NOW + tonumber(redis.call('HGET', key, 'ttl')))
+  redis.call('HSET', key, 'last', last_of[channel], 'expires_at', expires_at)
+  redis.call('ZADD', K_EXPIRY, expires_at, channel)
+end
+emit('P', ' ' .. table.concat(evicted_list, ',') .. '\n' .. table.concat(records))
+return reply('ok', results)

@@ -1,0 +1,116 @@
+"""The engines under contract: every test here runs once per engine, against a fake
+clock; the Redis engine runs on the session's real Redis, flushed for each test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from pushup.core.model import ChannelId, Hit, Message, ReadResult
+from pushup.engines.base import Engine
+from pushup.engines.memory import MemoryEngine
+from pushup.engines.redis import RedisEngine
+from tests.unit import fakes
+from tests.unit.fakes import T0, FakeClock
+
+MakeEngine = Callable[..., Engine]
+# A message by value: engines that store elsewhere hand out equal copies, not the same
+# object.
+Same = tuple[int, float, tuple[ChannelId, ...], bytes]
+
+
+class RecordingListener(fakes.RecordingListener):
+    """Also counts resyncs, which only an engine with a shared store asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resyncs = 0
+
+    async def resync(self) -> None:
+        self.resyncs += 1
+
+
+def same(message: Message) -> Same:
+    return (message.id, message.time, message.channels, message.data)
+
+
+def hits(result: ReadResult) -> list[tuple[Same, tuple[ChannelId, ...]]]:
+    return [(same(message), channels) for message, channels in result.hits]
+
+
+def hit_ids(found: list[Hit]) -> list[int]:
+    return [message.id for message, _ in found]
+
+
+def published(listener: RecordingListener) -> list[tuple[list[Same], frozenset[ChannelId]]]:
+    return [
+        ([same(m) for m in messages], evicted) for messages, evicted in listener.published_calls
+    ]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def engine_url(engine_kind: str, request: pytest.FixtureRequest) -> str:
+    if engine_kind == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def listener() -> RecordingListener:
+    return RecordingListener()
+
+
+@pytest.fixture
+async def make_engine(engine_url: str, clock: FakeClock) -> AsyncIterator[MakeEngine]:
+    """Engines of the kind under test on the fake clock; all closed after the test."""
+    made: list[Engine] = []
+
+    def make(
+        *,
+        message_ttl_s: float = 300.0,
+        max_messages: int = 100,
+        channel_ttl_s: float = 3600.0,
+        **options: Any,
+    ) -> Engine:
+        engine: Engine
+        if engine_url == "memory://":
+            engine = MemoryEngine(
+                message_ttl_s=message_ttl_s,
+                max_messages=max_messages,
+                channel_ttl_s=channel_ttl_s,
+                clock=clock,
+            )
+        else:
+            engine = RedisEngine(
+                engine_url,
+                message_ttl_s=message_ttl_s,
+                max_messages=max_messages,
+                channel_ttl_s=channel_ttl_s,
+                clock=clock,
+                **options,
+            )
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        await engine.close()
+
+
+@pytest.fixture
+async def engine(make_engine: MakeEngine, listener: RecordingListener) -> Engine:
+    engine = make_engine()
+    await engine.start(listener)
+    return engine

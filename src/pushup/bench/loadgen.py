@@ -294,3 +294,129 @@ async def publish_all(
             if client.transport is not None:
                 client.transport.close()
     return sum(client.acknowledged for client in clients)
+
+
+class _StatusReader:
+    """httptools response parsing that keeps only the status: a publisher needs no more,
+    and skipping header callbacks keeps the load generator cheap."""
+
+    __slots__ = ("_on_status", "parser")
+
+    def __init__(self, on_status: Callable[[int], None]) -> None:
+        self._on_status = on_status
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_complete(self) -> None:
+        self._on_status(self.parser.get_status_code())
+
+
+class PublishSession(asyncio.Protocol):
+    """A keep-alive publisher connection kept open across runs.
+
+    Unlike `PublishClient` (one batch per connection), a session sends batch after batch
+    of prebuilt requests, so connecting is never part of a measured run. `send` keeps up
+    to `depth` requests in flight (pipelined), taking each next one from a source shared
+    by every session of the process.
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.transport: asyncio.Transport | None = None
+        self.in_flight = 0
+        self.acknowledged = 0
+        self._next: Callable[[], bytes | None] = lambda: None
+        self._done: asyncio.Future[None] | None = None
+        self._reader = _StatusReader(self._answer)
+        self._connected = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._connected.set_result(None)
+
+    async def connected(self) -> None:
+        await self._connected
+
+    def send(
+        self, next_request: Callable[[], bytes | None], depth: int = 1
+    ) -> asyncio.Future[None]:
+        """Send requests from `next_request` until it returns None; done when all answered."""
+        self._next = next_request
+        self._done = asyncio.get_running_loop().create_future()
+        if self.transport is None or self.transport.is_closing():
+            self._done.set_exception(ConnectionError("publisher connection is closed"))
+            return self._done
+        for _ in range(depth):
+            if not self._send_one():
+                break
+        self._maybe_done()
+        return self._done
+
+    def _send_one(self) -> bool:
+        request = self._next()
+        if request is None or self.transport is None:
+            return False
+        self.recorder.bytes_out += len(request)
+        self.in_flight += 1
+        self.transport.write(request)
+        return True
+
+    def _maybe_done(self) -> None:
+        if self.in_flight == 0 and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.recorder.bytes_in += len(data)
+        try:
+            self._reader.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.recorder.errors += 1
+            if self.transport is not None:
+                self.transport.close()
+
+    def _answer(self, status: int) -> None:
+        self.in_flight -= 1
+        self.recorder.statuses[status] += 1
+        if 200 <= status < 300:
+            self.acknowledged += 1
+        if not self._send_one():
+            self._maybe_done()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._connected.done():
+            self._connected.set_exception(exc or ConnectionError("connection lost"))
+        if self._done is not None and not self._done.done():
+            if self.in_flight:
+                self.recorder.errors += 1
+                self._done.set_exception(exc or ConnectionError("publisher connection lost"))
+            else:
+                self._done.set_result(None)
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_publish_sessions(
+    target: Target,
+    count: int,
+    recorder: Recorder,
+    *,
+    source_address: str = "127.0.0.1",
+) -> list[PublishSession]:
+    """Open `count` idle keep-alive publisher connections; failures count as errors."""
+    loop = asyncio.get_running_loop()
+
+    async def connect() -> PublishSession:
+        _, session = await loop.create_connection(
+            lambda: PublishSession(recorder),
+            target.host,
+            target.port,
+            local_addr=(source_address, 0),
+        )
+        return session
+
+    results = await asyncio.gather(*(connect() for _ in range(count)), return_exceptions=True)
+    sessions = [result for result in results if isinstance(result, PublishSession)]
+    recorder.errors += count - len(sessions)
+    return sessions

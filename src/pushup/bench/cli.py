@@ -33,7 +33,8 @@ def _ints(value: str) -> tuple[int, ...]:
 @click.option(
     "--subscribers",
     default=None,
-    help="Comma-separated subscriber counts (idle, fanout, paper-scale).",
+    help="Comma-separated subscriber counts (idle, fanout, paper-scale; "
+    "the client counts cc of paper-traffic).",
 )
 @click.option(
     "--channels",
@@ -46,7 +47,14 @@ def _ints(value: str) -> tuple[int, ...]:
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Publications per fan-out measurement.",
+    help="Publications per measurement (fanout, paper-scale), publish intervals "
+    "per cell (paper-traffic).",
+)
+@click.option(
+    "--intervals",
+    default=None,
+    help="Comma-separated publish intervals in seconds (paper-traffic; default "
+    "the paper's 10,20,30,40,50), before --time-scale.",
 )
 @click.option(
     "--publications",

@@ -6,7 +6,6 @@ import asyncio
 import heapq
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 
@@ -31,6 +30,7 @@ _MAX_TIMER_S = 3600.0
 
 class _Channel:
     __slots__ = (
+        "aging",
         "closed",
         "dropped_through",
         "expires_at",
@@ -56,6 +56,8 @@ class _Channel:
         self.dropped_through = 0
         self.last_message_id: MessageId | None = None
         self.closed = False
+        # Whether the engine's aging heap holds an entry for this channel's oldest message.
+        self.aging = False
 
     def info(self) -> ChannelInfo:
         return ChannelInfo(
@@ -71,9 +73,9 @@ class _Channel:
 class MemoryEngine:
     """Keeps channels and cached messages in memory; the single-node default.
 
-    Expiry never scans: message age is global, so all messages sit in one deque in
-    publication order and expire from its front; channel expiry uses a heap of
-    deadlines that is corrected lazily when a channel was active in the meantime.
+    Expiry never scans: a heap orders channels by when their oldest message expires,
+    and each channel trims from its front; channel expiry uses a heap of deadlines
+    that is corrected lazily when a channel was active in the meantime.
     """
 
     def __init__(
@@ -92,7 +94,10 @@ class MemoryEngine:
         self._message_ids = IdClock(clock)
         self._channels: dict[ChannelId, _Channel] = {}
         self._names: dict[str, _Channel] = {}
-        self._by_age: deque[Message] = deque()
+        # Channels by when their oldest cached message expires: aging costs O(log n)
+        # per channel that has messages, and a message evicted by the count limit is
+        # freed at once rather than held until its age runs out.
+        self._aging: list[tuple[float, ChannelId]] = []
         self._expiry_heap: list[tuple[float, ChannelId]] = []
         self._listener: EngineListener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -155,23 +160,34 @@ class MemoryEngine:
 
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
         now = self._clock()
-        targets = self._lookup_all([refs for refs, _ in publications], now)
+        if len(publications) == 1:
+            targets = [self._lookup(publications[0][0], now)]
+        else:
+            targets = self._lookup_all([refs for refs, _ in publications], now)
         messages: list[Message] = []
         evicted: set[ChannelId] = set()
+        max_messages, ttl_s, aging = self._max_messages, self._message_ttl_s, self._aging
         for channels, (_, data) in zip(targets, publications, strict=True):
             message_id = self._message_ids.next()
-            channel_ids = tuple(sorted({channel.id for channel in channels}))
+            if len(channels) > 1:
+                channels = list({channel.id: channel for channel in channels}.values())
+                channel_ids = tuple(sorted(channel.id for channel in channels))
+            else:
+                channel_ids = (channels[0].id,)
             message = Message(MessageId(message_id), message_id / 1_000_000, channel_ids, data)
-            for channel in {channel.id: channel for channel in channels}.values():
-                channel.messages.add(message)
+            for channel in channels:
+                cached = channel.messages
+                cached.add(message)
                 channel.last_message_id = message.id
                 channel.expires_at = now + channel.ttl_s
-                if len(channel.messages) > self._max_messages:
-                    dropped = channel.messages.pop(0)
+                if len(cached) > max_messages:
+                    dropped = cached.pop(0)
                     channel.dropped_through = dropped.id
                     if messages and dropped.id >= messages[0].id:
                         evicted.add(channel.id)
-            self._by_age.append(message)
+                if not channel.aging:
+                    channel.aging = True
+                    heapq.heappush(aging, (cached[0].time + ttl_s, channel.id))
             messages.append(message)
         if self._listener is not None:
             self._listener.published(messages, frozenset(evicted))
@@ -261,15 +277,20 @@ class MemoryEngine:
 
     def _expire(self, now: float) -> None:
         """Drop messages older than the message TTL and channels past their expiry."""
-        horizon = now - self._message_ttl_s
-        by_age = self._by_age
-        while by_age and by_age[0].time < horizon:
-            message = by_age.popleft()
-            for channel_id in message.channels:
-                channel = self._channels.get(channel_id)
-                if channel is not None and channel.messages and channel.messages[0] is message:
-                    channel.messages.pop(0)
-                    channel.dropped_through = max(channel.dropped_through, message.id)
+        ttl_s, aging = self._message_ttl_s, self._aging
+        while aging and aging[0][0] <= now:
+            _, channel_id = heapq.heappop(aging)
+            channel = self._channels.get(channel_id)
+            if channel is None:
+                continue
+            cached = channel.messages
+            # The same expression as the heap key, so a trimmed channel's next key is
+            # always past `now` and the loop ends.
+            while cached and cached[0].time + ttl_s <= now:
+                channel.dropped_through = max(channel.dropped_through, cached.pop(0).id)
+            channel.aging = bool(cached)
+            if cached:
+                heapq.heappush(aging, (cached[0].time + ttl_s, channel_id))
         heap = self._expiry_heap
         expired: dict[ChannelId, _Channel] = {}
         while heap and heap[0][0] <= now:
@@ -304,8 +325,8 @@ class MemoryEngine:
     def _schedule_sweep(self) -> None:
         """Keep one timer armed for the next message or channel expiry."""
         due = math.inf
-        if self._by_age:
-            due = self._by_age[0].time + self._message_ttl_s
+        if self._aging:
+            due = self._aging[0][0]
         if self._expiry_heap:
             due = min(due, self._expiry_heap[0][0])
         if due >= self._sweep_at or due == math.inf:

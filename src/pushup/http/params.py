@@ -105,7 +105,9 @@ def publication(obj: object, where: str = "the body") -> tuple[list[ChannelRef],
     if not isinstance(channels, list) or not channels:
         raise InvalidBody(f"channels in {where} must be a non-empty list")
     refs = channel_list(channels, InvalidBody)
-    return refs, orjson.dumps(obj["data"])
+    # orjson hands back its 4 KiB working buffer as the bytes object; a cached message
+    # keeps only a copy of the right size.
+    return refs, memoryview(orjson.dumps(obj["data"])).tobytes()
 
 
 def channel_list(

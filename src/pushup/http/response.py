@@ -45,9 +45,28 @@ class Response:
         return cls(error.status, error.body(), error.headers)
 
 
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode()
+
+
+# The fixed part of a JSON response, up to its length, per status.
+_JSON_HEADS = {
+    status: _status_line(status) + b"Content-Type: application/json\r\nContent-Length: "
+    for status in _REASONS
+}
+
+
 def frame(status: int, body: bytes, mode: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The whole response as bytes on the wire."""
-    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode()]
+    if not headers and status != 204 and status in _JSON_HEADS:
+        # Every publish and poll comes this way: one formatting operation.
+        return b"%s%d\r\nCache-Control: no-store\r\n%s\r\n%s" % (
+            _JSON_HEADS[status],
+            len(body),
+            _CONNECTION_LINE[mode],
+            body,
+        )
+    head = [_status_line(status)]
     if status != 204:
         head.append(b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body))
     head.append(b"Cache-Control: no-store\r\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
@@ -105,7 +106,10 @@ class Router:
             )
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_loopback(peer: Any) -> bool:
+    # Cached: a publisher sends many requests from one address, and parsing it costs
+    # more than the rest of the check.
     if not peer:
         return False
     try:

@@ -48,5 +48,28 @@ def wait_until(probe: Callable[[], bool], deadline_s: float, interval_s: float =
     return probe()
 
 
+# A wait ends early after this long without progress (a server that stopped taking
+# connections, say): the row then records how far it got.
+STALL_S = 10.0
+
+
+def wait_progress(probe: Callable[[], int | None], goal: int, deadline_s: float) -> int | None:
+    """Poll `probe` until it reaches `goal`, stalls for STALL_S, or `deadline_s` passes;
+    the last value seen (None: the probe could not answer)."""
+    start = time.monotonic()
+    end = start + deadline_s
+    best, best_at = -1, start
+    value = probe()
+    while (value is None or value < goal) and time.monotonic() < end:
+        now = time.monotonic()
+        if value is not None and value > best:
+            best, best_at = value, now
+        elif now - best_at > min(STALL_S, deadline_s):
+            break
+        time.sleep(0.1)
+        value = probe()
+    return value
+
+
 def subscribers_on(target: Target, channels: list[str]) -> int:
     return sum(target.subscribers(channel) for channel in channels)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 
 from pushup.bench.fleet import Fleet
 from pushup.bench.loadgen import Recorder, payload, publish_all
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, running, wait_until
+from pushup.bench.scenarios.common import Options, running, wait_progress
 from pushup.bench.stats import median, percentile
 from pushup.bench.targets import Target
 
@@ -60,13 +59,15 @@ def _measure(name: str, count: int, options: Options, progress: Progress) -> dic
         with Fleet(name, target.host, target.port, processes) as fleet:
             fleet.open([channel], count, timeout_s=_POLL_TIMEOUT_S)
             for _ in range(options.rounds):
-                wait_until(lambda: target.subscribers(channel) >= count, options.deadline_s)
+                wait_progress(lambda: target.subscribers(channel), count, options.deadline_s)
                 fleet.stats(reset=True)
                 seq = next(_seq)
                 publish_one(target, channel, seq, options.payload_pad)
-                end = time.monotonic() + min(options.deadline_s, 60)
-                while time.monotonic() < end and fleet.stats().received.get(seq, 0) < count:
-                    time.sleep(0.05)
+                wait_progress(
+                    lambda: fleet.stats().received.get(seq, 0),  # noqa: B023
+                    count,
+                    min(options.deadline_s, 60),
+                )
                 stats = fleet.stats()
                 trips = stats.trips_s
                 rounds.append(

@@ -39,7 +39,7 @@ from pushup.bench import procstat
 from pushup.bench.fleet import MAX_PER_PROCESS, Fleet, FleetStats
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, running
+from pushup.bench.scenarios.common import Options, running, wait_progress
 from pushup.bench.scenarios.fanout import publish_one
 from pushup.bench.stats import mean
 from pushup.bench.targets import Target
@@ -49,7 +49,6 @@ DEFAULT_SUBSCRIBERS = (500, 1000, 2000, 4000, 8000, 16000)
 LP_TIMEOUT_S = 50.0
 MPT_LIMIT = 1.5  # PushUp's MPT at most this many times Nchan's (issue 3) ...
 CHECKED = (500, 16_000)  # ... over this range of connections (the paper's)
-STALL_S = 10.0  # a wait ends early after this long without progress
 METHODS = {"pushup": "ELP", "mlp": "MLP", "nchan": "Nchan"}
 
 COLUMNS = [
@@ -161,7 +160,9 @@ def _measure_target(
         if refused:
             problems.append(f"{refused:,} connections failed")
         progress.advance()
-        parked = _wait_progress(lambda: _parked(target, channel), count - refused, options)
+        parked = wait_progress(
+            lambda: _parked(target, channel), count - refused, options.deadline_s
+        )
         row["parked"] = parked
         if parked is None:
             problems.append("server stopped answering")
@@ -176,13 +177,13 @@ def _measure_target(
         peak = rss
         for index in range(options.rounds):
             if index:
-                _wait_progress(lambda: _parked(target, channel), count - refused, options)
+                wait_progress(lambda: _parked(target, channel), count - refused, options.deadline_s)
             fleet.stats(reset=True)
             seq = next(_seq)
             published_at = time.monotonic()
             if not publish_one(target, channel, seq, options.payload_pad):
                 problems.append(f"publication {index + 1} not acknowledged")
-            _wait_progress(_received(fleet, seq), count - refused, options)
+            wait_progress(_received(fleet, seq), count - refused, options.deadline_s)
             stats = fleet.stats()
             row["rounds"].append(_round(stats, seq, count, time.monotonic() - published_at))
             peak = max(peak, procstat.rss_bytes(pids()))
@@ -212,23 +213,6 @@ def _parked(target: Target, channel: str) -> int | None:
         return target.subscribers(channel)
     except Exception:
         return None
-
-
-def _wait_progress(probe: Callable[[], int | None], goal: int, options: Options) -> int | None:
-    """Poll `probe` until it reaches `goal`, stalls for STALL_S, or `deadline_s` passes."""
-    start = time.monotonic()
-    end = start + options.deadline_s
-    best, best_at = -1, start
-    value = probe()
-    while (value is None or value < goal) and time.monotonic() < end:
-        now = time.monotonic()
-        if value is not None and value > best:
-            best, best_at = value, now
-        elif now - best_at > min(STALL_S, options.deadline_s):
-            break
-        time.sleep(0.1)
-        value = probe()
-    return value
 
 
 def _checks(result: Run) -> list[Check]:

@@ -20,8 +20,8 @@ import httptools
 
 from pushup.bench.targets.base import PollAnswer, PollState, Target
 
-_SEND_TIME = re.compile(rb'"t":\s*([0-9.]+)')
-_SEQ = re.compile(rb'"seq":\s*([0-9]+)')
+# What `payload` writes: sequence number, then send time.
+_TIMED = re.compile(rb'"seq":\s*([0-9]+),\s*"t":\s*([0-9.]+)')
 
 
 def payload(seq: int, pad: int = 0) -> bytes:
@@ -43,12 +43,11 @@ class Recorder:
     errors: int = 0  # connections lost or refused
 
     def message(self, data: bytes, now: float) -> None:
-        sent = _SEND_TIME.search(data)
-        seq = _SEQ.search(data)
-        if sent is not None:
-            self.trips_s.append(now - float(sent.group(1)))
-        if seq is not None:
-            self.received[int(seq.group(1))] += 1
+        """Record every timed payload in `data`: one payload or a whole response body
+        (scanning bytes keeps the client far cheaper than decoding JSON would)."""
+        for match in _TIMED.finditer(data):
+            self.received[int(match.group(1))] += 1
+            self.trips_s.append(now - float(match.group(2)))
 
     def reset(self) -> None:
         self.trips_s.clear()

@@ -29,7 +29,9 @@ class PollAnswer:
     """A subscriber's response, as the target understood it."""
 
     status: int
-    payloads: list[bytes] = field(default_factory=list)  # each message's data, raw
+    # The messages' data, raw: one item per message, or a whole answer holding several
+    # (the load generator scans bytes for timed payloads, so a target need not decode).
+    payloads: list[bytes] = field(default_factory=list)
     cursor: object = None
 
 

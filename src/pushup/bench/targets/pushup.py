@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import orjson
-
 from pushup.bench.targets.base import PollAnswer, PollState
 from pushup.bench.targets.process import (
     http_json,
@@ -63,9 +61,14 @@ class PushUpTarget:
     def poll_answer(self, status: int, headers: dict[str, str], body: bytes) -> PollAnswer:
         if status != 200:
             return PollAnswer(status)
-        answer = orjson.loads(body)
-        payloads = [orjson.dumps(message["data"]) for message in answer["messages"]]
-        return PollAnswer(status, payloads, answer["cursor"])
+        # The load generator only needs the timed payloads (found by scanning the whole
+        # body) and the cursor, which closes the envelope: no JSON decoding per answer.
+        at = body.rfind(b'"cursor":"')
+        if at < 0:
+            return PollAnswer(status)
+        cursor = body[at + 10 : body.index(b'"', at + 10)].decode()
+        empty = body.startswith(b'{"messages":[]')
+        return PollAnswer(status, [] if empty else [body], cursor)
 
     def publish_request(self, channel: str, payload: bytes) -> bytes:
         body = b'{"channels":[%s],"data":%s}' % (channel.encode(), payload)

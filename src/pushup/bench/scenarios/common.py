@@ -71,5 +71,14 @@ def wait_progress(probe: Callable[[], int | None], goal: int, deadline_s: float)
     return value
 
 
+def parked_on(target: Target, channel: str) -> int | None:
+    """Polls parked on a channel as the server says; None when it does not answer
+    (an overloaded baseline must not end the run)."""
+    try:
+        return target.subscribers(channel)
+    except Exception:
+        return None
+
+
 def subscribers_on(target: Target, channels: list[str]) -> int:
     return sum(target.subscribers(channel) for channel in channels)

@@ -10,7 +10,7 @@ from pushup.bench.fleet import Fleet
 from pushup.bench.loadgen import Recorder, payload, publish_all
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, running, wait_progress
+from pushup.bench.scenarios.common import Options, parked_on, running, wait_progress
 from pushup.bench.stats import median, percentile
 from pushup.bench.targets import Target
 
@@ -59,7 +59,7 @@ def _measure(name: str, count: int, options: Options, progress: Progress) -> dic
         with Fleet(name, target.host, target.port, processes) as fleet:
             fleet.open([channel], count, timeout_s=_POLL_TIMEOUT_S)
             for _ in range(options.rounds):
-                wait_progress(lambda: target.subscribers(channel), count, options.deadline_s)
+                wait_progress(lambda: parked_on(target, channel), count, options.deadline_s)
                 fleet.stats(reset=True)
                 seq = next(_seq)
                 publish_one(target, channel, seq, options.payload_pad)

@@ -20,8 +20,9 @@ import httptools
 
 from pushup.bench.targets.base import PollAnswer, PollState, Target
 
-# What `payload` writes: sequence number, then send time.
-_TIMED = re.compile(rb'"seq":\s*([0-9]+),\s*"t":\s*([0-9.]+)')
+# What `payload` writes: sequence number, then send time (pre-built publications of
+# the publish-rate runs carry no time).
+_TIMED = re.compile(rb'"seq":\s*([0-9]+)(?:,\s*"t":\s*([0-9.]+))?')
 
 
 def payload(seq: int, pad: int = 0) -> bytes:
@@ -47,7 +48,8 @@ class Recorder:
         (scanning bytes keeps the client far cheaper than decoding JSON would)."""
         for match in _TIMED.finditer(data):
             self.received[int(match.group(1))] += 1
-            self.trips_s.append(now - float(match.group(2)))
+            if match.group(2) is not None:
+                self.trips_s.append(now - float(match.group(2)))
 
     def reset(self) -> None:
         self.trips_s.clear()

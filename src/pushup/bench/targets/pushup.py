@@ -28,7 +28,8 @@ class PushUpTarget:
         self.port = sock.getsockname()[1]
         args = [sys.executable, "-m", "pushup", "serve", "--fd", str(sock.fileno())]
         self._proc = subprocess.Popen(
-            [*args, "--log-level", "warning", *self._extra_args],
+            # No journal: the benchmark measures the server, not the disk.
+            [*args, "--log-level", "warning", "--data-dir", "none", *self._extra_args],
             pass_fds=[sock.fileno()],
         )
         sock.close()

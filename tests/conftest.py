@@ -3,6 +3,7 @@ real Redis servers for the Redis engine."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -17,14 +18,29 @@ from tests.helpers import ServerProcess, start_server, wait_for
 ServerFactory = Callable[..., ServerProcess]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_data_dir_in_the_repository() -> Iterator[None]:
+    """Servers the tests start some other way (the benchmark's targets, a bare `pushup
+    serve`) keep nothing on disk unless a test says where: the default data directory
+    is under the working directory, the repository here."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PUSHUP_DATA_DIR", "none")
+        yield
+
+
 @pytest.fixture
 def server_factory() -> Iterator[ServerFactory]:
     """Start servers with any `pushup serve` flags; each is stopped after the test and
     must not have logged a traceback (a crash in a handler is a failed test)."""
     started: list[ServerProcess] = []
 
-    def start(*flags: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = start_server(*flags, env=env)
+    def start(
+        *flags: str,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> ServerProcess:
+        server = start_server(*flags, env=env, port=port, cwd=cwd)
         started.append(server)
         return server
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -32,6 +34,24 @@ def wait_for(
         time.sleep(interval)
 
 
+async def until(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
+) -> T:
+    """`wait_for` inside an event loop: await `probe` until it gives something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+        await asyncio.sleep(interval)
+
+
 @dataclass
 class ServerProcess:
     """A real `pushup serve` process on a free loopback port."""
@@ -40,6 +60,8 @@ class ServerProcess:
     port: int
     log_path: str
     host: str = "127.0.0.1"
+    # A data directory made for this server alone, removed when it stops.
+    data_dir: str | None = None
     _clients: list[httpx.Client] = field(default_factory=list)
 
     @property
@@ -68,13 +90,33 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         return self.proc.returncode
 
 
-def start_server(*flags: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """Bind a free port here, hand the socket to a new server, wait until it answers."""
+def start_server(
+    *flags: str,
+    env: dict[str, str] | None = None,
+    port: int = 0,
+    cwd: str | os.PathLike[str] | None = None,
+) -> ServerProcess:
+    """Bind a free port (or `port`, to restart a node where it was) here, hand the
+    socket to a new server, wait until it answers. Unless told otherwise (a
+    `--data-dir` flag or `PUSHUP_DATA_DIR` in `env`), the server journals to a fresh
+    temporary data directory of its own, never into the repository."""
+    given = env or {}
+    env = {**os.environ, **given}
+    data_dir = None
+    if "PUSHUP_DATA_DIR" not in given and not any(
+        flag == "--data-dir" or flag.startswith("--data-dir=") for flag in flags
+    ):
+        data_dir = env["PUSHUP_DATA_DIR"] = tempfile.mkdtemp(prefix="pushup-data-")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    # As `pushup serve` does itself: connections it accepted (and left in TIME_WAIT
+    # when it died) inherit the option, so a successor can bind the same port.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen(4096)
     port = sock.getsockname()[1]
     with tempfile.NamedTemporaryFile(prefix="pushup-", suffix=".log", delete=False) as log:
@@ -83,10 +125,11 @@ def start_server(*flags: str, env: dict[str, str] | None = None) -> ServerProces
             pass_fds=[sock.fileno()],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=env,
+            cwd=cwd,
         )
     sock.close()
-    server = ServerProcess(proc, port, log.name)
+    server = ServerProcess(proc, port, log.name, data_dir=data_dir)
 
     def healthy() -> bool:
         if proc.poll() is not None:

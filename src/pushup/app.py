@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from pushup import __version__
@@ -15,6 +16,7 @@ from pushup.config import REDIS_SCHEMES, Settings
 from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
 from pushup.engines.base import Engine
+from pushup.engines.journal import Journal
 from pushup.engines.memory import MemoryEngine
 from pushup.http.router import Router
 from pushup.http.server import HttpServer
@@ -66,10 +68,14 @@ def create_engine(settings: Settings) -> Engine:
             max_messages=settings.max_messages,
             channel_ttl_s=settings.channel_ttl_s,
         )
+    journal = None
+    if settings.data_dir is not None:
+        journal = Journal(settings.data_dir, message_ttl_s=settings.message_ttl_s)
     return MemoryEngine(
         message_ttl_s=settings.message_ttl_s,
         max_messages=settings.max_messages,
         channel_ttl_s=settings.channel_ttl_s,
+        journal=journal,
     )
 
 
@@ -80,14 +86,18 @@ def listening_socket(settings: Settings) -> socket.socket:
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if settings.workers > 1:
+            # Every worker binds the port; the kernel spreads connections over them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((settings.host, settings.port))
     sock.setblocking(False)
     sock.listen(4096)
     return sock
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM."""
+async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM; `on_ready` is called once serving (a worker tells
+    its supervisor)."""
     _tune_gc()
     app = App(settings)
     try:
@@ -102,6 +112,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if on_ready is not None:
+        on_ready()
     try:
         await stop.wait()
     finally:
@@ -120,7 +132,7 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
     """Run the server on uvloop when it is installed."""
     try:
         import uvloop
@@ -129,4 +141,4 @@ def run(settings: Settings) -> None:
     else:
         runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(settings))
+        runner(serve(settings, on_ready))

@@ -7,7 +7,7 @@ import logging
 import click
 
 from pushup import __version__
-from pushup.config import Settings
+from pushup.config import DEFAULT_DATA_DIR, Settings, parse_data_dir
 
 _POSITIVE = click.FloatRange(min=0, min_open=True, max=1e9)
 
@@ -96,6 +96,23 @@ def main() -> None:
     "redis://host:port/db (shared by every node using that Redis).",
 )
 @click.option(
+    "--workers",
+    envvar="PUSHUP_WORKERS",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port, one per core; above 1 needs --engine redis://.",
+)
+@click.option(
+    "--data-dir",
+    envvar="PUSHUP_DATA_DIR",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Directory where the embedded engine keeps channels and messages across "
+    "restarts (locked: one server per directory); 'none' keeps nothing. Unused with "
+    "--engine redis://, where Redis keeps them.",
+)
+@click.option(
     "--log-level",
     envvar="PUSHUP_LOG_LEVEL",
     default="info",
@@ -113,6 +130,8 @@ def serve(
     keepalive_timeout: float,
     fd: int | None,
     engine: str,
+    data_dir: str,
+    workers: int,
     log_level: str,
 ) -> None:
     """Run the server."""
@@ -131,12 +150,18 @@ def serve(
             fd=fd,
             log_level=log_level,
             engine_url=engine,
+            data_dir=parse_data_dir(data_dir),
+            workers=workers,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.workers > 1:
+        from pushup.supervisor import supervise
+
+        raise SystemExit(supervise(settings))
     run(settings)
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 # Engines by URL scheme: the embedded one, or Redis shared by several nodes.
 MEMORY_SCHEMES = ("memory",)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# The embedded engine's data directory, under the working directory; `none` keeps nothing.
+DEFAULT_DATA_DIR = "pushup-data"
+NO_DATA_DIR = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,11 @@ class Settings:
     # Where channels and messages live: `memory://` (this process) or
     # `redis://host:port/db` (shared by every node on that Redis).
     engine_url: str = "memory://"
+    # Where the embedded engine journals channels and messages so that a restart loses
+    # nothing (None: memory only). Unused with Redis, which keeps them itself.
+    data_dir: Path | None = Path(DEFAULT_DATA_DIR)
+    # Worker processes on one port (SO_REUSEPORT); above 1 needs a shared engine.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _positive("message_ttl", self.message_ttl_s)
@@ -42,6 +51,13 @@ class Settings:
         if self.publisher_key == "":
             raise ValueError("publisher_key must not be empty")
         check_engine_url(self.engine_url)
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.workers > 1 and urlsplit(self.engine_url).scheme in MEMORY_SCHEMES:
+            raise ValueError(
+                "workers above 1 need a shared engine: the embedded engine keeps channels "
+                "and messages inside one process; use --engine redis://host:port/db"
+            )
 
     @property
     def default_timeout_s(self) -> float:
@@ -52,6 +68,15 @@ class Settings:
 def _positive(name: str, value: float) -> None:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive number of seconds")
+
+
+def parse_data_dir(value: str) -> Path | None:
+    """A `--data-dir` value: a directory, or None for `none` (no persistence)."""
+    if value.strip().lower() == NO_DATA_DIR:
+        return None
+    if not value.strip():
+        raise ValueError(f"data_dir must name a directory, or be {NO_DATA_DIR} to keep nothing")
+    return Path(value)
 
 
 def check_engine_url(url: str) -> None:

@@ -1,15 +1,19 @@
 """The engines under contract: every test here runs once per engine, against a fake
-clock; the Redis engine runs on the session's real Redis, flushed for each test."""
+clock; the Redis engine runs on the session's real Redis, flushed for each test, and the
+journaled memory engine on a data directory of its own per test (engines made one
+after another in a test share it, as a restarted server would)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pushup.core.model import ChannelId, Hit, Message, ReadResult
 from pushup.engines.base import Engine
+from pushup.engines.journal import Journal
 from pushup.engines.memory import MemoryEngine
 from pushup.engines.redis import RedisEngine
 from tests.unit import fakes
@@ -50,14 +54,14 @@ def published(listener: RecordingListener) -> list[tuple[list[Same], frozenset[C
     ]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "journal", "redis"])
 def engine_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def engine_url(engine_kind: str, request: pytest.FixtureRequest) -> str:
-    if engine_kind == "memory":
+    if engine_kind in ("memory", "journal"):
         return "memory://"
     return str(request.getfixturevalue("redis_url"))
 
@@ -73,7 +77,14 @@ def listener() -> RecordingListener:
 
 
 @pytest.fixture
-async def make_engine(engine_url: str, clock: FakeClock) -> AsyncIterator[MakeEngine]:
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def make_engine(
+    engine_kind: str, engine_url: str, clock: FakeClock, data_dir: Path
+) -> AsyncIterator[MakeEngine]:
     """Engines of the kind under test on the fake clock; all closed after the test."""
     made: list[Engine] = []
 
@@ -86,11 +97,15 @@ async def make_engine(engine_url: str, clock: FakeClock) -> AsyncIterator[MakeEn
     ) -> Engine:
         engine: Engine
         if engine_url == "memory://":
+            journal = None
+            if engine_kind == "journal":
+                journal = Journal(data_dir, message_ttl_s=message_ttl_s, clock=clock, **options)
             engine = MemoryEngine(
                 message_ttl_s=message_ttl_s,
                 max_messages=max_messages,
                 channel_ttl_s=channel_ttl_s,
                 clock=clock,
+                journal=journal,
             )
         else:
             engine = RedisEngine(

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -67,13 +68,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serves_on_host_and_port_and_stops_on_sigterm() -> None:
+def test_serves_on_host_and_port_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """On its defaults, including the data directory under the working directory."""
     port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key != "PUSHUP_DATA_DIR"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pushup", "serve", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=tmp_path,
+        env=env,
     )
     try:
 
@@ -95,3 +100,4 @@ def test_serves_on_host_and_port_and_stops_on_sigterm() -> None:
     assert len(lines) == 2, output  # one line to start, one to stop, none per request
     assert f"listening on http://127.0.0.1:{port}" in lines[0]
     assert "stopped" in lines[1]
+    assert (tmp_path / "pushup-data" / "journal.sqlite3").is_file()

@@ -1,4 +1,5 @@
-"""The embedded engine: channels and the message cache in this process's memory."""
+"""The embedded engine: channels and the message cache in this process's memory,
+optionally journaled to a local data directory so a restart loses nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from operator import attrgetter
 
 from sortedcontainers import SortedKeyList
@@ -23,6 +25,7 @@ from pushup.core.model import (
     ReadResult,
 )
 from pushup.engines.base import EngineListener, Publication
+from pushup.engines.journal import Journal, Snapshot
 
 _message_id = attrgetter("id")
 _MAX_TIMER_S = 3600.0
@@ -70,12 +73,29 @@ class _Channel:
         )
 
 
+class _News:
+    """What the listener hears once one journal group is committed."""
+
+    __slots__ = ("closed", "evicted", "group", "messages")
+
+    def __init__(self, group: object) -> None:
+        self.group = group
+        self.messages: list[Message] = []
+        self.evicted: set[ChannelId] = set()
+        self.closed: list[ChannelId] = []
+
+
 class MemoryEngine:
     """Keeps channels and cached messages in memory; the single-node default.
 
     Expiry never scans: a heap orders channels by when their oldest message expires,
     and each channel trims from its front; channel expiry uses a heap of deadlines
     that is corrected lazily when a channel was active in the meantime.
+
+    With a `journal`, every change is recorded there and a call returns only once its
+    group is committed. Subscribers never see what a crash could take back: reads stop
+    at the last committed message, and the listener hears of publications and closes
+    only after their commit (so parked polls are answered after it too).
     """
 
     def __init__(
@@ -85,6 +105,7 @@ class MemoryEngine:
         max_messages: int,
         channel_ttl_s: float,
         clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
     ) -> None:
         self._message_ttl_s = message_ttl_s
         self._max_messages = max_messages
@@ -102,21 +123,33 @@ class MemoryEngine:
         self._listener: EngineListener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
+        self._journal = journal
+        # With a journal: every message at or below this is committed and told to
+        # the listener; the news of the group being committed, told once it is.
+        self._announced = self._message_ids.last
+        self._news: _News | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, listener: EngineListener) -> None:
         self._listener = listener
+        if self._journal is not None:
+            self._restore(self._journal.open())
         self._schedule_sweep()
 
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._journal is not None:
+            await self._journal.close()
 
     # -- channels --------------------------------------------------------------------
 
     async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
+        journal = self._journal
+        if journal is not None:
+            journal.check()
         now = self._clock()
         self._expire(now)
         if name is not None and name in self._names:
@@ -131,9 +164,16 @@ class MemoryEngine:
         if name is not None:
             self._names[name] = channel
         self._push_expiry(channel, channel.expires_at)
-        return channel.info()
+        info = channel.info()
+        if journal is not None:
+            journal.channel(channel)
+            await journal.durable()
+        return info
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
+        journal = self._journal
+        if journal is not None:
+            journal.check()
         now = self._clock()
         (channel,) = self._lookup([ref], now)
         if ttl_s is not None:
@@ -142,12 +182,20 @@ class MemoryEngine:
         if now + channel.ttl_s < channel.expires_at:
             self._push_expiry(channel, now + channel.ttl_s)
         channel.expires_at = now + channel.ttl_s
-        return channel.info()
+        info = channel.info()
+        if journal is not None:
+            journal.channel(channel)
+            await journal.durable()
+        return info
 
     async def close_channel(self, ref: ChannelRef) -> None:
+        if self._journal is not None:
+            self._journal.check()
         now = self._clock()
         (channel,) = self._lookup([ref], now)
-        self._drop_channels([channel])
+        self._drop_channels([channel], closed=True)
+        if self._journal is not None:
+            await self._journal.durable()
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         (channel,) = self._lookup([ref], self._clock())
@@ -159,6 +207,9 @@ class MemoryEngine:
     # -- messages --------------------------------------------------------------------
 
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
+        journal = self._journal
+        if journal is not None:
+            journal.check()
         now = self._clock()
         if len(publications) == 1:
             targets = [self._lookup(publications[0][0], now)]
@@ -166,6 +217,8 @@ class MemoryEngine:
             targets = self._lookup_all([refs for refs, _ in publications], now)
         messages: list[Message] = []
         evicted: set[ChannelId] = set()
+        # Messages above this are not yet told to the listener: dropping one evicts.
+        told = self._message_ids.last if journal is None else self._announced
         max_messages, ttl_s, aging = self._max_messages, self._message_ttl_s, self._aging
         for channels, (_, data) in zip(targets, publications, strict=True):
             message_id = self._message_ids.next()
@@ -183,16 +236,39 @@ class MemoryEngine:
                 if len(cached) > max_messages:
                     dropped = cached.pop(0)
                     channel.dropped_through = dropped.id
-                    if messages and dropped.id >= messages[0].id:
+                    if dropped.id > told:
                         evicted.add(channel.id)
+                    if journal is not None:
+                        self._forget(dropped)
                 if not channel.aging:
                     channel.aging = True
                     heapq.heappush(aging, (cached[0].time + ttl_s, channel.id))
             messages.append(message)
+        if journal is not None:
+            await self._record_published(journal, targets, messages, evicted)
+            return messages
         if self._listener is not None:
             self._listener.published(messages, frozenset(evicted))
         self._schedule_sweep()
         return messages
+
+    def _record_published(
+        self,
+        journal: Journal,
+        targets: list[list[_Channel]],
+        messages: list[Message],
+        evicted: set[ChannelId],
+    ) -> asyncio.Future[None]:
+        """Journal a publication; the listener hears of it once its group commits."""
+        for channels in targets:
+            for channel in channels:
+                journal.channel(channel)
+        journal.messages(messages)
+        news = self._pending_news()
+        news.messages += messages
+        news.evicted |= evicted
+        self._schedule_sweep()
+        return journal.durable()
 
     async def read(
         self,
@@ -207,6 +283,8 @@ class MemoryEngine:
         found: dict[MessageId, Message] = {}
         matched: dict[MessageId, list[ChannelId]] = {}
         gap = False
+        # With a journal, messages not yet committed stay hidden (None: no bound).
+        high = None if self._journal is None else self._announced
         channels = [self._channels.get(channel_id) for channel_id in channel_ids]
         gone = [channel_id for channel_id in channel_ids if channel_id not in self._channels]
         if gone:  # expired between the caller's lookup and this read
@@ -216,7 +294,7 @@ class MemoryEngine:
             channel_id = channel.id
             if channel.dropped_through >= low and (end is None or low / 1_000_000 <= end):
                 gap = True
-            for message in channel.messages.irange_key(min_key=low):
+            for message in channel.messages.irange_key(min_key=low, max_key=high):
                 if end is not None and message.time > end:
                     break
                 if message.id not in found:
@@ -226,10 +304,12 @@ class MemoryEngine:
         hits: list[Hit] = [
             (found[message_id], tuple(sorted(matched[message_id]))) for message_id in sorted(found)
         ]
-        return ReadResult(hits, gap, MessageId(self._message_ids.last))
+        return ReadResult(hits, gap, self.high_water())
 
     def high_water(self) -> MessageId:
-        return MessageId(self._message_ids.last)
+        if self._journal is None:
+            return MessageId(self._message_ids.last)
+        return MessageId(self._announced)
 
     # -- internals -------------------------------------------------------------------
 
@@ -312,15 +392,116 @@ class MemoryEngine:
         heapq.heappush(self._expiry_heap, (at, channel.id))
         self._schedule_sweep()
 
-    def _drop_channels(self, channels: Sequence[_Channel]) -> None:
+    def _drop_channels(self, channels: Sequence[_Channel], *, closed: bool = False) -> None:
+        """Forget channels that expired or, with `closed`, that a publisher closed."""
+        journal = self._journal
         for channel in channels:
             channel.closed = True
             del self._channels[channel.id]
             if channel.name is not None:
                 del self._names[channel.name]
+            if journal is not None:
+                journal.channel(channel)
+                for message in channel.messages:
+                    self._forget(message)
             channel.messages.clear()
-        if self._listener is not None:
-            self._listener.closed([channel.id for channel in channels])
+        channel_ids = [channel.id for channel in channels]
+        if journal is not None and closed:
+            # Told once committed, as a publication is. An expiry is told at once: the
+            # clock, not the journal, decides it, and a restart finds it expired too.
+            self._pending_news().closed += channel_ids
+        elif self._listener is not None:
+            self._listener.closed(channel_ids)
+
+    # -- journal ---------------------------------------------------------------------
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """Rebuild channels and the cache from the journal as if the server had never
+        stopped: what expired meanwhile is gone, gaps are still reported, and ids
+        continue above every id stored, even if the clock went back."""
+        assert self._journal is not None
+        now = self._clock()
+        self._channel_ids.advance_to(snapshot.last_channel_id)
+        self._message_ids.advance_to(snapshot.last_message_id)
+        self._announced = self._message_ids.last
+        channels = self._channels
+        for stored in snapshot.channels:  # in id order: the newer of two names wins
+            if stored.expires_at <= now:
+                continue
+            channel = _Channel(stored.id, stored.name, stored.ttl_s, now)
+            channel.expires_at = channel.scheduled_at = stored.expires_at
+            channel.last_message_id = stored.last_message_id
+            channel.dropped_through = stored.dropped_through
+            if stored.name is not None:
+                older = self._names.get(stored.name)
+                if older is not None:  # possible only if the clock went back
+                    del channels[older.id]
+                    older.closed = True
+                    self._journal.channel(older)
+                self._names[stored.name] = channel
+            channels[channel.id] = channel
+        ttl_s = self._message_ttl_s
+        for stored_message in snapshot.messages:  # in id order
+            message_id = stored_message.id
+            holders = [
+                holder
+                for channel_id in stored_message.channels
+                if (holder := channels.get(channel_id)) is not None
+                and message_id > holder.dropped_through
+            ]
+            if not holders:
+                continue
+            message = Message(
+                message_id, message_id / 1_000_000, stored_message.channels, stored_message.data
+            )
+            for channel in holders:
+                if message.time + ttl_s <= now:
+                    channel.dropped_through = message_id
+                else:
+                    channel.messages.add(message)
+        for channel in channels.values():
+            cached = channel.messages
+            while len(cached) > self._max_messages:
+                channel.dropped_through = cached.pop(0).id
+            if cached:
+                channel.aging = True
+                heapq.heappush(self._aging, (cached[0].time + ttl_s, channel.id))
+            heapq.heappush(self._expiry_heap, (channel.expires_at, channel.id))
+
+    def _pending_news(self) -> _News:
+        """The news of the journal group now being collected."""
+        journal = self._journal
+        assert journal is not None
+        group = journal.group()
+        news = self._news
+        if news is None or news.group is not group:
+            news = self._news = _News(group)
+            journal.after_commit(partial(self._announce, news))
+        return news
+
+    def _announce(self, news: _News) -> None:
+        """Tell the listener what one committed group changed, in id order, before
+        any of its callers resumes (never, if the server stops with it unwritten)."""
+        if news is self._news:
+            self._news = None
+        if news.messages:
+            self._announced = news.messages[-1].id
+            if self._listener is not None:
+                self._listener.published(news.messages, frozenset(news.evicted))
+        if news.closed and self._listener is not None:
+            self._listener.closed(news.closed)
+
+    def _forget(self, message: Message) -> None:
+        """Delete a message from the journal once no live channel caches it."""
+        assert self._journal is not None
+        if len(message.channels) == 1:  # its only channel just let it go
+            self._journal.forget(message.id)
+            return
+        for channel_id in message.channels:
+            channel = self._channels.get(channel_id)
+            if channel is not None and message in channel.messages:
+                return
+        self._journal.forget(message.id)
 
     def _schedule_sweep(self) -> None:
         """Keep one timer armed for the next message or channel expiry."""

@@ -6,6 +6,7 @@ packages=(
     nginx-light         # Nchan, the reference server of `pushup bench`
     libnginx-mod-nchan
     redis-server        # the Redis engine's tests start their own servers
+    haproxy             # the cluster tests run deploy/haproxy.cfg (nginx-light: deploy/nginx.conf)
 )
 missing=()
 for pkg in "${packages[@]}"; do

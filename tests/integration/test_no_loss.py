@@ -131,26 +131,35 @@ async def _subscriber(
         async with session.get("/subscribe", params=params) as resp:
             assert resp.status == 200, await resp.text()
             body = await resp.json()
-        sub.polls += 1
-        assert body["gap"] is False, f"subscriber {sub.index}: gap with an ample cache: {body}"
-        cursor = body["cursor"]
-        assert isinstance(cursor, str), body
-        if sub.cursor is not None:
-            assert int(cursor) >= int(sub.cursor), f"cursor went back: {sub.cursor} -> {cursor}"
-            for message in body["messages"]:
-                assert int(message["id"]) > int(sub.cursor), f"not after since: {message}"
-        if body["messages"]:
-            assert cursor == body["messages"][-1]["id"], body
-        sub.received.extend(body["messages"])
-        sub.cursor = cursor
-        if started_after_done:
-            target = targets[sub.index]
-            if target is None or int(cursor) >= target:
-                return
+        _receive(sub, body)
+        if started_after_done and _caught_up(sub, targets):
+            return
         if rng.random() < 0.1:
             await asyncio.sleep(rng.uniform(0.1, 0.5))
         else:
             await asyncio.sleep(rng.uniform(0, 0.05))
+
+
+def _receive(sub: Subscriber, body: dict[str, Any]) -> None:
+    """Check one poll's answer against what the subscriber had, and take it in."""
+    sub.polls += 1
+    assert body["gap"] is False, f"subscriber {sub.index}: gap with an ample cache: {body}"
+    cursor = body["cursor"]
+    assert isinstance(cursor, str), body
+    if sub.cursor is not None:
+        assert int(cursor) >= int(sub.cursor), f"cursor went back: {sub.cursor} -> {cursor}"
+        for message in body["messages"]:
+            assert int(message["id"]) > int(sub.cursor), f"not after since: {message}"
+    if body["messages"]:
+        assert cursor == body["messages"][-1]["id"], body
+    sub.received.extend(body["messages"])
+    sub.cursor = cursor
+
+
+def _caught_up(sub: Subscriber, targets: dict[int, int | None]) -> bool:
+    """Whether the subscriber has seen the last message published to its channels."""
+    target = targets[sub.index]
+    return target is None or (sub.cursor is not None and int(sub.cursor) >= target)
 
 
 def _check(sub: Subscriber, published: list[Published]) -> None:
@@ -177,11 +186,15 @@ def _check(sub: Subscriber, published: list[Published]) -> None:
         )
 
 
-async def _run(server: ServerProcess, seed: int) -> None:
+async def _run(url: str, seed: int, headers: dict[str, str] | None = None) -> None:
+    """The whole workload against the server (or proxy) at `url`; `headers` go with
+    every request (a publisher key)."""
     rng = random.Random(seed)
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(server.url, connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        url, connector=connector, timeout=timeout, headers=headers
+    ) as session:
         channels = await _create_channels(session, seed, rng)
         subscribers = []
         for index in range(N_SUBSCRIBERS):
@@ -240,4 +253,4 @@ async def _run(server: ServerProcess, seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_every_subscriber_gets_exactly_its_messages(server: ServerProcess, seed: int) -> None:
-    await _run(server, seed)
+    await _run(server.url, seed)

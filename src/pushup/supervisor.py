@@ -1,0 +1,302 @@
+"""`pushup serve --workers N`: N worker processes on one port, kept running.
+
+Workers are fresh interpreters (`python -m pushup.worker`), not forks, so none inherits
+an event loop or a Redis connection; each gets its `Settings` through a pipe rather than
+argv, which any local user can read and which would show the publisher key. Each worker
+binds its own socket with SO_REUSEPORT and the kernel spreads new connections over
+them; a dying worker takes only its own connections along. The supervisor binds one
+more such socket without listening on it (so it never takes a connection): it resolves
+port 0 once for every worker, fails early on a taken port, and keeps the port ours
+while a worker restarts. With `--fd`, every worker accepts on the inherited socket.
+
+A worker that dies is restarted after a delay that doubles while it keeps dying soon
+after starting, so a crash loop costs little. SIGTERM or SIGINT is passed to every
+worker; those still running after a grace period are killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from pushup.config import Settings
+
+log = logging.getLogger("pushup.supervisor")
+
+STOP_GRACE_S = 10.0
+RESTART_MIN_S = 0.5
+RESTART_MAX_S = 30.0
+# A worker that lived this long was healthy: its next restart is quick again.
+STABLE_S = 10.0
+WORKER_COMMAND = (sys.executable, "-m", "pushup.worker")
+
+
+class StartFailed(Exception):
+    """A worker of the first generation exited before it was serving."""
+
+    def __init__(self, slot: int, returncode: int) -> None:
+        super().__init__(f"worker {slot} exited before serving ({describe_exit(returncode)})")
+        self.returncode = returncode
+
+
+class Supervisor:
+    """Starts `settings.workers` workers, restarts those that die, stops them all.
+
+    `command` is the worker's argv (tests substitute small fakes); it reads the pickled
+    worker spec (see `pushup.worker`) on stdin."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        command: Sequence[str] = WORKER_COMMAND,
+        stop_grace_s: float = STOP_GRACE_S,
+        restart_min_s: float = RESTART_MIN_S,
+        restart_max_s: float = RESTART_MAX_S,
+        stable_s: float = STABLE_S,
+    ) -> None:
+        self.settings = settings
+        self.command = list(command)
+        self.stop_grace_s = stop_grace_s
+        self.restart_min_s = restart_min_s
+        self.restart_max_s = restart_max_s
+        self.stable_s = stable_s
+        self.restarts = 0
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._stopping = asyncio.Event()
+        self._signum: int = signal.SIGTERM
+        # Resolved once every slot's first worker serves (or on `stop`), failed by the
+        # first of them that exits before serving.
+        self._started: asyncio.Future[None] | None = None
+        self._starting = settings.workers
+        self._failed = False
+        self._reserved: socket.socket | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        """The running workers' process ids, by slot."""
+        return [proc.pid for _, proc in sorted(self._procs.items())]
+
+    @property
+    def serving(self) -> bool:
+        """Whether every slot's first worker got to serving, and no stop was asked."""
+        return self._starting == 0 and not self._stopping.is_set()
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Pass `signum` (SIGTERM or SIGINT) to every worker; `run` returns once they
+        have stopped."""
+        if self._stopping.is_set():
+            return
+        self._signum = signum
+        self._stopping.set()
+        if self._started is not None and not self._started.done():
+            self._started.set_result(None)
+        for proc in self._procs.values():
+            _signal(proc, signum)
+
+    async def run(self) -> int:
+        """Serve until `stop`; 0 then, or 1 when the workers could not start."""
+        settings = self.settings
+        if settings.fd is None:
+            self._reserved = reserve_port(settings.host, settings.port)
+            settings = replace(settings, port=self._reserved.getsockname()[1])
+            where = f"http://{_netloc(settings.host, settings.port)} (SO_REUSEPORT)"
+        else:
+            where = f"the inherited socket (fd {settings.fd})"
+        self._started = asyncio.get_running_loop().create_future()
+        slots = [
+            asyncio.create_task(self._keep(slot, settings), name=f"pushup-worker-{slot}")
+            for slot in range(settings.workers)
+        ]
+        for task in slots:
+            task.add_done_callback(self._slot_done)
+        try:
+            await self._started
+            if not self._stopping.is_set():
+                log.info("supervisor %d: %d workers serving on %s", os.getpid(), len(slots), where)
+            await self._stopping.wait()
+            code = 1 if self._failed else 0
+        except StartFailed as exc:
+            log.error("cannot start: %s; stopping the other workers", exc)
+            self.stop()
+            code = 1
+        finally:
+            await self._wait_stopped(slots)
+            if self._reserved is not None:
+                self._reserved.close()
+        log.info("supervisor %d: every worker has stopped", os.getpid())
+        return code
+
+    async def _keep(self, slot: int, settings: Settings) -> None:
+        """Run the worker of one slot, again and again, until stopping."""
+        quick_deaths = 0
+        first = True
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            proc, ready = await self._spawn(settings)
+            self._procs[slot] = proc
+            if self._stopping.is_set():
+                _signal(proc, self._signum)  # `stop` ran while it was being spawned
+            serving = await ready
+            if first:
+                first = False
+                if serving:
+                    self._note_started()
+                elif not self._stopping.is_set():
+                    self._fail_start(StartFailed(slot, await proc.wait()))
+                    del self._procs[slot]
+                    return
+            code = await proc.wait()
+            del self._procs[slot]
+            if self._stopping.is_set():
+                return
+            lived_s = time.monotonic() - started
+            quick_deaths = quick_deaths + 1 if lived_s < self.stable_s else 0
+            delay_s = min(self.restart_max_s, self.restart_min_s * 2 ** max(0, quick_deaths - 1))
+            log.warning(
+                "worker %d (pid %d) %s after %.1f s; restarting it in %.1f s",
+                slot,
+                proc.pid,
+                describe_exit(code),
+                lived_s,
+                delay_s,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await self._stopping.wait()
+            if not self._stopping.is_set():
+                self.restarts += 1
+
+    async def _spawn(
+        self, settings: Settings
+    ) -> tuple[asyncio.subprocess.Process, asyncio.Task[bool]]:
+        """Start one worker; the task tells whether it got to serving."""
+        read_end, write_end = os.pipe()
+        keep = [write_end] if settings.fd is None else [write_end, settings.fd]
+        spec = {"settings": settings, "ready_fd": write_end, "supervisor": os.getpid()}
+        try:
+            # A group of its own: a terminal's Ctrl-C (sent to the whole foreground
+            # group) reaches only the supervisor, which passes it on once; a second
+            # signal would cut the worker's graceful stop short.
+            proc = await asyncio.create_subprocess_exec(
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=keep,
+                process_group=0,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # the worker holds the only copy now: EOF once it exits
+        ready = asyncio.create_task(_read_ready(read_end))
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps(spec))
+        with contextlib.suppress(ConnectionError):  # it died at once: `ready` says so
+            await proc.stdin.drain()
+        proc.stdin.close()
+        return proc, ready
+
+    def _note_started(self) -> None:
+        self._starting -= 1
+        if self._starting == 0 and self._started is not None and not self._started.done():
+            self._started.set_result(None)
+
+    def _slot_done(self, task: asyncio.Task[None]) -> None:
+        """A slot that fails (it cannot spawn, say) leaves a worker missing: stop all."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("cannot keep a worker running", exc_info=task.exception())
+        self._failed = True
+        self.stop()
+
+    def _fail_start(self, exc: StartFailed) -> None:
+        if self._started is not None and not self._started.done():
+            self._started.set_exception(exc)
+
+    async def _wait_stopped(self, slots: list[asyncio.Task[None]]) -> None:
+        """Every worker got SIGTERM; kill those still running after the grace period."""
+        self.stop()
+        _, running = await asyncio.wait(slots, timeout=self.stop_grace_s)
+        if running:
+            log.warning(
+                "workers %s still running %.0f s after SIGTERM: killing them",
+                self.pids,
+                self.stop_grace_s,
+            )
+            for proc in self._procs.values():
+                _signal(proc, signal.SIGKILL)
+            await asyncio.wait(running)
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (but do not listen on) host:port with SO_REUSEPORT, as the workers will."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"cannot listen on {_netloc(host, port)}: {exc.strerror}") from None
+    return sock
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+async def _read_ready(fd: int) -> bool:
+    """True when the worker wrote its ready byte, False when it exited first (EOF)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(os.read(fd, 1) == b"1")
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _signal(proc: asyncio.subprocess.Process, signum: int) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def supervise(settings: Settings) -> int:
+    """Run the supervisor until SIGTERM or SIGINT; the process exit code."""
+
+    async def main() -> int:
+        supervisor = Supervisor(settings)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, supervisor.stop, signum)
+        return await supervisor.run()
+
+    return asyncio.run(main())

@@ -1,0 +1,56 @@
+"""One worker of `pushup serve --workers N`, started by the supervisor as
+`python -m pushup.worker`: a whole server on the shared port, told its settings on stdin.
+
+The spec on stdin is a pickle from the parent process (trusted, never from a socket):
+`{"settings": Settings, "ready_fd": int, "supervisor": pid}`. The worker writes one byte
+to `ready_fd` once it serves, so the supervisor can tell a worker that could not start
+(Redis unreachable, say) from one that died later.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import sys
+from typing import Any
+
+from pushup.app import run
+from pushup.config import Settings
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main() -> None:
+    spec: dict[str, Any] = pickle.load(sys.stdin.buffer)
+    settings: Settings = spec["settings"]
+    ready_fd: int = spec["ready_fd"]
+    _die_with_parent(spec["supervisor"])
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+
+    def ready() -> None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+
+    run(settings, on_ready=ready)
+
+
+def _die_with_parent(supervisor: int) -> None:
+    """Stop when the supervisor dies, even by SIGKILL: a worker left behind would keep
+    serving the port without anyone to restart or stop it (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the prctl took effect
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

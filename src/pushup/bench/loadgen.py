@@ -93,7 +93,25 @@ class _ResponseReader:
         self._on_response(status, headers, body)
 
 
-class PollClient(asyncio.Protocol):
+class _CountingClient(asyncio.Protocol):
+    """A client connection that counts every byte it receives and parses the responses;
+    a malformed response counts as an error and ends the connection."""
+
+    recorder: Recorder
+    transport: asyncio.Transport | None
+    _reader: _ResponseReader | _StatusReader
+
+    def data_received(self, data: bytes) -> None:
+        self.recorder.bytes_in += len(data)
+        try:
+            self._reader.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.recorder.errors += 1
+            if self.transport is not None:
+                self.transport.close()
+
+
+class PollClient(_CountingClient):
     """One subscriber: poll, record, poll again, until stopped."""
 
     def __init__(
@@ -131,15 +149,6 @@ class PollClient(asyncio.Protocol):
         self.recorder.polls += 1
         self.parked = True
         self.transport.write(request)
-
-    def data_received(self, data: bytes) -> None:
-        self.recorder.bytes_in += len(data)
-        try:
-            self._reader.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.recorder.errors += 1
-            if self.transport is not None:
-                self.transport.close()
 
     def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
         now = time.time()
@@ -211,7 +220,7 @@ async def open_pollers(
     return clients
 
 
-class PublishClient(asyncio.Protocol):
+class PublishClient(_CountingClient):
     """A keep-alive publisher keeping `depth` publications in flight (pipelined)."""
 
     def __init__(
@@ -248,10 +257,6 @@ class PublishClient(asyncio.Protocol):
         self.in_flight += 1
         assert self.transport is not None
         self.transport.write(request)
-
-    def data_received(self, data: bytes) -> None:
-        self.recorder.bytes_in += len(data)
-        self._reader.parser.feed_data(data)
 
     def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.in_flight -= 1
@@ -311,7 +316,7 @@ class _StatusReader:
         self._on_status(self.parser.get_status_code())
 
 
-class PublishSession(asyncio.Protocol):
+class PublishSession(_CountingClient):
     """A keep-alive publisher connection kept open across runs.
 
     Unlike `PublishClient` (one batch per connection), a session sends batch after batch
@@ -364,15 +369,6 @@ class PublishSession(asyncio.Protocol):
     def _maybe_done(self) -> None:
         if self.in_flight == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        self.recorder.bytes_in += len(data)
-        try:
-            self._reader.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.recorder.errors += 1
-            if self.transport is not None:
-                self.transport.close()
 
     def _answer(self, status: int) -> None:
         self.in_flight -= 1

@@ -100,6 +100,14 @@ class _CountingClient(asyncio.Protocol):
     recorder: Recorder
     transport: asyncio.Transport | None
     _reader: _ResponseReader | _StatusReader
+    _connected: asyncio.Future[None]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._connected.set_result(None)
+
+    async def connected(self) -> None:
+        await self._connected
 
     def data_received(self, data: bytes) -> None:
         self.recorder.bytes_in += len(data)
@@ -133,13 +141,6 @@ class PollClient(_CountingClient):
         self.transport: asyncio.Transport | None = None
         self._reader = _ResponseReader(self._answer)
         self._connected = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._connected.set_result(None)
-
-    async def connected(self) -> None:
-        await self._connected
 
     def poll(self) -> None:
         if self.stopped or self.transport is None or self.transport.is_closing():
@@ -334,13 +335,6 @@ class PublishSession(_CountingClient):
         self._done: asyncio.Future[None] | None = None
         self._reader = _StatusReader(self._answer)
         self._connected = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._connected.set_result(None)
-
-    async def connected(self) -> None:
-        await self._connected
 
     def send(
         self, next_request: Callable[[], bytes | None], depth: int = 1

@@ -1,0 +1,52 @@
+"""A Python client for PushUp's HTTP API: `AsyncPublisher` and `Publisher` for web
+servers, `subscribe` for long-polling consumers. Importing it pulls in httpx; the server
+itself never does."""
+
+from pushup.client.async_publisher import AsyncPublisher
+from pushup.client.errors import (
+    ApiError,
+    ChannelClosed,
+    ChannelNotFound,
+    Forbidden,
+    HeadersTooLarge,
+    InvalidRequest,
+    MethodNotAllowed,
+    NameTaken,
+    NotFound,
+    PayloadTooLarge,
+    PushUpError,
+    ServerError,
+    ServiceUnavailable,
+    TransportError,
+    Unauthorized,
+)
+from pushup.client.publisher import Publisher
+from pushup.client.subscribe import Subscription, subscribe
+from pushup.client.wire import Channel, ChannelRef, ChannelState, Message, Published
+
+__all__ = [
+    "ApiError",
+    "AsyncPublisher",
+    "Channel",
+    "ChannelClosed",
+    "ChannelNotFound",
+    "ChannelRef",
+    "ChannelState",
+    "Forbidden",
+    "HeadersTooLarge",
+    "InvalidRequest",
+    "Message",
+    "MethodNotAllowed",
+    "NameTaken",
+    "NotFound",
+    "PayloadTooLarge",
+    "Published",
+    "Publisher",
+    "PushUpError",
+    "ServerError",
+    "ServiceUnavailable",
+    "Subscription",
+    "TransportError",
+    "Unauthorized",
+    "subscribe",
+]

@@ -1,0 +1,77 @@
+"""`Publisher`: the publisher API for blocking code (threads, WSGI apps), over pooled
+connections; the same calls as `AsyncPublisher`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from pushup.client import wire
+from pushup.client.errors import TransportError
+from pushup.client.wire import Channel, ChannelRef, Channels, ChannelState, Published
+
+T = TypeVar("T")
+
+
+class Publisher:
+    """Creates, renews, inspects and closes channels and publishes to them.
+
+    `key` is the server's `--publisher-key` (sent as a bearer token); `timeout` bounds
+    each request in seconds. Use as `with Publisher(url) as publisher:`, or
+    call `close()`, so the pooled connections are closed. Error answers raise the
+    matching `ApiError` subclass; no answer raises `TransportError`. Nothing is retried:
+    a publication is not idempotent."""
+
+    def __init__(self, base_url: str, key: str | None = None, timeout: float = 10.0) -> None:
+        self._client = httpx.Client(base_url=base_url, headers=wire.headers(key), timeout=timeout)
+
+    def create_channel(self, name: str | None = None, ttl: float | None = None) -> Channel:
+        """A new channel, optionally named; it expires after `ttl` seconds without
+        activity (the server's `--channel-ttl` if None)."""
+        return self._call(wire.create_channel(name, ttl))
+
+    def renew_channel(self, channel: ChannelRef, ttl: float | None = None) -> Channel:
+        """Push the channel's expiry to now + its TTL (`ttl`, if given, becomes its TTL)."""
+        return self._call(wire.renew_channel(channel, ttl))
+
+    def close_channel(self, channel: ChannelRef) -> None:
+        """Close the channel: polls parked on it get `410 channel_closed`."""
+        self._call(wire.close_channel(channel))
+
+    def channel_info(self, channel: ChannelRef) -> ChannelState:
+        """The channel's state: expiry, parked polls, cached messages, last message id."""
+        return self._call(wire.channel_info(channel))
+
+    def publish(self, channels: Channels, data: Any) -> Published:
+        """Publish `data` (any JSON value) to one channel or several, all or nothing."""
+        return self._call(wire.publish(channels, data))
+
+    def publish_batch(self, items: Iterable[tuple[Channels, Any]]) -> list[Published]:
+        """Publish several `(channels, data)` messages in one request, all or nothing;
+        their ids increase in item order."""
+        return self._call(wire.publish_batch(items))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, call: wire.Call[T]) -> T:
+        try:
+            response = self._client.send(call.request(self._client))
+        except httpx.TransportError as exc:
+            raise TransportError(f"{call.method} {call.path}: {exc!r}") from exc
+        return call.result(response)

@@ -1,0 +1,260 @@
+"""The HTTP API as data, shared by the sync and async clients: what each call sends,
+what its answer becomes, and which exception an error answer becomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from pushup import __version__
+from pushup.client.errors import (
+    BY_CODE,
+    BY_STATUS,
+    ApiError,
+    PayloadTooLarge,
+    ServerError,
+    ServiceUnavailable,
+)
+
+T = TypeVar("T")
+
+# A channel as the API names it: its integer id or its unique name.
+ChannelRef = int | str
+Channels = ChannelRef | Sequence[ChannelRef]
+
+USER_AGENT = f"pushup-client/{__version__}"
+# The server's limit on a request body (docs/api.md, 413 payload_too_large).
+MAX_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A live channel: its id, its name (if it has one) and when it expires."""
+
+    id: int
+    name: str | None
+    expires_at: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState(Channel):
+    """A channel with what it holds now (`GET /channels/{id}`)."""
+
+    subscribers: int  # polls parked on it now
+    messages: int  # messages cached now
+    last_message_id: str | None  # the last ever published on it
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A publication as the server recorded it. Its `id` is also a cursor: `subscribe`
+    with `since=id` gets what was published after it."""
+
+    id: str
+    time: float  # epoch seconds
+    channels: tuple[int, ...]  # the channels it went to, as ids, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as a subscription receives it.
+
+    `channels` lists the subscribed channels it went to; `after_gap` is true when the
+    server dropped from its cache messages the subscription would have received just
+    before this one (by age or count), so the consumer may want to reload its state."""
+
+    id: str
+    time: float
+    channels: tuple[int, ...]
+    data: Any
+    after_gap: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PollAnswer:
+    """One `GET /subscribe` answer."""
+
+    messages: list[Message]
+    cursor: str
+    gap: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One publisher request and how to read its success."""
+
+    method: str
+    path: str
+    body: Any  # the JSON body, or None for no body
+    ok: int  # the success status
+    parse: Callable[[Any], T]  # the decoded JSON body (None if empty) to the result
+
+    def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        if self.body is None:
+            return client.build_request(self.method, self.path)
+        # orjson, as the server: the same JSON (64-bit integers, no NaN) on both ends.
+        content = orjson.dumps(self.body)
+        if len(content) > MAX_BODY_BYTES:
+            # Checked here: the server answers 413 as soon as it knows and closes the
+            # connection, which a client still sending the body sees as a reset.
+            detail = f"the body is {len(content)} bytes, over the limit of {MAX_BODY_BYTES}"
+            body = {"error": "payload_too_large", "detail": detail}
+            raise PayloadTooLarge(413, "payload_too_large", detail, body)
+        return client.build_request(self.method, self.path, content=content, headers=_JSON)
+
+    def result(self, response: httpx.Response) -> T:
+        if response.status_code != self.ok:
+            raise error_from(response)
+        try:
+            return self.parse(_json(response) if response.content else None)
+        except (KeyError, TypeError) as exc:
+            raise _unexpected(response, f"missing or mistyped field: {exc}") from None
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def headers(key: str | None) -> dict[str, str]:
+    """Headers on every request: who is calling and, for publishers, the key."""
+    found = {"User-Agent": USER_AGENT}
+    if key is not None:
+        found["Authorization"] = f"Bearer {key}"
+    return found
+
+
+def channel_list(channels: Channels) -> list[ChannelRef]:
+    """One channel or several, as a list (a lone name is one channel, not letters)."""
+    if isinstance(channels, int | str):
+        return [channels]
+    return list(channels)
+
+
+def _path(channel: ChannelRef) -> str:
+    # Names may hold any character, "/" and "%" included: encode them all.
+    return "/channels/" + quote(str(channel), safe="")
+
+
+def _ttl(ttl: float | None) -> dict[str, float]:
+    return {} if ttl is None else {"ttl": ttl}
+
+
+def create_channel(name: str | None, ttl: float | None) -> Call[Channel]:
+    body: dict[str, Any] = _ttl(ttl)
+    if name is not None:
+        body["name"] = name
+    return Call("POST", "/channels", body, 201, _channel)
+
+
+def renew_channel(channel: ChannelRef, ttl: float | None) -> Call[Channel]:
+    return Call("POST", _path(channel) + "/renew", _ttl(ttl), 200, _channel)
+
+
+def close_channel(channel: ChannelRef) -> Call[None]:
+    return Call("DELETE", _path(channel), None, 204, lambda _: None)
+
+
+def channel_info(channel: ChannelRef) -> Call[ChannelState]:
+    return Call("GET", _path(channel), None, 200, _channel_state)
+
+
+def publish(channels: Channels, data: Any) -> Call[Published]:
+    body = {"channels": channel_list(channels), "data": data}
+    return Call("POST", "/publish", body, 201, _published)
+
+
+def publish_batch(items: Iterable[tuple[Channels, Any]]) -> Call[list[Published]]:
+    body = {"messages": [{"channels": channel_list(c), "data": d} for c, d in items]}
+    return Call(
+        "POST",
+        "/publish/batch",
+        body,
+        201,
+        lambda obj: [_published(item) for item in obj["messages"]],
+    )
+
+
+def poll_params(
+    channels: Sequence[ChannelRef], since: str | None, timeout: float | None
+) -> dict[str, str]:
+    params = {"channels": ",".join(map(str, channels))}
+    if since is not None:
+        params["since"] = since
+    if timeout is not None:
+        params["timeout"] = f"{timeout:g}"
+    return params
+
+
+def poll_answer(response: httpx.Response) -> PollAnswer:
+    if response.status_code != 200:
+        raise error_from(response)
+    try:
+        obj = _json(response)
+        messages = [
+            Message(m["id"], m["time"], tuple(m["channels"]), m["data"]) for m in obj["messages"]
+        ]
+        return PollAnswer(messages, obj["cursor"], bool(obj["gap"]))
+    except (KeyError, TypeError) as exc:
+        raise _unexpected(response, f"missing or mistyped field: {exc}") from None
+
+
+def error_from(response: httpx.Response) -> ApiError:
+    """The exception for an error answer: by the server's machine code, or by status
+    when the answer is not the server's own (e.g. a proxy's 502)."""
+    status = response.status_code
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        text = response.text.strip()[:200] or response.reason_phrase
+        body = {"error": f"http_{status}", "detail": text}
+    code: str = body["error"]
+    detail = str(body.get("detail", ""))
+    cls = BY_CODE.get(code) or BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    if issubclass(cls, ServiceUnavailable):
+        return cls(status, code, detail, body, _retry_after(response))
+    return cls(status, code, detail, body)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    # Only the seconds form: PushUp sends it, and a date would need a clock in common.
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise _unexpected(response, "the body is not JSON") from None
+
+
+def _unexpected(response: httpx.Response, why: str) -> ApiError:
+    body = {"error": "unexpected_response", "detail": why}
+    return ApiError(response.status_code, "unexpected_response", why, body)
+
+
+def _channel(obj: Any) -> Channel:
+    return Channel(obj["id"], obj["name"], obj["expires_at"])
+
+
+def _channel_state(obj: Any) -> ChannelState:
+    return ChannelState(
+        obj["id"],
+        obj["name"],
+        obj["expires_at"],
+        obj["subscribers"],
+        obj["messages"],
+        obj["last_message_id"],
+    )
+
+
+def _published(obj: Any) -> Published:
+    return Published(obj["id"], obj["time"], tuple(obj["channels"]))

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
@@ -79,6 +80,12 @@ class ServerProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def sockets(self) -> int:
+        """Its open sockets (from /proc): the listening one plus one per connection, so
+        a test sees a client's connections open and close from the server's side."""
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        return sum(os.readlink(fd).startswith("socket:") for fd in fds.iterdir())
 
     def stop(self) -> int:
         for client in self._clients:

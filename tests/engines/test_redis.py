@@ -195,6 +195,7 @@ async def test_a_payload_is_stored_once_and_expiry_leaves_nothing_behind(
         "pushup:seq:channel",
         "pushup:seq:event",
         "pushup:expiry",
+        "pushup:nodes",  # the live nodes' heartbeats: one entry per node
     }
 
 

@@ -7,6 +7,7 @@ sends them to a live node and its health checks take the dead one out."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +18,7 @@ import aiohttp
 import httpx
 import pytest
 
+from pushup.client import AsyncPublisher, Message, subscribe
 from tests.conftest import ServerFactory
 from tests.helpers import ServerProcess, until, wait_for
 from tests.integration import test_no_loss as no_loss
@@ -65,10 +67,10 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 def subscribers_on(node: httpx.Client, channel: int) -> int:
-    """Polls parked on this node (each node counts its own)."""
+    """Polls parked on this node (`subscribers` counts every node's)."""
     response = node.get(f"/channels/{channel}")
     assert response.status_code == 200, response.text
-    count: int = response.json()["subscribers"]
+    count: int = response.json()["local_subscribers"]
     return count
 
 
@@ -234,7 +236,7 @@ def _holds_polls(session: aiohttp.ClientSession, channels: list[int]) -> Any:
     async def probe() -> bool:
         for channel in channels:
             async with session.get(f"/channels/{channel}") as resp:
-                if resp.status == 200 and (await resp.json())["subscribers"] > 0:
+                if resp.status == 200 and (await resp.json())["local_subscribers"] > 0:
                     return True
         return False
 
@@ -323,3 +325,53 @@ async def _stored(session: aiohttp.ClientSession, channels: list[int]) -> list[n
             for m in body["messages"]
         )
         params["since"] = body["cursor"]
+
+
+async def test_a_client_subscription_rides_out_the_kill_of_its_node(cluster: Cluster) -> None:
+    """`pushup.client.subscribe` through the balancer: the node holding its poll is
+    killed, it goes on through a live node from its cursor, nothing lost or doubled."""
+    async with AsyncPublisher(cluster.proxy.url, key=KEY) as publisher:
+        channel = await publisher.create_channel(name="ride-out")
+        published = [await publisher.publish(channel.id, i) for i in range(3)]
+        received: list[Message] = []
+
+        async def consume() -> None:
+            async with subscribe(
+                cluster.proxy.url, channel.id, timeout=30, backoff=0.05, max_backoff=0.5
+            ) as messages:
+                async for message in messages:
+                    received.append(message)
+
+        async def holder() -> ServerProcess | None:
+            for node in cluster.nodes:
+                async with httpx.AsyncClient(base_url=node.url, headers=AUTH) as direct:
+                    body = (await direct.get(f"/channels/{channel.id}")).json()
+                # A node's own count, where nodes also report the cluster's total.
+                if body.get("local_subscribers", body["subscribers"]):
+                    return node
+            return None
+
+        consumer = asyncio.create_task(consume())
+        try:
+            await until(lambda: _true(len(received) == 3), what="the cached messages")
+            node = await until(holder, timeout=DEADLINE_S, what="the poll to park")
+            node.proc.kill()
+            node.proc.wait()
+            name = f"node{cluster.nodes.index(node) + 1}"
+            await until(
+                lambda: _true(cluster.proxy.statuses().get(name) == "DOWN"),
+                timeout=DEADLINE_S,
+                what=f"HAProxy to mark {name} DOWN",
+            )
+            published += await publisher.publish_batch([(channel.id, i) for i in range(3, 6)])
+            await until(lambda: _true(len(received) >= 6), timeout=DEADLINE_S, what="the rest")
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+    assert [m.id for m in received] == [p.id for p in published]
+    assert [m.data for m in received] == list(range(6))
+
+
+async def _true(value: bool) -> bool:
+    return value

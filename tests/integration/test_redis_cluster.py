@@ -62,9 +62,9 @@ def park(
 
 
 def wait_parked(client: httpx.Client, channel: int, count: int = 1) -> None:
-    """Subscribers are counted per node: wait until this node holds the poll."""
+    """Wait until this node holds the poll(s) (`subscribers` counts every node's)."""
     wait_for(
-        lambda: client.get(f"/channels/{channel}").json()["subscribers"] == count,
+        lambda: client.get(f"/channels/{channel}").json()["local_subscribers"] == count,
         timeout=DEADLINE_S,
         what=f"{count} parked poll(s)",
     )

@@ -6,8 +6,9 @@ be the embedded in-memory engine or a shared one for several nodes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
 
@@ -29,6 +30,10 @@ class EngineListener(Protocol):
         """The engine may have missed events (its link to a shared store was lost and
         is back): re-read the store for everything waiting on it. The engine holds
         further events back until this returns, so none overtakes the re-read."""
+
+    def subscribers(self, channel_id: ChannelId) -> int:
+        """Polls parked on this channel in this process (a shared engine tells other
+        nodes, which count their own)."""
 
 
 class Engine(Protocol):
@@ -69,3 +74,45 @@ class Engine(Protocol):
     def high_water(self) -> MessageId:
         """Every message published from now on has an id above this, and every one at
         or below it has already been told to the listener (or covered by a resync)."""
+
+
+# -- extras: engines shared by several nodes ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberCount:
+    """Polls parked on one channel: on this node, and over every node counted."""
+
+    total: int
+    local: int
+    # Nodes sharing the engine that are alive (by their heartbeat), and how many of
+    # them are in `total`: fewer when some did not answer in time, which makes `total`
+    # a lower bound. None with an engine of one node.
+    live_nodes: int | None = None
+    counted_nodes: int | None = None
+
+
+@runtime_checkable
+class Clustered(Protocol):
+    """An engine several nodes share. Each node holds its own parked polls, so a
+    channel's subscribers are counted by asking the other nodes."""
+
+    async def count_subscribers(self, channel_id: ChannelId) -> SubscriberCount:
+        """This node's count plus each live node's that answers in a bounded time."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineHealth:
+    """Whether the engine can serve now, and what `/health` shows of it (JSON-ready)."""
+
+    ok: bool
+    details: Mapping[str, object]
+
+
+@runtime_checkable
+class Monitored(Protocol):
+    """An engine whose store can be out of reach (a load balancer should then send
+    traffic elsewhere)."""
+
+    def health(self) -> EngineHealth:
+        """The state as last seen, without any I/O: a health check must never hang."""

@@ -13,6 +13,10 @@ machine (`everysec`, the default, may lose the last second then). Without
 persistence a restarted Redis starts empty: parked polls get 410, and ids still only
 grow, since they come from the clock. Standalone Redis (or a Sentinel-managed primary)
 only: the scripts touch keys they compute, which Redis Cluster does not allow.
+
+Each node also keeps a heartbeat in Redis (a sorted set of node ids by last-seen
+time), and listens on a control channel: a node counting a channel's subscribers asks
+every node there, and each answers with its own count on the asker's reply channel.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ import importlib.resources
 import itertools
 import logging
 import math
-from collections.abc import Callable, Sequence
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -46,7 +54,7 @@ from pushup.core.model import (
     MessageId,
     ReadResult,
 )
-from pushup.engines.base import EngineListener, Publication
+from pushup.engines.base import EngineHealth, EngineListener, Publication, SubscriberCount
 
 log = logging.getLogger("pushup.redis")
 
@@ -54,12 +62,44 @@ log = logging.getLogger("pushup.redis")
 # data after a restart, a replica that cannot take writes): answered with 503.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 _SCRIPTS = ("init", "create", "renew", "close", "info", "resolve", "publish", "read", "sweep")
+# Scripts about nodes, not channels: without the common head (see heartbeat.lua).
+_NODE_SCRIPTS = ("heartbeat", "ask")
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
+# A node missing this many heartbeats in a row is no longer counted as live.
+_MISSED_BEATS = 3
 
 
 class _EventsLost(Exception):
     """The event stream skipped a sequence number: re-read instead of trusting it."""
+
+
+class _Tally:
+    """The answers to one question of this node's: node id -> its subscriber count."""
+
+    __slots__ = ("answers", "complete", "expected", "listeners")
+
+    def __init__(self, complete: asyncio.Future[None]) -> None:
+        self.answers: dict[str, int] = {}
+        self.complete = complete
+        self.expected: set[str] | None = None  # the other live nodes, once known
+        self.listeners = 0  # the other nodes that heard the question
+
+    def expect(self, expected: set[str], listeners: int) -> None:
+        self.expected, self.listeners = expected, listeners
+        self._check()
+
+    def add(self, node: str, count: int) -> None:
+        self.answers[node] = count
+        self._check()
+
+    def _check(self) -> None:
+        # Done once every live node answered, or everyone who heard the question did
+        # (a node killed a moment ago is still live by its heartbeat, but heard nothing).
+        if self.expected is None or self.complete.done():
+            return
+        if self.expected <= self.answers.keys() or len(self.answers) >= self.listeners:
+            self.complete.set_result(None)
 
 
 class RedisEngine:
@@ -81,6 +121,8 @@ class RedisEngine:
         timeout_s: float = 5.0,
         sweep_interval_s: float = 0.25,
         max_connections: int = 64,
+        heartbeat_s: float = 1.0,
+        count_timeout_s: float = 0.25,
     ) -> None:
         self._message_ttl = repr(float(message_ttl_s))
         self._max_messages = str(max_messages)
@@ -103,8 +145,36 @@ class RedisEngine:
         # Events get a connection of their own: it stays subscribed.
         self._events_redis: Redis = Redis.from_url(url, **options)
         self._scripts = {name: self._redis.register_script(_source(name)) for name in _SCRIPTS}
-        # Pub/sub spans every database of a Redis: name the channel after ours.
-        self._events_key = f"{prefix}events:{pool.connection_kwargs.get('db', 0)}"
+        self._node_scripts = {
+            name: self._redis.register_script(_source(name, head=False)) for name in _NODE_SCRIPTS
+        }
+        # Pub/sub spans every database of a Redis: name the channels after ours.
+        db = pool.connection_kwargs.get("db", 0)
+        self._events_key = f"{prefix}events:{db}"
+        # Nodes: who is alive, and how they ask each other for subscriber counts.
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._heartbeat_s = heartbeat_s
+        self._stale_s = repr(_MISSED_BEATS * heartbeat_s)
+        self._count_timeout_s = count_timeout_s
+        self._nodes_key = f"{prefix}nodes"
+        self._control_key = f"{prefix}control:{db}"
+        self._reply_prefix = f"{prefix}reply:{db}:"
+        self._channels = {
+            self._events_key.encode(): self._on_event,
+            self._control_key.encode(): self._on_question,
+            (self._reply_prefix + self.node_id).encode(): self._on_answer,
+        }
+        self._tallies: dict[int, _Tally] = {}
+        self._questions = itertools.count(1)
+        self._live_nodes = 0
+        self._beater: asyncio.Task[None] | None = None
+        self._answering: set[asyncio.Task[None]] = set()
+        # Health: since when (epoch seconds) and why Redis has been out of reach, as
+        # last seen by a call (the sweep and the heartbeat make one several times a
+        # second) or by the event connection.
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._events_down_since: float | None = None
         self._listener: EngineListener | None = None
         self._reader: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -127,21 +197,32 @@ class RedisEngine:
             pubsub, last, event = await self._subscribe()
         except _UNREACHABLE as exc:
             raise EngineUnavailable(f"cannot reach Redis: {exc}") from exc
+        try:
+            await self._beat()
+        except BaseException:
+            await _close_quietly(pubsub)
+            raise
         self._high_water = max(int(reply[2]), last)
         self._seen_event = event
         self._live = True
         self._reader = asyncio.create_task(self._read_events(pubsub), name="pushup-redis-events")
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pushup-redis-sweep")
+        self._beater = asyncio.create_task(self._beat_forever(), name="pushup-redis-heartbeat")
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for task in (self._reader, self._sweeper):
+        for task in (self._reader, self._sweeper, self._beater, *self._answering):
             if task is not None:
                 await _stop(task)
-        self._reader = self._sweeper = None
+        self._reader = self._sweeper = self._beater = None
         self._lost_events()
+        if self._listener is not None:
+            # Leave at once rather than be counted as live until the heartbeat is stale.
+            with contextlib.suppress(EngineUnavailable, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._beat(leave=True)
         await self._events_redis.aclose()
         await self._redis.aclose()
 
@@ -227,14 +308,13 @@ class RedisEngine:
     async def _run(self, script: str, *args: str | bytes) -> list[Any]:
         """Run one script; wait until this node has heard the events it published, so
         local listeners know of them when the caller goes on (as with the memory engine)."""
-        if asyncio.current_task() is None:
-            # Stepped by hand outside any Task (http/eager.py): redis-py's timeouts need
-            # one, and this first wait hands the caller to a Task.
-            await asyncio.sleep(0)
+        await _in_a_task()
         try:
             reply: list[Any] = await self._scripts[script](args=self._args(*args))
         except _UNREACHABLE as exc:
+            self._unreachable(exc)
             raise EngineUnavailable(f"Redis is unreachable: {exc}") from exc
+        self._down_since = None
         event = int(reply[1])
         if event > self._seen_event and self._live:
             await self._heard(event)
@@ -260,6 +340,8 @@ class RedisEngine:
 
     def _lost_events(self) -> None:
         """Nobody waits for an event that may never come: a resync covers them."""
+        if self._live:
+            self._events_down_since = time.time()
         self._live = False
         for _, _, future in self._echoes:
             if not future.done():
@@ -269,15 +351,17 @@ class RedisEngine:
     # -- events ----------------------------------------------------------------------
 
     async def _subscribe(self) -> tuple[PubSub, int, int]:
-        """Subscribe, then read where the store stands: every later event reaches us."""
+        """Subscribe (to events, questions from other nodes and answers to ours), then
+        read where the store stands: every later event reaches us."""
         pubsub = self._events_redis.pubsub()
         try:
-            await pubsub.subscribe(self._events_key)
+            await pubsub.subscribe(*self._channels)
+            confirmed = 0
             async with asyncio.timeout(self._timeout_s):
-                while True:
+                while confirmed < len(self._channels):
                     reply = await pubsub.get_message(timeout=self._timeout_s)
                     if reply is not None and reply["type"] == "subscribe":
-                        break
+                        confirmed += 1
             last, event = await self._redis.mget(
                 self._prefix + "seq:message", self._prefix + "seq:event"
             )
@@ -302,6 +386,7 @@ class RedisEngine:
                         self._high_water = max(self._high_water, last)
                         self._advance(event)
                         self._live = True
+                        self._events_down_since = None
                         log.info("Redis events are back; parked polls re-read the store")
                         delay = _BACKOFF_MIN_S
                     await self._pump(pubsub)
@@ -338,7 +423,7 @@ class RedisEngine:
                 continue
             pinged = False
             if reply["type"] == "message":
-                self._on_event(reply["data"])
+                self._channels[reply["channel"]](reply["data"])
 
     def _on_event(self, data: bytes) -> None:
         assert self._listener is not None
@@ -357,6 +442,121 @@ class RedisEngine:
         else:
             raise _EventsLost(f"unknown event kind {kind!r}")
         self._advance(event)
+
+    # -- nodes -----------------------------------------------------------------------
+
+    async def count_subscribers(self, channel_id: ChannelId) -> SubscriberCount:
+        """This node's parked polls on a channel plus every other live node's: the
+        question goes out on the control channel, and the answers are awaited for at
+        most `count_timeout_s`. A node that does not answer in time (overloaded, or
+        killed within the last few heartbeats) is left out, and said to be:
+        `counted_nodes` is then below `live_nodes`, and the total a lower bound."""
+        assert self._listener is not None
+        await _in_a_task()
+        local = self._listener.subscribers(channel_id)
+        question = next(self._questions)
+        tally = _Tally(asyncio.get_running_loop().create_future())
+        self._tallies[question] = tally
+        try:
+            try:
+                reply = await self._node_scripts["ask"](
+                    keys=[self._nodes_key],
+                    args=[
+                        self._control_key,
+                        self._stale_s,
+                        f"Q {question} {channel_id} {self.node_id}",
+                    ],
+                )
+            except _UNREACHABLE as exc:
+                self._unreachable(exc)
+                raise EngineUnavailable(f"Redis is unreachable: {exc}") from exc
+            live = {raw.decode() for raw in reply[1:]} | {self.node_id}
+            # The others that heard it: this node hears its own question too.
+            tally.expect(live - {self.node_id}, int(reply[0]) - 1)
+            # Without the event connection no answer can come.
+            if self._live and not tally.complete.done():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._count_timeout_s):
+                        await tally.complete
+        finally:
+            del self._tallies[question]
+        answers = dict(tally.answers)
+        return SubscriberCount(
+            total=local + sum(answers.values()),
+            local=local,
+            live_nodes=len(live | answers.keys()),
+            counted_nodes=1 + len(answers),
+        )
+
+    def health(self) -> EngineHealth:
+        details: dict[str, object] = {"kind": "redis", "node": self.node_id}
+        if self._down_since is not None:
+            since, reason = self._down_since, self._down_reason
+        elif not self._live and not self._closed:
+            since = self._events_down_since or time.time()
+            reason = "the event connection to Redis is down; reconnecting"
+        else:
+            details.update(state="reachable", live_nodes=self._live_nodes)
+            return EngineHealth(True, details)
+        details.update(state="unreachable", since=since, reason=reason)
+        return EngineHealth(False, details)
+
+    def _unreachable(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.time()
+        self._down_reason = str(exc) or type(exc).__name__
+
+    def _on_question(self, data: bytes) -> None:
+        """Another node counts a channel's subscribers: answer with this node's count."""
+        assert self._listener is not None
+        try:
+            _, question, channel, asker = data.decode().split(" ", 3)
+            count = self._listener.subscribers(ChannelId(int(channel)))
+        except ValueError:
+            log.warning("ignored a malformed question from another node: %r", data[:200])
+            return
+        if asker != self.node_id:
+            self._spawn(self._answer(asker, f"A {question} {count} {self.node_id}"))
+
+    def _on_answer(self, data: bytes) -> None:
+        try:
+            _, question, count, node = data.decode().split(" ", 3)
+            tally = self._tallies.get(int(question))
+            if tally is not None:  # else answered too late: the count is given already
+                tally.add(node, int(count))
+        except ValueError:
+            log.warning("ignored a malformed answer from another node: %r", data[:200])
+
+    async def _answer(self, asker: str, text: str) -> None:
+        try:
+            await self._redis.publish(self._reply_prefix + asker, text)
+        except _UNREACHABLE as exc:
+            self._unreachable(exc)  # the asker counts without us, and says so
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _beat(self, *, leave: bool = False) -> None:
+        """Tell Redis this node is alive (or, with `leave`, gone); learn how many are."""
+        await _in_a_task()
+        try:
+            live = await self._node_scripts["heartbeat"](
+                keys=[self._nodes_key], args=[self.node_id, self._stale_s, "1" if leave else ""]
+            )
+        except _UNREACHABLE as exc:
+            self._unreachable(exc)
+            raise EngineUnavailable(f"cannot reach Redis: {exc}") from exc
+        self._down_since = None
+        self._live_nodes = int(live)
+
+    async def _beat_forever(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._heartbeat_s)
+            # A failure is logged by the sweep, which fails alike; health reports it.
+            with contextlib.suppress(EngineUnavailable):
+                await self._beat()
 
     # -- expiry ----------------------------------------------------------------------
 
@@ -392,6 +592,13 @@ async def _stop(task: asyncio.Task[None]) -> None:
         log.error("a Redis engine task failed", exc_info=task.exception())
 
 
+async def _in_a_task() -> None:
+    """Stepped by hand outside any Task (http/eager.py), a caller first asks for one
+    with a bare yield: redis-py's timeouts need it."""
+    if asyncio.current_task() is None:
+        await asyncio.sleep(0)
+
+
 async def _close_quietly(pubsub: PubSub) -> None:
     with contextlib.suppress(*_UNREACHABLE):
         await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -400,9 +607,10 @@ async def _close_quietly(pubsub: PubSub) -> None:
 # -- encoding ------------------------------------------------------------------------
 
 
-def _source(name: str) -> str:
+def _source(name: str, *, head: bool = True) -> str:
     lua = importlib.resources.files("pushup.engines") / "lua"
-    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    script = (lua / f"{name}.lua").read_text()
+    return (lua / "common.lua").read_text() + "\n" + script if head else script
 
 
 def _ref(ref: ChannelRef) -> str:

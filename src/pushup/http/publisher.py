@@ -42,17 +42,19 @@ async def close_channel(request: Request, services: Services, ref: str) -> Respo
 
 async def channel_info(request: Request, services: Services, ref: str) -> Response:
     channel = params.path_channel(ref)
-    info, subscribers = await services.hub.channel_info(channel)
+    info, count = await services.hub.channel_info(channel)
     last = None if info.last_message_id is None else str(info.last_message_id)
-    return Response.json(
-        200,
-        {
-            **_channel(info),
-            "subscribers": subscribers,
-            "messages": info.messages,
-            "last_message_id": last,
-        },
-    )
+    body = {
+        **_channel(info),
+        "subscribers": count.total,
+        "messages": info.messages,
+        "last_message_id": last,
+    }
+    if count.live_nodes is not None:
+        # Several nodes share the engine: the total is over the nodes counted.
+        body["local_subscribers"] = count.local
+        body["nodes"] = {"live": count.live_nodes, "counted": count.counted_nodes}
+    return Response.json(200, body)
 
 
 async def publish(request: Request, services: Services) -> Response:

@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pushup import __version__
@@ -21,6 +22,9 @@ from pushup.engines.memory import MemoryEngine
 from pushup.http.router import Router
 from pushup.http.server import HttpServer
 from pushup.http.services import Services
+
+if TYPE_CHECKING:
+    from pushup.http.upstream import Upstream
 
 log = logging.getLogger("pushup")
 
@@ -37,16 +41,22 @@ class App:
             max_body=settings.max_body_bytes,
             max_header=settings.max_header_bytes,
             keepalive_timeout_s=settings.keepalive_timeout_s,
+            ping_interval_s=settings.ping_interval_s,
+            upstream=create_upstream(settings),
         )
 
     async def start(self) -> socket.socket:
         await self.hub.start()
+        if self.http.upstream is not None:
+            await self.http.upstream.start()
         sock = listening_socket(self.settings)
         await self.http.start(sock)
         return sock
 
     async def stop(self) -> None:
         await self.http.close()
+        if self.http.upstream is not None:
+            await self.http.upstream.close()
         await self.hub.close()
 
 
@@ -79,6 +89,21 @@ def create_engine(settings: Settings) -> Engine:
     )
 
 
+def create_upstream(settings: Settings) -> Upstream | None:
+    """The web app to pass requests on to, if any; its HTTP client is imported only
+    then."""
+    if settings.upstream_url is None:
+        return None
+    from pushup.http.upstream import Upstream
+
+    return Upstream(
+        settings.upstream_url,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        read_timeout_s=settings.upstream_timeout_s,
+        max_header=settings.max_header_bytes,
+    )
+
+
 def listening_socket(settings: Settings) -> socket.socket:
     if settings.fd is not None:
         sock = socket.socket(fileno=settings.fd)
@@ -108,6 +133,8 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
         raise SystemExit(1) from None
     host, port = sock.getsockname()[:2]
     log.info("pushup %s listening on http://%s:%s", __version__, host, port)
+    if settings.upstream_url is not None:
+        log.info("passing every request PushUp does not answer on to %s", settings.upstream_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -81,6 +81,15 @@ def main() -> None:
     help="Seconds an idle keep-alive connection stays open.",
 )
 @click.option(
+    "--ping-interval",
+    envvar="PUSHUP_PING_INTERVAL",
+    type=_POSITIVE,
+    default=20.0,
+    show_default=True,
+    help="Seconds between keep-alive pings on SSE and WebSocket streams; a WebSocket "
+    "peer that answers none of two is closed.",
+)
+@click.option(
     "--fd",
     envvar="PUSHUP_FD",
     type=click.IntRange(min=0),
@@ -113,6 +122,30 @@ def main() -> None:
     "--engine redis://, where Redis keeps them.",
 )
 @click.option(
+    "--upstream",
+    envvar="PUSHUP_UPSTREAM",
+    default=None,
+    help="The web app behind PushUp, e.g. http://127.0.0.1:8000: every request PushUp "
+    "does not answer itself is passed on to it (reverse-proxy mode).",
+)
+@click.option(
+    "--upstream-connect-timeout",
+    envvar="PUSHUP_UPSTREAM_CONNECT_TIMEOUT",
+    type=_POSITIVE,
+    default=5.0,
+    show_default=True,
+    help="Seconds to connect to the upstream before answering 504.",
+)
+@click.option(
+    "--upstream-timeout",
+    envvar="PUSHUP_UPSTREAM_TIMEOUT",
+    type=_POSITIVE,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the upstream's answer, and between two reads of its body, "
+    "before answering 504 (or cutting the response short).",
+)
+@click.option(
     "--log-level",
     envvar="PUSHUP_LOG_LEVEL",
     default="info",
@@ -128,10 +161,14 @@ def serve(
     max_timeout: float,
     publisher_key: str | None,
     keepalive_timeout: float,
+    ping_interval: float,
     fd: int | None,
     engine: str,
     data_dir: str,
     workers: int,
+    upstream: str | None,
+    upstream_connect_timeout: float,
+    upstream_timeout: float,
     log_level: str,
 ) -> None:
     """Run the server."""
@@ -147,11 +184,15 @@ def serve(
             max_timeout_s=max_timeout,
             publisher_key=publisher_key,
             keepalive_timeout_s=keepalive_timeout,
+            ping_interval_s=ping_interval,
             fd=fd,
             log_level=log_level,
             engine_url=engine,
             data_dir=parse_data_dir(data_dir),
             workers=workers,
+            upstream_url=upstream or None,
+            upstream_connect_timeout_s=upstream_connect_timeout,
+            upstream_timeout_s=upstream_timeout,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -25,6 +25,8 @@ class Settings:
     max_timeout_s: float = 300.0
     publisher_key: str | None = None
     keepalive_timeout_s: float = 75.0
+    # Seconds between keep-alive pings on SSE and WebSocket streams.
+    ping_interval_s: float = 20.0
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 64 * 1024
     # An already bound, listening socket to serve on instead of host:port.
@@ -38,12 +40,19 @@ class Settings:
     data_dir: Path | None = Path(DEFAULT_DATA_DIR)
     # Worker processes on one port (SO_REUSEPORT); above 1 needs a shared engine.
     workers: int = 1
+    # The web app behind PushUp (`http://host:port`): every request PushUp does not
+    # answer itself is passed on to it (reverse-proxy mode). None: answered 404.
+    upstream_url: str | None = None
+    upstream_connect_timeout_s: float = 5.0
+    # Longest wait for the upstream's answer, and between two reads of its body.
+    upstream_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         _positive("message_ttl", self.message_ttl_s)
         _positive("channel_ttl", self.channel_ttl_s)
         _positive("max_timeout", self.max_timeout_s)
         _positive("keepalive_timeout", self.keepalive_timeout_s)
+        _positive("ping_interval", self.ping_interval_s)
         if self.max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         if not 0 <= self.port <= 65535:
@@ -53,6 +62,10 @@ class Settings:
         check_engine_url(self.engine_url)
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.upstream_url is not None:
+            check_upstream_url(self.upstream_url)
+        _positive("upstream_connect_timeout", self.upstream_connect_timeout_s)
+        _positive("upstream_timeout", self.upstream_timeout_s)
         if self.workers > 1 and urlsplit(self.engine_url).scheme in MEMORY_SCHEMES:
             raise ValueError(
                 "workers above 1 need a shared engine: the embedded engine keeps channels "
@@ -103,3 +116,17 @@ def check_engine_url(url: str) -> None:
     db = parts.path.lstrip("/")
     if db and not (db.isascii() and db.isdigit()):
         raise ValueError(f"{usage}: the database in {url!r} must be a number")
+
+
+def check_upstream_url(url: str) -> None:
+    """Reject an upstream URL that names no web app to pass requests to."""
+    usage = "upstream must be http://host:port (or https://), optionally with a path prefix"
+    try:
+        parts = urlsplit(url)
+        _port = parts.port  # raises ValueError unless a number in range
+    except ValueError:
+        raise ValueError(f"{usage}, not {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{usage}, not {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{usage}: no query, fragment or credentials, not {url!r}")

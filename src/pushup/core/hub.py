@@ -22,7 +22,7 @@ from pushup.core.model import (
     PollOutcome,
 )
 from pushup.core.waiters import Receiver, Subscription, Waiters
-from pushup.engines.base import Engine
+from pushup.engines.base import Clustered, Engine, SubscriberCount
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ class PollQuery:
 
 
 _TIMER_SLACK_S = 0.002
+_NONE_LOST: frozenset[ChannelId] = frozenset()
 
 
 class Hub:
@@ -104,6 +105,42 @@ class Hub:
             self._arm_timer(loop, deadline)
         return sub
 
+    async def open_stream(
+        self, query: PollQuery, receiver: Receiver
+    ) -> tuple[PollOutcome, Subscription | None]:
+        """A stream's start: what is cached now, and a subscription that stays parked
+        and delivers every later message to `receiver` (None once `end` has passed).
+
+        `query.timeout_s` plays no part: a stream lasts until its client leaves, its
+        channel closes or its `end` passes."""
+        channel_ids = list(dict.fromkeys(await self.engine.resolve(query.channels)))
+        now = self._clock()
+        while True:
+            resyncs = self._resyncs
+            result = await self.engine.read(channel_ids, query.since, query.start, query.end)
+            # Parked right after this read: a publication announced while it was in
+            # flight would reach neither (as in `poll`), so read again.
+            if self._notified <= result.high_water and self._resyncs == resyncs:
+                break
+        cursor = result.hits[-1][0].id if result.hits else result.high_water
+        initial = PollOutcome(result.hits, cursor, result.gap)
+        if query.end is not None and query.end <= now:
+            return initial, None
+        loop = asyncio.get_running_loop()
+        deadline = math.inf if query.end is None else loop.time() + (query.end - now)
+        sub = self.waiters.park(
+            receiver,
+            tuple(sorted(channel_ids)),
+            -math.inf if query.start is None else query.start,
+            math.inf if query.end is None else query.end,
+            deadline,
+            result.high_water,
+            stream=True,
+        )
+        if deadline < self._timer_at:
+            self._arm_timer(loop, deadline)
+        return initial, sub
+
     def cancel(self, sub: Subscription) -> None:
         """The receiver went away: forget its subscription at once."""
         self.waiters.remove((sub,))
@@ -111,9 +148,14 @@ class Hub:
     def subscribers(self, channel_id: ChannelId) -> int:
         return self.waiters.count(channel_id)
 
-    async def channel_info(self, ref: ChannelRef) -> tuple[ChannelInfo, int]:
+    async def channel_info(self, ref: ChannelRef) -> tuple[ChannelInfo, SubscriberCount]:
+        """A channel's state and its parked polls: on every node of a shared engine
+        (asked over the engine, in a bounded time), else on this one."""
         info = await self.engine.channel_info(ref)
-        return info, self.subscribers(info.id)
+        if isinstance(self.engine, Clustered):
+            return info, await self.engine.count_subscribers(info.id)
+        local = self.subscribers(info.id)
+        return info, SubscriberCount(local, local)
 
     # -- engine events ---------------------------------------------------------------
 
@@ -132,22 +174,35 @@ class Hub:
             woken.update(dict.fromkeys(self.waiters.started(channel_id, newest_time)))
         if not woken:
             return
-        answers: dict[object, Outcome | None] = {}
-        delivered: list[tuple[Subscription, Outcome]] = []
+        answers: dict[object, PollOutcome | None] = {}
+        delivered: list[tuple[Subscription, PollOutcome]] = []
         first_id = messages[0].id
         for sub in woken:
             if sub.after >= first_id:
                 # The poll's own read already covered some of these (an engine that
                 # hears of publications late): never deliver a message twice.
                 later = [message for message in messages if message.id > sub.after]
-                outcome = self._answer(sub, later, evicted)
+                outcome = self._answer(sub, later, _NONE_LOST if sub.stream else evicted)
+            elif evicted and sub.stream:
+                # A stream gets a batch the cache could not hold whole, live: no gap.
+                key = (sub.shape, "stream")
+                if key in answers:
+                    outcome = answers[key]
+                else:
+                    outcome = answers[key] = self._answer(sub, messages, _NONE_LOST)
             elif sub.shape in answers:
                 outcome = answers[sub.shape]
             else:
                 outcome = answers[sub.shape] = self._answer(sub, messages, evicted)
             if outcome is not None:
                 delivered.append((sub, outcome))
-        self.waiters.remove(sub for sub, _ in delivered)
+        polls = []
+        for sub, outcome in delivered:
+            if sub.stream:
+                sub.after = outcome.cursor  # it stays parked, having seen this far
+            else:
+                polls.append(sub)
+        self.waiters.remove(polls)
         for sub, outcome in delivered:
             sub.receiver.deliver(outcome)
 
@@ -193,8 +248,10 @@ class Hub:
             if result.hits or result.gap:
                 cursor = result.hits[-1][0].id if result.hits else result.high_water
                 outcome = PollOutcome(result.hits, cursor, result.gap)
-                self.waiters.remove(live)
+                self.waiters.remove(sub for sub in live if not sub.stream)
                 for sub in live:
+                    if sub.stream:
+                        sub.after = max(sub.after, cursor)
                     sub.receiver.deliver(outcome)
             else:
                 for sub in live:
@@ -205,7 +262,7 @@ class Hub:
     @staticmethod
     def _answer(
         sub: Subscription, messages: Sequence[Message], evicted: frozenset[ChannelId]
-    ) -> Outcome | None:
+    ) -> PollOutcome | None:
         wanted = set(sub.channels)
         hits: list[Hit] = []
         for message in messages:
@@ -243,7 +300,7 @@ class Hub:
                     outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
                 sub.receiver.deliver(outcome)
         next_deadline = self.waiters.next_deadline()
-        if next_deadline is not None:
+        if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)
 
 

@@ -79,8 +79,9 @@ class ReadResult:
 class Outcome:
     """A finished answer to a poll, shared by every subscription that gets the same one.
 
-    `framed` is a memo the transport fills with its own framing of this outcome, so a
-    fan-out to thousands of receivers builds the bytes on the wire once.
+    `framed` is a memo each transport fills with its own framing of this outcome, keyed
+    by transport (a poll's connection mode, `"sse"`, `"ws"`), so a fan-out to thousands
+    of receivers builds the bytes on the wire once per transport.
     """
 
     __slots__ = ("body", "framed", "status")
@@ -94,11 +95,12 @@ class Outcome:
 class PollOutcome(Outcome):
     """A 200 answer to a poll: messages, cursor and gap flag."""
 
-    __slots__ = ("cursor", "hits")
+    __slots__ = ("cursor", "gap", "hits")
 
     def __init__(self, hits: list[Hit], cursor: MessageId, gap: bool) -> None:
         self.hits = hits
         self.cursor = cursor
+        self.gap = gap
         parts = b",".join(message.fragment(channels) for message, channels in hits)
         body = b'{"messages":[%s],"cursor":"%d","gap":%s}' % (
             parts,

@@ -31,6 +31,7 @@ class Subscription:
         "receiver",
         "shape",
         "start",
+        "stream",
     )
 
     def __init__(
@@ -42,6 +43,7 @@ class Subscription:
         deadline: float,
         seq: int,
         after: int = 0,
+        stream: bool = False,
     ) -> None:
         self.receiver = receiver
         self.channels = channels  # sorted, distinct
@@ -58,6 +60,9 @@ class Subscription:
         # (over a network) may announce one the read already covered, and after a
         # lost connection the hub re-reads the store from here.
         self.after = after
+        # A stream (SSE, WebSocket) stays parked after each delivery, its `after`
+        # moved to what it was sent; a poll is unparked by its answer.
+        self.stream = stream
 
 
 _by_start = attrgetter("by_start")
@@ -93,9 +98,10 @@ class Waiters:
         end: float,
         deadline: float,
         after: int = 0,
+        stream: bool = False,
     ) -> Subscription:
         self._seq += 1
-        sub = Subscription(receiver, channels, start, end, deadline, self._seq, after)
+        sub = Subscription(receiver, channels, start, end, deadline, self._seq, after, stream)
         for channel_id in channels:
             waiting = self._by_channel.get(channel_id)
             if waiting is None:

@@ -17,7 +17,7 @@ import httptools
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
-from pushup.http.eager import start_eagerly
+from pushup.http.eager import Running, start_eagerly
 from pushup.http.errors import (
     ApiError,
     BadRequest,
@@ -28,8 +28,11 @@ from pushup.http.errors import (
     NameTakenError,
     PayloadTooLarge,
 )
+from pushup.http.forward import BodyStream, Forward
 from pushup.http.request import Request
 from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, Response, frame, frame_outcome
+from pushup.http.router import serves_itself
+from pushup.http.stream import Stream
 
 if TYPE_CHECKING:
     from pushup.http.server import HttpServer
@@ -65,6 +68,7 @@ class HttpConnection(asyncio.Protocol):
         "_reading_paused",
         "_reply_mode",
         "_server",
+        "_stream",
         "_task",
         "_transport",
         "_write_paused",
@@ -89,10 +93,12 @@ class HttpConnection(asyncio.Protocol):
         self._processing = False
         self._parked: Subscription | None = None
         self._reply_mode = KEEP_ALIVE
-        self._task: asyncio.Task[None] | None = None
+        self._task: Running | None = None  # the handler, while it waits
         self._closed = False
         self._write_paused = False
         self._reading_paused = False
+        # An SSE or WebSocket stream that owns the socket once started, until it ends.
+        self._stream: Stream | None = None
         self.peer: str | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -107,6 +113,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closed or self._parser is None:
+            if self._stream is not None and not self._closed:
+                self._stream.data_received(data)
             return
         if not self._busy:
             self._server.idle.touch(self)
@@ -150,6 +158,8 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._server.upstream is not None:
+            self._server.upstream.resume_writing(self)
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -158,6 +168,9 @@ class HttpConnection(asyncio.Protocol):
         if self._parked is not None:
             self._server.hub.cancel(self._parked)
             self._parked = None
+        if self._stream is not None:
+            self._stream.connection_lost()
+            self._stream = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -178,7 +191,13 @@ class HttpConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._current is not None
         self._grow_head(len(name) + len(value) + 4)
-        self._current.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        headers = self._current.headers
+        if key in headers and self._server.upstream is not None:
+            # It may be passed on to the web app: keep every value (RFC 9110 §5.3).
+            headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
+            return
+        headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         request = self._current
@@ -197,6 +216,9 @@ class HttpConnection(asyncio.Protocol):
             request.mode = CLOSE
         elif parser.get_http_version() == "1.0":
             request.mode = KEEP_ALIVE_10
+        if self._server.upstream is not None and not serves_itself(request.path):
+            self._start_forward(request)
+            return
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.max_body:
             raise _Fatal(self._too_large())
@@ -207,6 +229,9 @@ class HttpConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         request = self._current
         assert request is not None
+        if isinstance(request, Forward):
+            request.upload.feed(body)
+            return
         if len(request.body) + len(body) > self._server.max_body:
             raise _Fatal(self._too_large())
         request.body += body
@@ -216,6 +241,9 @@ class HttpConnection(asyncio.Protocol):
         assert request is not None
         self._current = None
         self._in_head = True
+        if isinstance(request, Forward):
+            request.upload.end()  # queued when its head came
+            return
         if self._pending is None:
             self._pending = deque()
         self._pending.append(request)
@@ -262,6 +290,9 @@ class HttpConnection(asyncio.Protocol):
         return bool(data)
 
     def _handle(self, request: Request) -> None:
+        if isinstance(request, Forward):
+            self._forward(request)
+            return
         self._busy = True
         self._server.idle.forget(self)
         self._reply_mode = request.mode
@@ -269,12 +300,17 @@ class HttpConnection(asyncio.Protocol):
             self._server.router.handle(request), self._on_reply, self._on_error
         )
 
-    def _on_reply(self, reply: Response | Outcome | Subscription) -> None:
+    def _on_reply(self, reply: Response | Outcome | Subscription | Stream) -> None:
         self._task = None
         if isinstance(reply, Subscription):
+            if self._closed:  # the client left while the handler was finishing
+                self._server.hub.cancel(reply)
+                return
             self._parked = reply
         elif isinstance(reply, Outcome):
             self.deliver(reply)
+        elif isinstance(reply, Stream):
+            self._start_stream(reply)
         else:
             mode = self._mode_now(self._reply_mode)
             self._finish(frame(reply.status, reply.body, mode, reply.headers), mode)
@@ -311,7 +347,25 @@ class HttpConnection(asyncio.Protocol):
 
     def close_now(self) -> None:
         """Server shutdown: close whatever state the connection is in."""
+        if self._stream is not None:
+            self._stream.shutdown()
         self._close()
+
+    def _start_stream(self, stream: Stream) -> None:
+        """The answer is a stream (SSE, WebSocket): it owns the socket from now on and
+        ends by closing it. Nothing after the request on this connection is HTTP it
+        would answer, so parsing stops; the connection stays busy, never idle."""
+        self._parser = None  # type: ignore[assignment]
+        self._pending = None
+        self._backlog = None
+        if self._closed or self._transport is None:
+            stream.connection_lost()
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        self._stream = stream
+        stream.start(self._transport, self._server.heartbeat)
 
     def _finish(self, data: bytes, mode: int) -> None:
         self._write(data)
@@ -321,6 +375,56 @@ class HttpConnection(asyncio.Protocol):
             return
         self._server.idle.touch(self)
         self._process()
+
+    # -- reverse proxy (forward.py, upstream.py) -------------------------------------
+
+    def _start_forward(self, request: Request) -> None:
+        """Queue a request for the web app as soon as its head is read, so its body
+        streams there as it comes (PushUp's own body limit does not apply to it)."""
+        forward = Forward(request, BodyStream(self._pause_upload, self._resume_upload))
+        self._current = forward
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(forward)
+
+    def _forward(self, request: Forward) -> None:
+        upstream = self._server.upstream
+        assert upstream is not None
+        self._busy = True
+        self._server.idle.forget(self)
+        request.mode = self._mode_now(request.mode)
+        # A real Task: the HTTP client's timeouts need one.
+        task = asyncio.ensure_future(upstream.forward(request))
+        task.add_done_callback(lambda task: self._forwarded(request, task))
+        self._task = task
+
+    def _forwarded(self, request: Forward, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._closed:
+            return
+        self._task = None
+        exc = task.exception()
+        if exc is not None:  # forward() answers its failures itself: a fault
+            log.error("forwarding a request failed", exc_info=exc)
+            self._close()
+            return
+        self._finish(b"", request.outcome_mode)
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def write(self, data: bytes) -> None:
+        """Part of a response the web app is sending."""
+        self._write(data)
+
+    def _pause_upload(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.pause_reading()
+
+    def _resume_upload(self) -> None:
+        # Unless a pipelining backlog keeps reading paused itself.
+        if self._transport is not None and not self._closed and not self._reading_paused:
+            self._transport.resume_reading()
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -340,6 +444,8 @@ class HttpConnection(asyncio.Protocol):
     def _fail(self, error: ApiError) -> None:
         """Stop reading; answer `error` after whatever came before it, then close."""
         self._parser = None  # type: ignore[assignment]
+        if isinstance(self._current, Forward):
+            self._current.upload.abort()
         self._current = None
         if self._pending is None:
             self._pending = deque()
@@ -347,7 +453,8 @@ class HttpConnection(asyncio.Protocol):
 
     def _refuse_upgrade(self) -> None:
         """Answer an `Upgrade` request (e.g. h2c) in plain HTTP/1.1, then close: what
-        follows it on the wire would be in the other protocol."""
+        follows it on the wire would be in the other protocol. Only a WebSocket
+        handshake on its own endpoint is accepted (its handler returns a stream)."""
         last = self._pending[-1] if self._pending else None
         if isinstance(last, Request) and self._current is None:
             last.mode = CLOSE

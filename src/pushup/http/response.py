@@ -67,13 +67,19 @@ def frame(status: int, body: bytes, mode: int, headers: tuple[tuple[str, str], .
             body,
         )
     head = [_status_line(status)]
-    if status != 204:
-        head.append(b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body))
-    head.append(b"Cache-Control: no-store\r\n")
+    # A handler's own Content-Type or Cache-Control (a static asset's) replaces the
+    # JSON default; 204 and 304 carry no body.
+    given = {name.lower() for name, _ in headers}
+    if status not in (204, 304):
+        if "content-type" not in given:
+            head.append(b"Content-Type: application/json\r\n")
+        head.append(b"Content-Length: %d\r\n" % len(body))
+    if "cache-control" not in given:
+        head.append(b"Cache-Control: no-store\r\n")
     head.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
     head.append(_CONNECTION_LINE[mode])
     head.append(b"\r\n")
-    if status != 204:
+    if status not in (204, 304):
         head.append(body)
     return b"".join(head)
 

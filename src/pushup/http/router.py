@@ -11,13 +11,14 @@ from urllib.parse import unquote
 
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
-from pushup.http import publisher, subscriber
+from pushup.http import assets, publisher, subscriber
 from pushup.http.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
+from pushup.http.stream import Stream
 
-Reply = Response | Outcome | Subscription
+Reply = Response | Outcome | Subscription | Stream
 Handler = Callable[..., Awaitable[Reply]]
 
 # Path patterns: literal segments, or None for a channel id or name.
@@ -32,7 +33,10 @@ _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
     (("publish",), {"POST": publisher.publish}, True),
     (("publish", "batch"), {"POST": publisher.publish_batch}, True),
     (("subscribe",), {"GET": subscriber.subscribe}, False),
+    (("subscribe", "sse"), {"GET": subscriber.subscribe_sse}, False),
+    (("subscribe", "ws"), {"GET": subscriber.subscribe_ws}, False),
     (("health",), {"GET": subscriber.health}, False),
+    (("pushup.js",), {"GET": assets.client_script}, False),
 ]
 
 # Routes without a parameter, by exact path.
@@ -43,6 +47,23 @@ _STATIC = {
 }
 
 _FORWARDING_HEADERS = ("forwarded", "x-forwarded-for")
+
+# In front of a web app (`--upstream`), PushUp answers every path under its routes'
+# first segments itself, the publisher ones too: without a key those stay loopback-only
+# (403 to anyone else) instead of going to the app, so publishing is never reachable
+# from the public side and the app never shadows a PushUp path. The rest goes to the app.
+_OWN_SEGMENTS = frozenset(pattern[0] for pattern, _, _ in _ROUTES if pattern[0] is not None)
+
+
+def serves_itself(path: str) -> bool:
+    """Whether PushUp answers `path` itself rather than passing it to the upstream."""
+    first = path[1:].split("/", 1)[0]
+    if "%" in first:
+        try:
+            first = unquote(first, errors="strict")
+        except UnicodeDecodeError:
+            return False  # none of PushUp's paths
+    return first in _OWN_SEGMENTS
 
 
 def _pick(methods: dict[str, Handler], method: str) -> Handler:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from pushup.core.hub import Hub
 from pushup.http.idle import IdleConnections
 from pushup.http.protocol import HttpConnection
 from pushup.http.router import Router
+from pushup.http.stream import Heartbeat
+
+if TYPE_CHECKING:
+    from pushup.http.upstream import Upstream
 
 
 class HttpServer:
@@ -23,12 +28,18 @@ class HttpServer:
         max_body: int,
         max_header: int,
         keepalive_timeout_s: float,
+        ping_interval_s: float = 20.0,
+        upstream: Upstream | None = None,
     ) -> None:
         self.router = router
         self.hub = hub
         self.max_body = max_body
         self.max_header = max_header
         self.idle = IdleConnections(keepalive_timeout_s, time.monotonic)
+        # Pings open SSE and WebSocket streams; its timer runs only while there are any.
+        self.heartbeat = Heartbeat(ping_interval_s)
+        # The web app that requests PushUp does not answer go to, if any.
+        self.upstream = upstream
         self.connections: set[HttpConnection] = set()
         self.closing = False
         self._server: asyncio.Server | None = None

@@ -1,22 +1,32 @@
-"""Subscriber endpoints: the long poll, called by browsers."""
+"""Subscriber endpoints: the long poll and its streams (SSE, WebSocket), called by
+browsers."""
 
 from __future__ import annotations
 
 from pushup.core.hub import PollQuery
-from pushup.core.model import Outcome
+from pushup.core.model import MessageId, Outcome
 from pushup.core.waiters import Subscription
+from pushup.engines.base import Monitored
 from pushup.http import params
-from pushup.http.errors import InvalidParameter
+from pushup.http.errors import EngineUnavailableError, InvalidCursor, InvalidParameter
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
+from pushup.http.sse import SseStream
+from pushup.http.stream import Stream
+from pushup.http.websocket import WsStream, handshake
 
 _POLL_PARAMS = {"channels", "timeout", "since", "start", "end"}
+# EventSource polyfills that cannot set headers send the last id in the query instead.
+_SSE_PARAMS = {*_POLL_PARAMS, "lastEventId"}
 
 
 def poll_query(query: str, max_timeout_s: float, default_timeout_s: float) -> PollQuery:
     """Validate a poll's query string; every check happens before any lookup."""
-    found = params.query(query, _POLL_PARAMS)
+    return _checked(params.query(query, _POLL_PARAMS), max_timeout_s, default_timeout_s)
+
+
+def _checked(found: dict[str, str], max_timeout_s: float, default_timeout_s: float) -> PollQuery:
     if not found.get("channels"):
         raise InvalidParameter("channels is required: ids or names, comma-separated")
     channels = params.channel_list(found["channels"].split(","), InvalidParameter)
@@ -33,11 +43,70 @@ def poll_query(query: str, max_timeout_s: float, default_timeout_s: float) -> Po
     return PollQuery(tuple(channels), timeout_s, since, start, end)
 
 
-async def subscribe(request: Request, services: Services) -> Outcome | Subscription:
+async def subscribe(
+    request: Request, services: Services
+) -> Outcome | Subscription | Stream | Response:
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return await subscribe_sse(request, services)
     settings = services.settings
     query = poll_query(request.query, settings.max_timeout_s, settings.default_timeout_s)
     return await services.hub.poll(query, request.connection)
 
 
+async def subscribe_sse(request: Request, services: Services) -> Stream | Response:
+    """`GET /subscribe/sse`, or `/subscribe` asking for `text/event-stream`."""
+    settings = services.settings
+    found = params.query(request.query, _SSE_PARAMS)
+    resume = _last_event_id(request, found.pop("lastEventId", None))
+    query = _checked(found, settings.max_timeout_s, settings.default_timeout_s)
+    if resume is not None:
+        query = PollQuery(query.channels, query.timeout_s, resume, query.start, query.end)
+    stream = SseStream(services.hub)
+    await stream.open(query)
+    if stream.sub is None and stream.nothing_cached():
+        # Its range ended with nothing left to send: 204 is what stops an EventSource
+        # from reconnecting.
+        return Response(204)
+    return stream
+
+
+async def subscribe_ws(request: Request, services: Services) -> Stream:
+    """`GET /subscribe/ws`: the same subscription over a WebSocket."""
+    settings = services.settings
+    query = poll_query(request.query, settings.max_timeout_s, settings.default_timeout_s)
+    protocol, response = handshake(request)
+    stream = WsStream(services.hub, protocol, response)
+    await stream.open(query)
+    return stream
+
+
+def _last_event_id(request: Request, in_query: str | None) -> MessageId | None:
+    """Where an EventSource resumes: the `Last-Event-ID` header it sends on reconnecting,
+    else `lastEventId` in the query; either overrides `since`."""
+    header = request.headers.get("last-event-id")
+    if header:
+        name, value = "Last-Event-ID", header.strip()
+    elif in_query:
+        name, value = "lastEventId", in_query
+    else:
+        return None
+    try:
+        return params.cursor(value)
+    except InvalidCursor:
+        raise InvalidCursor(f"{name} must be the id of a message from this server") from None
+
+
 async def health(request: Request, services: Services) -> Response:
-    return Response.json(200, {"status": "ok"})
+    """200 while this node can serve; 503 naming the engine's state while its store is
+    out of reach, so a load balancer sends the traffic to other nodes meanwhile."""
+    engine = services.hub.engine
+    if not isinstance(engine, Monitored):
+        return Response.json(200, {"status": "ok"})
+    report = engine.health()
+    if not report.ok:
+        raise EngineUnavailableError(
+            "the message store is unreachable: this node cannot serve",
+            headers=(("Retry-After", "1"),),
+            engine=dict(report.details),
+        )
+    return Response.json(200, {"status": "ok", "engine": dict(report.details)})

@@ -3,14 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test bench lint clean
+.PHONY: serve test bench lint clean demo
 
 serve: $(VENV)/.installed
 	$(BIN)/pushup serve
 
+# The chat demo (examples/chat): its app on :8000 behind PushUp on http://127.0.0.1:7070.
+demo: $(VENV)/.installed
+	$(BIN)/python -m examples.chat
+
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -21,10 +25,12 @@ bench: $(VENV)/.installed-test
 	$(BIN)/pushup bench pubrate
 	$(BIN)/pushup bench paper-traffic --time-scale 0.05
 	$(BIN)/pushup bench paper-scale
+	$(BIN)/pushup bench cluster --nodes 1,2,4 --subscribers 500,2000,8000
+	$(BIN)/pushup bench capacity --subscribers 20000,40000
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 
 $(VENV)/bin/python:

@@ -7,6 +7,7 @@ packages=(
     libnginx-mod-nchan
     redis-server        # the Redis engine's tests start their own servers
     haproxy             # the cluster tests run deploy/haproxy.cfg (nginx-light: deploy/nginx.conf)
+    chromium            # tests/browser drive it headless through the playwright package
 )
 missing=()
 for pkg in "${packages[@]}"; do

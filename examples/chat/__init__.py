@@ -1,0 +1,1 @@
+"""A chat demo of PushUp: an aiohttp application behind `pushup serve --upstream`."""

@@ -8,7 +8,7 @@ import pathlib
 import click
 
 from pushup.bench.scenarios import SCENARIOS
-from pushup.bench.targets import TARGET_NAMES
+from pushup.bench.targets import TARGET_CHOICES
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -21,20 +21,30 @@ def _ints(value: str) -> tuple[int, ...]:
     return numbers
 
 
+def _extra(intervals: str | None, nodes: str | None, workers: int | None) -> dict[str, str]:
+    """The options only some scenarios read, checked here, passed on as text."""
+    extra = {"intervals": intervals} if intervals else {}
+    if nodes:
+        extra["nodes"] = ",".join(map(str, _ints(nodes)))
+    if workers is not None:
+        extra["workers"] = str(workers)
+    return extra
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("scenario", type=click.Choice(SCENARIOS))
 @click.option(
     "--target",
     "targets",
     multiple=True,
-    type=click.Choice(TARGET_NAMES),
+    type=click.Choice(TARGET_CHOICES),
     help="Server(s) to measure; repeat the option. Default: every target.",
 )
 @click.option(
     "--subscribers",
     default=None,
-    help="Comma-separated subscriber counts (idle, fanout, paper-scale; "
-    "the client counts cc of paper-traffic).",
+    help="Comma-separated subscriber counts (idle, fanout, paper-scale, cluster, "
+    "capacity; the client counts cc of paper-traffic).",
 )
 @click.option(
     "--channels",
@@ -55,6 +65,17 @@ def _ints(value: str) -> tuple[int, ...]:
     default=None,
     help="Comma-separated publish intervals in seconds (paper-traffic; default "
     "the paper's 10,20,30,40,50), before --time-scale.",
+)
+@click.option(
+    "--nodes",
+    default=None,
+    help="Comma-separated PushUp node counts behind HAProxy (cluster; default 1,2,3,4).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes of PushUp and of Nchan (capacity; default 6).",
 )
 @click.option(
     "--publications",
@@ -106,6 +127,8 @@ def bench(
     channels: int | None,
     rounds: int,
     intervals: str | None,
+    nodes: str | None,
+    workers: int | None,
     publications: int,
     publishers: int,
     client_processes: int,
@@ -132,7 +155,7 @@ def bench(
         publishers=publishers,
         client_processes=client_processes,
         time_scale=time_scale,
-        extra={"intervals": intervals} if intervals else {},
+        extra=_extra(intervals=intervals, nodes=nodes, workers=workers),
     )
     if quiet:
         run = module.run(options, QuietProgress())

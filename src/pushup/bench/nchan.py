@@ -2,9 +2,9 @@
 
 Users who want long polling without writing a server mostly pick Nchan, so the benchmark
 runs it beside PushUp on the same machine, with settings matching PushUp's defaults
-(1,000 messages and 300 s per channel) and one worker process. Each run gets a fresh
-prefix directory (configuration, logs, pid and temp files) and a free loopback port;
-nothing under /etc/nginx is read or touched.
+(1,000 messages and 300 s per channel) and one worker process (several on request).
+Each run gets a fresh prefix directory (configuration, logs, pid and temp files) and a
+free loopback port; nothing under /etc/nginx is read or touched.
 
 Nchan fixes a long poll's timeout per location, so the configuration holds one
 long-poll location per whole-second timeout the benchmark will use (`/sub/<seconds>`),
@@ -45,8 +45,17 @@ def nchan_config(
     *,
     message_buffer_length: int = 1000,
     message_timeout_s: int = 300,
+    workers: int = 1,
+    shared_memory_mib: int | None = None,
 ) -> str:
-    """The whole nginx.conf: nchan loaded, one worker, everything inside `prefix`."""
+    """The whole nginx.conf: nchan loaded, `workers` workers, everything inside `prefix`.
+
+    Several workers bind the port with SO_REUSEPORT (`reuseport`), so the kernel spreads
+    connections evenly and none passes its 19,500 connections while another idles, and
+    share `shared_memory_mib` MiB for Nchan's channels and messages (default: Nchan's).
+    """
+    reuseport = " reuseport" if workers > 1 else ""
+    shared = "" if shared_memory_mib is None else f"nchan_shared_memory_size {shared_memory_mib}m;"
     subscribers = "".join(
         f"""
         location = /sub/{seconds} {{
@@ -61,7 +70,7 @@ def nchan_config(
 load_module {NCHAN_MODULE};
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile 20000;
 user root;
 error_log {prefix}/error.log warn;
@@ -81,10 +90,11 @@ http {{
     # PushUp never closes a keep-alive connection after some number of requests;
     # nginx's default (1000) would make keep-alive publishers reconnect.
     keepalive_requests 1000000;
+    {shared}
 
     server {{
         # The same accept backlog as the sockets handed to PushUp and the MLP baseline.
-        listen {host}:{port} backlog=4096;
+        listen {host}:{port} backlog=4096{reuseport};
 {subscribers}
 
         location = /poll {{
@@ -119,12 +129,16 @@ class NchanServer:
         *,
         message_buffer_length: int = 1000,
         message_timeout_s: int = 300,
+        workers: int = 1,
+        shared_memory_mib: int | None = None,
     ) -> None:
         self.host = host
         self.port = 0
         self.timeouts_s = sorted(set(timeouts_s))
         self._message_buffer_length = message_buffer_length
         self._message_timeout_s = message_timeout_s
+        self.workers = workers
+        self._shared_memory_mib = shared_memory_mib
         self._prefix: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -151,6 +165,8 @@ class NchanServer:
                         self.timeouts_s,
                         message_buffer_length=self._message_buffer_length,
                         message_timeout_s=self._message_timeout_s,
+                        workers=self.workers,
+                        shared_memory_mib=self._shared_memory_mib,
                     )
                 )
                 log = self._prefix / "error.log"

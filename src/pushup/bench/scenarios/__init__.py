@@ -1,3 +1,3 @@
 """The benchmark scenarios; each module has `run(options, progress) -> Run`."""
 
-SCENARIOS = ("idle", "fanout", "pubrate", "paper-traffic", "paper-scale")
+SCENARIOS = ("idle", "fanout", "pubrate", "paper-traffic", "paper-scale", "cluster", "capacity")

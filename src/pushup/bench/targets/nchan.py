@@ -54,13 +54,17 @@ class NchanTarget:
         host: str = "127.0.0.1",
         subscriber_timeout_s: float = 50.0,
         extra_timeouts_s: Iterable[float] = (),
+        workers: int = 1,
+        shared_memory_mib: int | None = None,
     ) -> None:
         self.host = host
         self.port = 0
         self.subscriber_timeout_s = whole_seconds(subscriber_timeout_s)
         timeouts = {self.subscriber_timeout_s}
         timeouts.update(whole_seconds(t) for t in extra_timeouts_s)
-        self._server = NchanServer(host, timeouts)
+        self._server = NchanServer(
+            host, timeouts, workers=workers, shared_memory_mib=shared_memory_mib
+        )
         self._names = itertools.count(1)
         self._run = f"{os.getpid():x}-{os.urandom(4).hex()}"
 
@@ -74,6 +78,9 @@ class NchanTarget:
     def pids(self) -> list[int]:
         pid = self._server.pid
         return [] if pid is None else [pid]
+
+    def worker_pids(self) -> list[int]:
+        return self._server.worker_pids()
 
     def create_channel(self) -> str:
         return f"b{self._run}-{next(self._names)}"

@@ -1,0 +1,202 @@
+"""`cluster`: the paper's Figures 12 and 13, PushUp on 1 to 4 nodes behind HAProxy.
+
+The paper (section 4.4) puts 2, 3 and 4 PushUp servers behind HAProxy with round robin
+and reports mean publish trip time (MPT) and received message percentage (RMP) against
+concurrent connections. Here each (nodes, N) cell gets a fresh cluster (`ClusterTarget`:
+one redis-server, `nodes` `pushup serve` processes on the Redis engine, HAProxy from
+deploy/haproxy.cfg, enough HAProxy processes on one port for 2N sockets) and is measured
+exactly as `paper-scale` measures one server: N keep-alive subscribers long polling
+(50 s) through the balancer, then `--rounds` publications, also through the balancer,
+each once the re-polls of the previous one parked again.
+
+Every node counts only its own parked polls, so the parked total is their sum, and the
+row keeps each node's count to show how evenly the balancer spread the load. All
+processes share this machine's cores, unlike the paper's one machine per node: more
+nodes cannot add CPU here, so the figures show the cost of the balancer and of Redis
+propagation rather than the paper's near-linear speed-up.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from pushup.bench import procstat
+from pushup.bench.progress import Progress
+from pushup.bench.run import Check, Run
+from pushup.bench.scenarios.common import Options
+from pushup.bench.scenarios.paper_scale import LP_TIMEOUT_S
+from pushup.bench.scenarios.paper_scale import _measure_target as measure_target
+from pushup.bench.stats import mean
+from pushup.bench.targets.cluster import ClusterTarget
+from pushup.bench.targets.haproxy import processes_for
+
+DEFAULT_SUBSCRIBERS = (500, 1000, 2000, 4000, 8000, 16000)
+DEFAULT_NODES = (1, 2, 3, 4)
+
+COLUMNS = [
+    "nodes",
+    "connections",
+    "connected",
+    "parked",
+    "node_parked",
+    "mpt_s",
+    "max_s",
+    "rmp_pct",
+    "errors",
+    "status",
+]
+
+
+def node_counts(options: Options) -> tuple[int, ...]:
+    """`--nodes`, as the command line passed it on (comma-separated)."""
+    value = options.extra.get("nodes")
+    if not value:
+        return DEFAULT_NODES
+    return tuple(int(part) for part in value.split(",") if part)
+
+
+def run(options: Options, progress: Progress) -> Run:
+    nodes = node_counts(options)
+    result = Run(
+        "cluster",
+        {
+            "nodes": list(nodes),
+            "connections": list(options.subscribers),
+            "rounds": options.rounds,
+            "poll_timeout_s": LP_TIMEOUT_S,
+            "deadline_s": options.deadline_s,
+        },
+        COLUMNS,
+    )
+    for count in nodes:
+        for connections in options.subscribers:
+            progress.start(f"cluster {_nodes(count)} {connections:,}", options.rounds + 2)
+            row = _measure(count, connections, options, progress)
+            result.rows.append(row)
+            if row["status"] != "ok":
+                progress.note(f"{_nodes(count)} at {connections:,}: {row['status']}")
+    result.checks += _checks(result)
+    result.notes += _notes(result)
+    return result
+
+
+def _measure(nodes: int, count: int, options: Options, progress: Progress) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "nodes": nodes,
+        "connections": count,
+        "balancers": processes_for(count),
+        "connected": 0,
+        "parked": None,
+        "rounds": [],
+    }
+    problems: list[str] = []
+    target = ClusterTarget(nodes=nodes, balancers=row["balancers"])
+    try:
+        target.start()
+        measure_target(target, count, options, progress, row, problems)
+        row["parked_per_node"] = list(target.spread)
+        if target.redis.pid is not None:
+            row["redis_mib"] = procstat.rss_bytes([target.redis.pid]) / 2**20
+        if target.proxy is not None:
+            row["sessions_per_node"] = list(target.proxy.sessions().values())
+    except Exception as exc:  # a failure is a result here: record it, carry on
+        problems.append(f"error: {exc!r}")
+    finally:
+        target.stop()
+    spread = row.get("parked_per_node") or []
+    row["node_parked"] = " / ".join("n/a" if n is None else f"{n:,}" for n in spread) or None
+    rounds: list[dict[str, Any]] = row["rounds"]
+    trips = [trip for r in rounds for trip in r.pop("trips_s")]
+    delivered = sum(r["delivered"] for r in rounds)
+    row["mpt_s"] = mean(trips)
+    row["max_s"] = max(trips) if trips else None
+    row["rmp_pct"] = 100.0 * delivered / (count * options.rounds)
+    row["errors"] = row.get("refused", 0) + sum(r["errors"] for r in rounds)
+    row["late"] = sum(1 for trip in trips if trip > LP_TIMEOUT_S)
+    if len(rounds) < options.rounds:
+        problems.append(f"{len(rounds)} of {options.rounds} rounds")
+    if row["rmp_pct"] < 100:
+        problems.append(f"RMP {row['rmp_pct']:.1f} %")
+    if row["late"]:
+        problems.append(f"{row['late']:,} deliveries slower than the {LP_TIMEOUT_S:g} s timeout")
+    row["status"] = "; ".join(problems) or "ok"
+    return row
+
+
+def _checks(result: Run) -> list[Check]:
+    if not result.rows:
+        return []
+    worst = min(result.rows, key=lambda row: row["rmp_pct"])
+    full = all(row["rmp_pct"] == 100.0 for row in result.rows)
+    note = (
+        "every cell"
+        if full
+        else f"lowest: {worst['rmp_pct']:.1f} % with {_nodes(worst['nodes'])} "
+        f"at {worst['connections']:,} connections"
+    )
+    return [Check("RMP at every (nodes, connections)", worst["rmp_pct"], "100 %", full, note)]
+
+
+def _notes(result: Run) -> list[str]:
+    notes = [
+        "MPT: mean time from creating a message to a subscriber parsing it, over every "
+        "delivery of every round; RMP: deliveries / (connections asked for x rounds); "
+        "node_parked: polls parked on each node as that node counts them, with all parked.",
+        "Every node, Redis, HAProxy and the load generator share this machine's cores "
+        "(the paper had a machine per node), so adding nodes adds balancing and Redis "
+        "propagation, not CPU.",
+    ]
+    for row in result.rows:
+        if row["status"] != "ok":
+            notes.append(f"{_nodes(row['nodes'])} at {row['connections']:,}: {row['status']}.")
+    return notes
+
+
+def _nodes(count: int) -> str:
+    return f"{count} node{'s' if count != 1 else ''}"
+
+
+def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Figures 12 and 13: MPT and RMP against connections, a line per node count."""
+    from pushup.bench.plots import Series, line_figure
+
+    if not run.rows:
+        return []
+    counts = sorted({row["connections"] for row in run.rows})
+    sizes = sorted({row["nodes"] for row in run.rows})
+    paths = []
+    figures = (
+        (12, "mean publish trip time", "MPT (s, log scale)", "mpt_s"),
+        (13, "received message percentage", "RMP (%)", "rmp_pct"),
+    )
+    for figure, title, ylabel, key in figures:
+        series = []
+        for nodes in sizes:
+            rows = sorted(
+                (row for row in run.rows if row["nodes"] == nodes),
+                key=lambda row: row["connections"],
+            )
+            series.append(
+                Series(
+                    _nodes(nodes),
+                    [row["connections"] for row in rows],
+                    [row.get(key) for row in rows],
+                )
+            )
+        paths.append(
+            line_figure(
+                out_dir / f"cluster-fig{figure}.png",
+                f"Figure {figure}: {title}, PushUp nodes behind HAProxy",
+                "concurrent long-polling connections",
+                ylabel,
+                series,
+                logx=len(counts) > 1,
+                logy=figure == 12,
+                xticks=counts,
+                ylim=None if figure == 12 else (0.0, 105.0),
+                footnote=f"{run.params.get('rounds')} publications to all through the "
+                "balancer; missing points: nothing was received",
+            )
+        )
+    return paths

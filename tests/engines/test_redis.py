@@ -199,6 +199,32 @@ async def test_a_payload_is_stored_once_and_expiry_leaves_nothing_behind(
     }
 
 
+async def test_identical_reads_in_flight_share_one_round_trip(
+    make_engine: MakeEngine, engine_url: str
+) -> None:
+    """After a fan-out every subscriber re-polls with the same cursor at once."""
+    engine, _ = await node(make_engine)
+    channel = (await engine.create_channel(None, None)).id
+    (message,) = await engine.publish([([channel], b'"m"')])
+
+    def reads_so_far() -> int:
+        with redis.Redis.from_url(engine_url) as client:
+            stats = client.info("commandstats")
+        return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_evalsha"))
+
+    before = reads_so_far()
+    answers = await asyncio.gather(*(engine.read([channel], None, None, None) for _ in range(500)))
+    calls = reads_so_far() - before  # with a heartbeat script or two meanwhile
+    assert calls < 50, f"{calls} scripts for 500 identical reads"
+    assert all([hit[0].id for hit in a.hits] == [message.id] for a in answers)
+    # A different query is its own read; one that left does not cancel the others.
+    other = asyncio.ensure_future(engine.read([channel], message.id, None, None))
+    leaving = asyncio.ensure_future(engine.read([channel], message.id, None, None))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    assert (await other).hits == []
+
+
 # -- lost events -------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import importlib.resources
 import itertools
@@ -58,6 +59,8 @@ from pushup.engines.base import EngineHealth, EngineListener, Publication, Subsc
 
 log = logging.getLogger("pushup.redis")
 
+# A read as polls ask it: channels, cursor, time range.
+_ReadKey = tuple[tuple[ChannelId, ...], MessageId | None, float | None, float | None]
 # Errors meaning "Redis is out of reach now" (refused, reset, timed out, loading its
 # data after a restart, a replica that cannot take writes): answered with 503.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
@@ -185,6 +188,8 @@ class RedisEngine:
         self._seen_event = 0
         self._live = False
         self._echoes: list[tuple[int, int, asyncio.Future[None]]] = []
+        # Reads in flight, by query: polls asking the same thing share one round trip.
+        self._reads: dict[_ReadKey, asyncio.Future[ReadResult]] = {}
         self._echo_order = itertools.count()
         self._closed = False
 
@@ -274,6 +279,37 @@ class RedisEngine:
         start: float | None,
         end: float | None,
     ) -> ReadResult:
+        """Join an identical read in flight, or start one.
+
+        After a fan-out every woken subscriber re-polls at once with the same cursor:
+        thousands of identical reads. One round trip answers them all, instead of
+        thousands queueing for the connection pool (and the publication queueing behind
+        them). Joining a read begun a moment earlier is safe: the hub re-reads when a
+        publication was announced after the read's high water, and a later one wakes
+        the parked poll.
+        """
+        key = (tuple(channel_ids), since, start, end)
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self._read(channel_ids, since, start, end))
+            self._reads[key] = shared
+            shared.add_done_callback(functools.partial(self._read_done, key))
+        # Shielded: one poll leaving must not cancel the others' read.
+        return await asyncio.shield(shared)
+
+    def _read_done(self, key: _ReadKey, done: asyncio.Future[ReadResult]) -> None:
+        if self._reads.get(key) is done:
+            del self._reads[key]
+        if not done.cancelled():
+            done.exception()  # retrieved, even if every poll waiting on it left
+
+    async def _read(
+        self,
+        channel_ids: Sequence[ChannelId],
+        since: MessageId | None,
+        start: float | None,
+        end: float | None,
+    ) -> ReadResult:
         low = _lowest_wanted_id(since, start)
         high = "+inf" if end is None else str(_highest_wanted_id(end))
         # As in the memory engine: a drop counts as a gap only if it could have matched.
@@ -340,6 +376,7 @@ class RedisEngine:
 
     def _lost_events(self) -> None:
         """Nobody waits for an event that may never come: a resync covers them."""
+        self._reads.clear()  # a poll from now on reads after the resync began
         if self._live:
             self._events_down_since = time.time()
         self._live = False

@@ -213,9 +213,11 @@ async def test_identical_reads_in_flight_share_one_round_trip(
         return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_evalsha"))
 
     before = reads_so_far()
+    resolved = await asyncio.gather(*(engine.resolve([channel]) for _ in range(500)))
     answers = await asyncio.gather(*(engine.read([channel], None, None, None) for _ in range(500)))
     calls = reads_so_far() - before  # with a heartbeat script or two meanwhile
-    assert calls < 50, f"{calls} scripts for 500 identical reads"
+    assert calls < 50, f"{calls} scripts for 500 identical resolves and 500 reads"
+    assert resolved == [[channel]] * 500
     assert all([hit[0].id for hit in a.hits] == [message.id] for a in answers)
     # A different query is its own read; one that left does not cancel the others.
     other = asyncio.ensure_future(engine.read([channel], message.id, None, None))

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+import websockets.sync.client
 
 from tests.conftest import ServerFactory
 from tests.helpers import ServerProcess, wait_for
@@ -158,3 +159,39 @@ def test_publishers_through_nginx_need_the_publisher_key(
         assert published.status_code == 201, published.text
         got = front.get("/subscribe", params={"channels": channel, "timeout": 0}).json()
         assert [m["data"] for m in got["messages"]] == ["with the key"]
+
+
+def test_streams_and_the_browser_client_pass_through_nginx(
+    server_factory: ServerFactory, nginx_factory: NginxFactory
+) -> None:
+    node = server_factory()
+    proxy = nginx_factory(node)
+    with (
+        httpx.Client(base_url=node.url, timeout=60.0) as direct,
+        httpx.Client(base_url=proxy.url, timeout=60.0) as front,
+    ):
+        channel = direct.post("/channels", json={}).json()["id"]
+        script = front.get("/pushup.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+
+        with front.stream("GET", "/subscribe/sse", params={"channels": channel}) as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            wait_for(
+                lambda: direct.get(f"/channels/{channel}").json()["subscribers"] == 1,
+                timeout=DEADLINE_S,
+                what="the SSE stream through nginx to subscribe",
+            )
+            sent = direct.post("/publish", json={"channels": [channel], "data": "sse"}).json()
+            lines = events.iter_lines()
+            assert next(line for line in lines if line.startswith("id:")) == f"id: {sent['id']}"
+            data = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
+            assert data["data"] == "sse"
+
+        ws_url = proxy.url.replace("http://", "ws://") + f"/subscribe/ws?channels={channel}"
+        with websockets.sync.client.connect(ws_url, open_timeout=DEADLINE_S) as socket:
+            # Cached messages come first: the one published above.
+            assert json.loads(socket.recv(timeout=DEADLINE_S))["data"] == "sse"
+            sent = direct.post("/publish", json={"channels": [channel], "data": "ws"}).json()
+            frame = json.loads(socket.recv(timeout=DEADLINE_S))
+            assert (frame["id"], frame["data"]) == (sent["id"], "ws")

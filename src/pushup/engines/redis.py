@@ -59,8 +59,6 @@ from pushup.engines.base import EngineHealth, EngineListener, Publication, Subsc
 
 log = logging.getLogger("pushup.redis")
 
-# A read as polls ask it: channels, cursor, time range.
-_ReadKey = tuple[tuple[ChannelId, ...], MessageId | None, float | None, float | None]
 # Errors meaning "Redis is out of reach now" (refused, reset, timed out, loading its
 # data after a restart, a replica that cannot take writes): answered with 503.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
@@ -189,7 +187,7 @@ class RedisEngine:
         self._live = False
         self._echoes: list[tuple[int, int, asyncio.Future[None]]] = []
         # Reads in flight, by query: polls asking the same thing share one round trip.
-        self._reads: dict[_ReadKey, asyncio.Future[ReadResult]] = {}
+        self._in_flight: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
         self._echo_order = itertools.count()
         self._closed = False
 
@@ -252,6 +250,11 @@ class RedisEngine:
         return _info(_found(await self._run("info", _ref(ref))))
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
+        # Shared like reads (see `read`): every poll resolves its channels first.
+        key = ("resolve", *refs)
+        return list(await self._shared(key, lambda: self._resolve(refs)))
+
+    async def _resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         reply = _found(await self._run("resolve", *map(_ref, refs)))
         return [ChannelId(int(value)) for value in reply]
 
@@ -288,20 +291,29 @@ class RedisEngine:
         publication was announced after the read's high water, and a later one wakes
         the parked poll.
         """
-        key = (tuple(channel_ids), since, start, end)
-        shared = self._reads.get(key)
-        if shared is None:
-            shared = asyncio.ensure_future(self._read(channel_ids, since, start, end))
-            self._reads[key] = shared
-            shared.add_done_callback(functools.partial(self._read_done, key))
-        # Shielded: one poll leaving must not cancel the others' read.
-        return await asyncio.shield(shared)
+        key = ("read", tuple(channel_ids), since, start, end)
+        result: ReadResult = await self._shared(
+            key, lambda: self._read(channel_ids, since, start, end)
+        )
+        return result
 
-    def _read_done(self, key: _ReadKey, done: asyncio.Future[ReadResult]) -> None:
-        if self._reads.get(key) is done:
-            del self._reads[key]
+    def _shared(
+        self, key: tuple[Any, ...], call: Callable[[], Coroutine[Any, Any, Any]]
+    ) -> asyncio.Future[Any]:
+        """The call in flight under `key`, or a new one; shielded, so one caller
+        leaving (its client went away) never cancels the others' call."""
+        shared = self._in_flight.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(call())
+            self._in_flight[key] = shared
+            shared.add_done_callback(functools.partial(self._landed, key))
+        return asyncio.shield(shared)
+
+    def _landed(self, key: tuple[Any, ...], done: asyncio.Future[Any]) -> None:
+        if self._in_flight.get(key) is done:
+            del self._in_flight[key]
         if not done.cancelled():
-            done.exception()  # retrieved, even if every poll waiting on it left
+            done.exception()  # retrieved, even if every caller left
 
     async def _read(
         self,
@@ -376,7 +388,7 @@ class RedisEngine:
 
     def _lost_events(self) -> None:
         """Nobody waits for an event that may never come: a resync covers them."""
-        self._reads.clear()  # a poll from now on reads after the resync began
+        self._in_flight.clear()  # a poll from now on reads after the resync began
         if self._live:
             self._events_down_since = time.time()
         self._live = False

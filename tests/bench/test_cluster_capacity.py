@@ -130,11 +130,13 @@ def test_haproxy_config_is_the_shipped_file_with_the_runs_nodes() -> None:
     shipped = DEPLOY_CONFIG.read_text()
     config = haproxy_config(["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "h:4"])
     servers = [line.strip() for line in config.splitlines() if line.strip().startswith("server")]
+    # Each process connects to the nodes from its own address (see HAProxyGroup).
+    source = 'source "${PUSHUP_SOURCE}"'
     assert servers == [
-        "server node1 127.0.0.1:7001",
-        "server node2 127.0.0.1:7002",
-        "server node3 127.0.0.1:7003",
-        "server node4 h:4",
+        f"server node1 127.0.0.1:7001 {source}",
+        f"server node2 127.0.0.1:7002 {source}",
+        f"server node3 127.0.0.1:7003 {source}",
+        f"server node4 h:4 {source}",
     ]
     # Everything else as shipped: balancing, checks, timeouts.
     settings = [line for line in config.splitlines() if not line.lstrip().startswith("#")]

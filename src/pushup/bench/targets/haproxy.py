@@ -9,7 +9,10 @@ One HAProxy process holds two descriptors per proxied connection, and a process 
 open 20,000: HAProxy sizes its maxconn from that limit (about 9,980). More connections
 need more processes: `processes` of them bind the same port (HAProxy sets SO_REUSEPORT
 on Linux) and the kernel spreads new connections over them. Each gets its own runtime
-API socket, from which readiness (every node UP) and per-server counters are read.
+API socket, from which readiness (every node UP) and per-server counters are read,
+and its own source address towards the nodes (127.0.1.<n>): one address has about
+28,000 ephemeral ports per node, which one node's 16,000 polls plus the sockets of the
+previous cell still in TIME_WAIT would exhaust.
 """
 
 from __future__ import annotations
@@ -55,7 +58,10 @@ def haproxy_config(nodes: Sequence[str], template: str | None = None) -> str:
         if _SERVER_LINE.match(line):
             if not placed:  # the run's nodes where the file's first node was
                 indent = line[: len(line) - len(line.lstrip())]
-                out += [f"{indent}server node{i} {node}\n" for i, node in enumerate(nodes, 1)]
+                out += [
+                    f'{indent}server node{i} {node} source "${{PUSHUP_SOURCE}}"\n'
+                    for i, node in enumerate(nodes, 1)
+                ]
                 placed = True
         elif not _NODE_DEFAULT.match(line):
             out.append(line)
@@ -114,6 +120,7 @@ class HAProxyGroup:
             **os.environ,
             "PUSHUP_FRONTEND": f"{self.host}:{self.port}",
             "PUSHUP_HAPROXY_SOCKET": str(self.socket_path(index)),
+            "PUSHUP_SOURCE": f"127.0.1.{index + 1}",
         }
         with open(self._dir / "haproxy.log", "ab") as log:
             # -db: in the foreground, logging to stderr.

@@ -90,6 +90,11 @@ class _Stepper(Generic[T]):
 
     def __call__(self, future: Any) -> None:
         """The awaited future is done: step the coroutine to its next wait or its end."""
+        if future is not self._awaited:
+            # Cancelled after the future finished but before this callback, which the
+            # loop had already scheduled (removing it was too late): the coroutine is
+            # closed, nothing to step.
+            return
         self._awaited = None
         try:
             awaited = self._coro.send(None)

@@ -355,3 +355,26 @@ async def test_cancelling_the_task_before_it_runs_closes_the_handler() -> None:
     assert events == ["closed"]
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
     assert (outcomes.results, outcomes.errors) == ([], [])
+
+
+async def test_a_cancel_after_the_future_finished_but_before_its_callback_ran() -> None:
+    """The client leaves in the same loop turn as the awaited future completes: the
+    callback is already scheduled and must find nothing to step."""
+    outcomes = Outcomes()
+    future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    closed: list[str] = []
+
+    async def handler() -> str:
+        try:
+            return await future
+        finally:
+            closed.append("finally")
+
+    running = start_eagerly(handler(), outcomes.on_result, outcomes.on_error)
+    assert running is not None
+    future.set_result("late")  # schedules the done callback
+    running.cancel()
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the scheduled callback run
+    assert (outcomes.results, outcomes.errors) == ([], [])
+    assert closed == ["finally"]

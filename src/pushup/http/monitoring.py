@@ -1,0 +1,95 @@
+"""`GET /metrics` (Prometheus) and `GET /dashboard` (a live page), both behind the
+publisher check.
+
+A browser cannot send the publisher key as a header, so `/dashboard` also takes it
+once as `?key=`: the answer sets an HttpOnly cookie holding a token derived from the
+key (good for the dashboard only, never the key itself) and redirects to the bare URL,
+so the key leaves the address bar and the history.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+from importlib import resources
+from urllib.parse import parse_qs
+
+import orjson
+
+from pushup.http.request import Request
+from pushup.http.response import Response
+from pushup.http.services import Services
+from pushup.observe import exposition, observer
+
+DASHBOARD_PATH = "/dashboard"
+COOKIE = "pushup_dashboard"
+_COOKIE_MAX_AGE_S = 7 * 24 * 3600
+# The page loads nothing from elsewhere: its script and style are inline, its data
+# comes from /pushup.js and /subscribe on this origin.
+_PAGE_HEADERS = (
+    ("Content-Type", "text/html; charset=utf-8"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+async def metrics(request: Request, services: Services) -> Response:
+    body = exposition.render(observer.current().snapshots())
+    return Response(200, body, (("Content-Type", exposition.CONTENT_TYPE),))
+
+
+async def dashboard(request: Request, services: Services) -> Response:
+    key = services.settings.publisher_key
+    if key is not None and "key" in _query(request):
+        # Authorized by this key (the router checked it): trade it for the cookie.
+        cookie = (
+            f"{COOKIE}={cookie_token(key.encode())}; Path={DASHBOARD_PATH}; "
+            f"Max-Age={_COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict"
+        )
+        return Response(303, b"", (("Location", DASHBOARD_PATH), ("Set-Cookie", cookie)))
+    watched = observer.current()
+    await watched.ensure_stats_channel()
+    config = {"channel": watched.stats_channel, "workers": watched.dashboard_figures()}
+    # Inside a <script> element: no "</script>" may appear, so "<" is escaped.
+    data = orjson.dumps(config).replace(b"<", b"\\u003c")
+    return Response(200, _page().replace(b"{{CONFIG}}", data), _PAGE_HEADERS)
+
+
+def admits(request: Request, key: bytes) -> bool:
+    """Whether a request for the dashboard carries the key as `?key=` or the cookie
+    that `/dashboard?key=` set (the router asks when there is no Authorization)."""
+    if request.path != DASHBOARD_PATH:
+        return False
+    given = _query(request).get("key")
+    if given is not None:
+        return hmac.compare_digest(given[-1].encode(), key)
+    token = _cookie(request)
+    return token is not None and hmac.compare_digest(token.encode(), cookie_token(key).encode())
+
+
+def cookie_token(key: bytes) -> str:
+    """What the cookie holds: derived from the key, useless as a publisher key."""
+    return hmac.new(key, b"pushup dashboard", hashlib.sha256).hexdigest()
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    return parse_qs(request.query, keep_blank_values=True)
+
+
+def _cookie(request: Request) -> str | None:
+    for part in (request.header("cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE:
+            return value
+    return None
+
+
+@functools.cache
+def _page() -> bytes:
+    return resources.files("pushup").joinpath("static/dashboard.html").read_bytes()

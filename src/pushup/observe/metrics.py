@@ -1,0 +1,148 @@
+"""The figures one process counts as it serves: counters and histograms in plain
+Python numbers.
+
+The hot paths (a request, a fan-out) pay an integer addition or a bisect, never a
+lock or a label lookup of a metrics library: a fan-out counts its receivers once
+(`deliveries += n`), not once per receiver. Gauges (parked polls, connections, the
+cache) are not counted here at all: they are read from the server's own structures
+when a snapshot is taken (`observe.observer`). Prometheus objects are built from
+snapshots only at scrape time (`observe.exposition`).
+
+Other modules count through the functions at the bottom, e.g.
+`metrics.count_error("rate_limited")` or `metrics.count_limit("connections")`; a
+process serves one server, so one `Figures` per process is all there is.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
+
+# Upper bounds in seconds: a fan-out to a handful of receivers takes tens of µs, one
+# to tens of thousands some ms; a request is answered (or parked) in well under a ms
+# unless it waits on a journal commit or on Redis.
+FANOUT_BUCKETS_S = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+REQUEST_BUCKETS_S = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+
+# Methods httptools parses are a fixed set, but a label must stay bounded whatever
+# the parser accepts: the rest are counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Histogram:
+    """Counts per bucket (the last is +Inf) and the sum of what was observed."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: the first bound >= value, as Prometheus's `le` means.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def dump(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "sum": self.sum}
+
+    def absorb(self, dumped: dict[str, Any]) -> None:
+        counts = dumped.get("counts")
+        if isinstance(counts, list) and len(counts) == len(self.counts):
+            self.counts = [a + int(b) for a, b in zip(self.counts, counts, strict=True)]
+            self.sum += float(dumped.get("sum", 0.0))
+
+
+class Figures:
+    """Everything this process counts; see the module docstring for what is not."""
+
+    def __init__(self) -> None:
+        self.publications = 0
+        self.deliveries = 0
+        self.engine_reconnects = 0
+        self.errors: dict[str, int] = {}
+        self.limits: dict[str, int] = {}
+        self.fanout = Histogram(FANOUT_BUCKETS_S)
+        self.requests: dict[tuple[str, str], Histogram] = {}
+
+    def request_done(self, route: str, method: str, seconds: float) -> None:
+        histogram = self.requests.get((route, method))
+        if histogram is None:
+            if method not in _METHODS:
+                method = "other"
+            histogram = self.requests.setdefault((route, method), Histogram(REQUEST_BUCKETS_S))
+        histogram.observe(seconds)
+
+    def dump(self) -> dict[str, Any]:
+        """The counters as JSON-ready data, for a snapshot."""
+        return {
+            "publications": self.publications,
+            "deliveries": self.deliveries,
+            "engine_reconnects": self.engine_reconnects,
+            "errors": dict(self.errors),
+            "limits": dict(self.limits),
+            "fanout": self.fanout.dump(),
+            "requests": [
+                [route, method, histogram.dump()]
+                for (route, method), histogram in sorted(self.requests.items())
+            ],
+        }
+
+    def absorb(self, dumped: dict[str, Any]) -> None:
+        """Add counters dumped by this worker's predecessor, so that a restarted worker
+        counts on from where the one it replaces stopped (within its last second)."""
+        self.publications += int(dumped.get("publications", 0))
+        self.deliveries += int(dumped.get("deliveries", 0))
+        self.engine_reconnects += int(dumped.get("engine_reconnects", 0))
+        for mine, theirs in (
+            (self.errors, dumped.get("errors")),
+            (self.limits, dumped.get("limits")),
+        ):
+            if isinstance(theirs, dict):
+                for key, count in theirs.items():
+                    mine[str(key)] = mine.get(str(key), 0) + int(count)
+        fanout = dumped.get("fanout")
+        if isinstance(fanout, dict):
+            self.fanout.absorb(fanout)
+        for item in dumped.get("requests", ()):
+            route, method, histogram = item
+            mine_h = self.requests.setdefault((route, method), Histogram(REQUEST_BUCKETS_S))
+            mine_h.absorb(histogram)
+
+
+FIGURES = Figures()
+
+
+def count_error(code: str, n: int = 1) -> None:
+    """An error answered with this JSON error code (e.g. `not_found`)."""
+    errors = FIGURES.errors
+    errors[code] = errors.get(code, 0) + n
+
+
+def count_limit(name: str, n: int = 1) -> None:
+    """A request refused by the limit of this name (e.g. `connections`)."""
+    limits = FIGURES.limits
+    limits[name] = limits.get(name, 0) + n
+
+
+def published(n: int) -> None:
+    """Messages published through this process."""
+    FIGURES.publications += n
+
+
+def fanned_out(receivers: int, seconds: float) -> None:
+    """One fan-out wrote to `receivers` local receivers in `seconds`."""
+    FIGURES.deliveries += receivers
+    FIGURES.fanout.observe(seconds)
+
+
+def engine_reconnected() -> None:
+    """The engine got its link to a shared store back."""
+    FIGURES.engine_reconnects += 1

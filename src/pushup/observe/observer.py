@@ -1,0 +1,200 @@
+"""A worker's view of itself: snapshots of its figures, shared with its siblings and
+published every second to the dashboard's stats channel while a dashboard watches.
+
+Gauges are read here, when a snapshot is taken (a scrape, the one-second tick), from
+the structures the server keeps anyway: nothing counts them on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+from pushup.core.model import ChannelId
+from pushup.engines.base import Measured
+from pushup.observe.metrics import FIGURES
+from pushup.observe.peers import Peers
+
+if TYPE_CHECKING:
+    from pushup.core.hub import Hub
+    from pushup.http.server import HttpServer
+
+log = logging.getLogger("pushup.observe")
+
+TICK_S = 1.0
+# The stats channel lives while dashboards watch (each tick is activity), and goes
+# away a while after the last one closed.
+STATS_CHANNEL_TTL_S = 300.0
+STATS_CHANNEL_PREFIX = "pushup:stats:"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who this process is among its node's workers (set by `pushup.worker`)."""
+
+    worker: str = "0"
+    # The directory the workers share their snapshots in; None for a lone process.
+    shared_dir: Path | None = None
+    # Names the node's stats channel: the same for every worker of a node, unknown
+    # outside it (only `/dashboard`, behind the publisher check, tells it).
+    stats_secret: str | None = None
+
+
+_identity = Identity()
+_current: Observer | None = None
+
+
+def set_identity(identity: Identity) -> None:
+    global _identity
+    _identity = identity
+
+
+def identity() -> Identity:
+    return _identity
+
+
+def current() -> Observer:
+    """The running server's observer (one server per process)."""
+    if _current is None:
+        raise RuntimeError("no server is running in this process")
+    return _current
+
+
+class Observer:
+    def __init__(self, hub: Hub, http: HttpServer, who: Identity | None = None) -> None:
+        who = who or _identity
+        self.hub = hub
+        self.http = http
+        self.worker = who.worker
+        self.peers = None if who.shared_dir is None else Peers(who.shared_dir, who.worker)
+        self.stats_channel = STATS_CHANNEL_PREFIX + (who.stats_secret or secrets.token_hex(12))
+        self._channel_id: ChannelId | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reporting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        global _current
+        _current = self
+        if self.peers is not None:
+            previous = self.peers.previous()
+            if previous is not None:
+                FIGURES.absorb(previous)
+            self.peers.write(self.snapshot())
+        self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+
+    async def stop(self) -> None:
+        global _current
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._reporting is not None:
+            self._reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reporting
+        if self.peers is not None and _current is self:
+            self.peers.write(self.snapshot())  # the successor counts on from here
+        if _current is self:
+            _current = None
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's figures now: gauges read from the server, counters as counted."""
+        http = self.http
+        snapshot: dict[str, Any] = {
+            "worker": self.worker,
+            "pid": os.getpid(),
+            "time": time.time(),
+            "parked": len(self.hub.waiters),
+            "connections": len(http.connections),
+            "streams": len(http.heartbeat),
+            "channels": None,
+            "cached_messages": None,
+            "cached_bytes": None,
+        }
+        engine = self.hub.engine
+        if isinstance(engine, Measured):
+            # The figures are the users' data: the dashboard's own channel is left out.
+            stats = engine.cache_stats(() if self._channel_id is None else (self._channel_id,))
+            snapshot["channels"] = stats.channels
+            snapshot["cached_messages"] = stats.messages
+            snapshot["cached_bytes"] = stats.bytes
+        snapshot.update(FIGURES.dump())
+        return snapshot
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Every worker of this node: this one live, the others as last shared."""
+        mine = self.snapshot()
+        if self.peers is None:
+            return [mine]
+        others = self.peers.others()
+        return [mine, *sorted(others, key=lambda snap: _slot_order(snap["worker"]))]
+
+    def dashboard_figures(self) -> list[dict[str, Any]]:
+        """What the dashboard shows of each worker: everything but the histograms."""
+        return [_summary(snap) for snap in self.snapshots()]
+
+    # -- the dashboard's stats channel ------------------------------------------------
+
+    async def ensure_stats_channel(self) -> None:
+        """Create the stats channel if it does not exist, so a dashboard can subscribe."""
+        engine = self.hub.engine
+        try:
+            info = await engine.create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
+            self._channel_id = info.id
+        except NameTaken:
+            (self._channel_id,) = await engine.resolve([self.stats_channel])
+
+    def _tick(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+        if self.peers is not None:
+            self.peers.write(self.snapshot())
+        if self._reporting is not None:
+            return  # the last report is still waiting on the engine
+        channel_id = self._channel_id
+        if channel_id is None and self.peers is None:
+            return  # a lone process has made no stats channel: no dashboard was opened
+        if channel_id is not None and not self.hub.subscribers(channel_id):
+            return  # nobody watches here: publish nothing
+        self._reporting = asyncio.ensure_future(self._report())
+        self._reporting.add_done_callback(self._reported)
+
+    def _reported(self, task: asyncio.Task[None]) -> None:
+        self._reporting = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cannot publish the dashboard's figures", exc_info=task.exception())
+
+    async def _report(self) -> None:
+        """Publish every worker's figures to the stats channel, for a dashboard parked
+        on it in this worker."""
+        engine = self.hub.engine
+        try:
+            if self._channel_id is None:
+                (self._channel_id,) = await engine.resolve([self.stats_channel])
+                if not self.hub.subscribers(self._channel_id):
+                    return
+            data = orjson.dumps({"workers": self.dashboard_figures()})
+            await engine.publish([((self._channel_id,), data)])
+        except ChannelsNotFound:
+            self._channel_id = None  # not created yet, or closed, or expired
+        except EngineUnavailable:
+            pass  # the engine logs its outage; the next tick tries again
+
+
+def _summary(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What the dashboard shows of a snapshot: everything but the histograms."""
+    return {key: value for key, value in snapshot.items() if key not in ("fanout", "requests")}
+
+
+def _slot_order(worker: str) -> tuple[int, str]:
+    return (int(worker), worker) if worker.isdigit() else (1 << 30, worker)

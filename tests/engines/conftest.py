@@ -93,6 +93,7 @@ async def make_engine(
         message_ttl_s: float = 300.0,
         max_messages: int = 100,
         channel_ttl_s: float = 3600.0,
+        max_cache_bytes: int = 256 * 1024 * 1024,
         **options: Any,
     ) -> Engine:
         engine: Engine
@@ -106,6 +107,7 @@ async def make_engine(
                 channel_ttl_s=channel_ttl_s,
                 clock=clock,
                 journal=journal,
+                max_cache_bytes=max_cache_bytes,
             )
         else:
             engine = RedisEngine(
@@ -113,6 +115,7 @@ async def make_engine(
                 message_ttl_s=message_ttl_s,
                 max_messages=max_messages,
                 channel_ttl_s=channel_ttl_s,
+                max_cache_bytes=max_cache_bytes,
                 clock=clock,
                 **options,
             )

@@ -6,7 +6,7 @@ be the embedded in-memory engine or a shared one for several nodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -116,3 +116,24 @@ class Monitored(Protocol):
 
     def health(self) -> EngineHealth:
         """The state as last seen, without any I/O: a health check must never hang."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """The size of what an engine holds in this process, for the metrics."""
+
+    channels: int
+    # Cache entries: a message cached in three channels counts three times.
+    messages: int
+    # Payload bytes of the distinct cached messages.
+    bytes: int
+
+
+@runtime_checkable
+class Measured(Protocol):
+    """An engine whose channels and cache live in this process, so their size can be
+    read at scrape time (a shared store's size belongs to the store's own metrics)."""
+
+    def cache_stats(self, leave_out: Collection[ChannelId] = ()) -> CacheStats:
+        """Counted now, less the channels in `leave_out` (the dashboard's own); costs a
+        walk over the cached messages, not a hot-path counter."""

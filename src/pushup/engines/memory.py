@@ -7,7 +7,7 @@ import asyncio
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from operator import attrgetter
 
@@ -24,10 +24,12 @@ from pushup.core.model import (
     MessageId,
     ReadResult,
 )
-from pushup.engines.base import EngineListener, Publication
+from pushup.engines.base import CacheStats, EngineListener, Publication
+from pushup.engines.budget import CacheBudget
 from pushup.engines.journal import Journal, Snapshot
 
 _message_id = attrgetter("id")
+_message_data = attrgetter("data")
 _MAX_TIMER_S = 3600.0
 
 
@@ -106,6 +108,7 @@ class MemoryEngine:
         channel_ttl_s: float,
         clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
+        max_cache_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self._message_ttl_s = message_ttl_s
         self._max_messages = max_messages
@@ -124,6 +127,9 @@ class MemoryEngine:
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
         self._journal = journal
+        # Every cached message once, oldest first, and their bytes: past the limit the
+        # oldest go, over all channels, as they would by age.
+        self._budget = CacheBudget(max_cache_bytes)
         # With a journal: every message at or below this is committed and told to
         # the listener; the news of the group being committed, told once it is.
         self._announced = self._message_ids.last
@@ -220,6 +226,7 @@ class MemoryEngine:
         # Messages above this are not yet told to the listener: dropping one evicts.
         told = self._message_ids.last if journal is None else self._announced
         max_messages, ttl_s, aging = self._max_messages, self._message_ttl_s, self._aging
+        budget = self._budget
         for channels, (_, data) in zip(targets, publications, strict=True):
             message_id = self._message_ids.next()
             if len(channels) > 1:
@@ -238,12 +245,14 @@ class MemoryEngine:
                     channel.dropped_through = dropped.id
                     if dropped.id > told:
                         evicted.add(channel.id)
-                    if journal is not None:
-                        self._forget(dropped)
+                    self._release(dropped)
                 if not channel.aging:
                     channel.aging = True
                     heapq.heappush(aging, (cached[0].time + ttl_s, channel.id))
             messages.append(message)
+            budget.add(message)
+        if budget.bytes > budget.limit:
+            self._trim_to_budget(told, evicted)
         if journal is not None:
             await self._record_published(journal, targets, messages, evicted)
             return messages
@@ -306,6 +315,21 @@ class MemoryEngine:
         ]
         return ReadResult(hits, gap, self.high_water())
 
+    def cache_stats(self, leave_out: Collection[ChannelId] = ()) -> CacheStats:
+        # A message is stored once however many channels hold it: its bytes count once.
+        distinct: dict[MessageId, Message] = {}
+        entries = 0
+        channels = 0
+        for channel in self._channels.values():
+            if channel.id in leave_out:
+                continue
+            channels += 1
+            cached = channel.messages
+            entries += len(cached)
+            distinct.update(zip(map(_message_id, cached), cached, strict=True))
+        size = sum(map(len, map(_message_data, distinct.values())))
+        return CacheStats(channels, entries, size)
+
     def high_water(self) -> MessageId:
         if self._journal is None:
             return MessageId(self._message_ids.last)
@@ -367,7 +391,10 @@ class MemoryEngine:
             # The same expression as the heap key, so a trimmed channel's next key is
             # always past `now` and the loop ends.
             while cached and cached[0].time + ttl_s <= now:
-                channel.dropped_through = max(channel.dropped_through, cached.pop(0).id)
+                dropped = cached.pop(0)
+                channel.dropped_through = max(channel.dropped_through, dropped.id)
+                # The journal's compaction deletes aged messages in bulk.
+                self._release(dropped, journaled=False)
             channel.aging = bool(cached)
             if cached:
                 heapq.heappush(aging, (cached[0].time + ttl_s, channel_id))
@@ -402,8 +429,8 @@ class MemoryEngine:
                 del self._names[channel.name]
             if journal is not None:
                 journal.channel(channel)
-                for message in channel.messages:
-                    self._forget(message)
+            for message in channel.messages:
+                self._release(message)
             channel.messages.clear()
         channel_ids = [channel.id for channel in channels]
         if journal is not None and closed:
@@ -454,19 +481,25 @@ class MemoryEngine:
             message = Message(
                 message_id, message_id / 1_000_000, stored_message.channels, stored_message.data
             )
-            for channel in holders:
-                if message.time + ttl_s <= now:
+            if message.time + ttl_s <= now:
+                for channel in holders:
                     channel.dropped_through = message_id
-                else:
-                    channel.messages.add(message)
+                continue
+            for channel in holders:
+                channel.messages.add(message)
+            self._budget.add(message)
         for channel in channels.values():
             cached = channel.messages
             while len(cached) > self._max_messages:
-                channel.dropped_through = cached.pop(0).id
+                dropped = cached.pop(0)
+                channel.dropped_through = dropped.id
+                self._release(dropped, journaled=False)
             if cached:
                 channel.aging = True
                 heapq.heappush(self._aging, (cached[0].time + ttl_s, channel.id))
             heapq.heappush(self._expiry_heap, (channel.expires_at, channel.id))
+        # Started with a smaller --max-cache-bytes than the journal holds.
+        self._trim_to_budget(self._announced, set())
 
     def _pending_news(self) -> _News:
         """The news of the journal group now being collected."""
@@ -491,17 +524,43 @@ class MemoryEngine:
         if news.closed and self._listener is not None:
             self._listener.closed(news.closed)
 
-    def _forget(self, message: Message) -> None:
-        """Delete a message from the journal once no live channel caches it."""
-        assert self._journal is not None
-        if len(message.channels) == 1:  # its only channel just let it go
+    def _release(self, message: Message, *, journaled: bool = True) -> None:
+        """A channel dropped `message`: once no live channel caches it, it leaves the
+        byte budget (and, if `journaled`, the journal)."""
+        if len(message.channels) > 1:  # else its only channel just let it go
+            for channel_id in message.channels:
+                channel = self._channels.get(channel_id)
+                if channel is not None and message in channel.messages:
+                    return
+        self._budget.discard(message)
+        if journaled and self._journal is not None:
             self._journal.forget(message.id)
-            return
-        for channel_id in message.channels:
-            channel = self._channels.get(channel_id)
-            if channel is not None and message in channel.messages:
-                return
-        self._journal.forget(message.id)
+
+    def _trim_to_budget(self, told: int, evicted: set[ChannelId]) -> None:
+        """Drop the oldest messages over all channels until the cache fits its bytes.
+        Being the oldest cached anywhere, each is at the front of its channels; their
+        gap marks move past it, so a subscriber that wanted it learns of the gap."""
+        budget, journal = self._budget, self._journal
+        while budget.over() and budget:
+            message = budget.pop_oldest()
+            for channel_id in message.channels:
+                channel = self._channels.get(channel_id)
+                if channel is None:
+                    continue
+                cached = channel.messages
+                if cached and cached[0] is message:
+                    cached.pop(0)
+                elif message in cached:
+                    cached.remove(message)
+                else:
+                    continue
+                channel.dropped_through = max(channel.dropped_through, message.id)
+                if message.id > told:
+                    evicted.add(channel_id)
+                if journal is not None:  # its gap mark moved
+                    journal.channel(channel)
+            if journal is not None:
+                journal.forget(message.id)
 
     def _schedule_sweep(self) -> None:
         """Keep one timer armed for the next message or channel expiry."""

@@ -56,6 +56,7 @@ from pushup.core.model import (
     ReadResult,
 )
 from pushup.engines.base import EngineHealth, EngineListener, Publication, SubscriberCount
+from pushup.observe import metrics
 
 log = logging.getLogger("pushup.redis")
 
@@ -117,6 +118,7 @@ class RedisEngine:
         message_ttl_s: float,
         max_messages: int,
         channel_ttl_s: float,
+        max_cache_bytes: int = 256 * 1024 * 1024,
         clock: Callable[[], float] | None = None,
         prefix: str = "pushup:",
         timeout_s: float = 5.0,
@@ -127,6 +129,8 @@ class RedisEngine:
     ) -> None:
         self._message_ttl = repr(float(message_ttl_s))
         self._max_messages = str(max_messages)
+        # Payload bytes cached over all channels, counted exactly by the scripts.
+        self._max_cache_bytes = str(max_cache_bytes)
         self._channel_ttl = repr(float(channel_ttl_s))
         self._clock = clock
         self._prefix = prefix
@@ -261,7 +265,11 @@ class RedisEngine:
     # -- messages --------------------------------------------------------------------
 
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
-        args: list[str | bytes] = [self._max_messages, str(len(publications))]
+        args: list[str | bytes] = [
+            self._max_messages,
+            self._max_cache_bytes,
+            str(len(publications)),
+        ]
         for refs, data in publications:
             args.append(str(len(refs)))
             args.extend(map(_ref, refs))
@@ -437,6 +445,7 @@ class RedisEngine:
                         self._live = True
                         self._events_down_since = None
                         log.info("Redis events are back; parked polls re-read the store")
+                        metrics.engine_reconnected()
                         delay = _BACKOFF_MIN_S
                     await self._pump(pubsub)
                 except _EventsLost as exc:

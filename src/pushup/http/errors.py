@@ -12,6 +12,8 @@ class ApiError(Exception):
 
     status = 400
     code = "bad_request"
+    # The limit (http/limits.py) this error enforces, counted when it is answered.
+    limit: str | None = None
 
     def __init__(
         self, detail: str, *, headers: tuple[tuple[str, str], ...] = (), **extra: Any
@@ -75,19 +77,59 @@ class NameTakenError(ApiError):
     code = "name_taken"
 
 
+class TooManyChannels(ApiError):
+    code = "too_many_channels"
+    limit = "channels_per_request"
+
+
+class RequestTimeout(ApiError):
+    """A request head or body that did not arrive in time: the connection closes."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
+    limit = "body_bytes"
+
+
+class MessageTooLarge(ApiError):
+    status = 413
+    code = "message_too_large"
+    limit = "message_bytes"
+
+
+class TooManySubscriptions(ApiError):
+    status = 429
+    code = "too_many_subscriptions"
+    limit = "parked_per_client"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+    limit = "publish_rate"
 
 
 class HeadersTooLarge(ApiError):
     status = 431
     code = "headers_too_large"
+    limit = "header_bytes"
 
 
 class InternalError(ApiError):
     status = 500
     code = "internal_error"
+
+
+class TooManyConnections(ApiError):
+    """Past --max-connections: answered as the connection opens, then closed."""
+
+    status = 503
+    code = "too_many_connections"
+    limit = "connections"
 
 
 class EngineUnavailableError(ApiError):

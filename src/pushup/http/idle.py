@@ -24,6 +24,12 @@ class IdleConnections:
         self._clock = clock
         self._since: OrderedDict[Closable, float] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
+        # Other once-a-second checks riding on this timer (request timeouts).
+        self._also: list[Callable[[], None]] = []
+
+    def also_sweep(self, check: Callable[[], None]) -> None:
+        """Run `check` on every sweep too: one timer for every such deadline."""
+        self._also.append(check)
 
     def touch(self, conn: Closable) -> None:
         self._since[conn] = self._clock()
@@ -49,4 +55,6 @@ class IdleConnections:
                 break
             del since[conn]
             conn.close_idle()
+        for check in self._also:
+            check()
         self._timer = loop.call_later(1.0, self._sweep, loop)

@@ -11,9 +11,18 @@ from urllib.parse import parse_qsl
 import orjson
 
 from pushup.core.model import MAX_ID, ChannelRef, MessageId
-from pushup.http.errors import InvalidBody, InvalidCursor, InvalidJson, InvalidParameter
+from pushup.http.errors import (
+    InvalidBody,
+    InvalidCursor,
+    InvalidJson,
+    InvalidParameter,
+    MessageTooLarge,
+    TooManyChannels,
+)
 
+# Defaults of --max-channels-per-request and --max-message-bytes.
 MAX_CHANNELS = 100
+MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_BATCH = 1000
 MAX_NAME_LENGTH = 200
 
@@ -94,7 +103,13 @@ def name(obj: Mapping[str, Any]) -> str | None:
     return value
 
 
-def publication(obj: object, where: str = "the body") -> tuple[list[ChannelRef], bytes]:
+def publication(
+    obj: object,
+    where: str = "the body",
+    *,
+    max_channels: int = MAX_CHANNELS,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> tuple[list[ChannelRef], bytes]:
     """One `{"channels": [...], "data": ...}` item: its channels and encoded data."""
     if not isinstance(obj, dict):
         raise InvalidBody(f"{where} must be a JSON object")
@@ -104,31 +119,46 @@ def publication(obj: object, where: str = "the body") -> tuple[list[ChannelRef],
     channels = obj.get("channels")
     if not isinstance(channels, list) or not channels:
         raise InvalidBody(f"channels in {where} must be a non-empty list")
-    refs = channel_list(channels, InvalidBody)
+    refs = channel_list(channels, InvalidBody, max_channels)
+    data = orjson.dumps(obj["data"])
+    if len(data) > max_bytes:
+        raise MessageTooLarge(
+            f"the data in {where} is {len(data)} bytes as JSON, over the limit of {max_bytes}"
+        )
     # orjson hands back its 4 KiB working buffer as the bytes object; a cached message
     # keeps only a copy of the right size.
-    return refs, memoryview(orjson.dumps(obj["data"])).tobytes()
+    return refs, memoryview(data).tobytes()
 
 
 def channel_list(
-    values: list[Any], error: type[InvalidBody | InvalidParameter]
+    values: list[Any],
+    error: type[InvalidBody | InvalidParameter],
+    max_channels: int = MAX_CHANNELS,
 ) -> list[ChannelRef]:
-    if len(values) > MAX_CHANNELS:
-        raise error(f"at most {MAX_CHANNELS} channels per request")
+    if len(values) > max_channels:
+        raise TooManyChannels(f"at most {max_channels} channels per request, not {len(values)}")
     refs = [channel_ref(value, error) for value in values]
     if len(set(refs)) != len(refs):
         raise error("channels must not repeat")
     return refs
 
 
-def batch(obj: Mapping[str, Any]) -> list[tuple[list[ChannelRef], bytes]]:
+def batch(
+    obj: Mapping[str, Any],
+    *,
+    max_channels: int = MAX_CHANNELS,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> list[tuple[list[ChannelRef], bytes]]:
     only_fields(obj, {"messages"})
     items = obj.get("messages")
     if not isinstance(items, list) or not items:
         raise InvalidBody("messages must be a non-empty list")
     if len(items) > MAX_BATCH:
         raise InvalidBody(f"at most {MAX_BATCH} messages per batch")
-    return [publication(item, f"messages[{i}]") for i, item in enumerate(items)]
+    return [
+        publication(item, f"messages[{i}]", max_channels=max_channels, max_bytes=max_bytes)
+        for i, item in enumerate(items)
+    ]
 
 
 def query(text: str, known: set[str]) -> dict[str, str]:
@@ -162,7 +192,12 @@ def seconds(text: str, param: str) -> float:
         raise InvalidParameter(f"{param} must be a finite number")
     if value < 0:
         raise InvalidParameter(f"{param} must not be negative")
-    return value
+    # No message is later than the largest id's time (ids are microseconds): a larger
+    # bound means the same, and would overflow once turned into an id.
+    return min(value, _LATEST_S)
+
+
+_LATEST_S = MAX_ID / 1_000_000
 
 
 def cursor(text: str) -> MessageId:

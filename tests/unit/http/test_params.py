@@ -8,7 +8,14 @@ import pytest
 
 from pushup.core.model import MAX_ID
 from pushup.http import params
-from pushup.http.errors import InvalidBody, InvalidCursor, InvalidJson, InvalidParameter
+from pushup.http.errors import (
+    InvalidBody,
+    InvalidCursor,
+    InvalidJson,
+    InvalidParameter,
+    MessageTooLarge,
+    TooManyChannels,
+)
 
 # -- channel references and names --------------------------------------------------------
 
@@ -87,9 +94,14 @@ def test_check_name_rejects(name: str) -> None:
 def test_channel_list() -> None:
     assert params.channel_list([1, "2", "b"], InvalidBody) == [1, 2, "b"]
     assert params.channel_list(list(range(1, 101)), InvalidBody) == list(range(1, 101))
-    for bad in ([1, 1], [1, "1"], ["b", "b"], list(range(1, 102)), ["1", "", "2"]):
+    for bad in ([1, 1], [1, "1"], ["b", "b"], ["1", "", "2"]):
         with pytest.raises(InvalidParameter):
             params.channel_list(bad, InvalidParameter)
+    with pytest.raises(TooManyChannels):
+        params.channel_list(list(range(1, 102)), InvalidParameter)
+    assert params.channel_list([1, 2, 3], InvalidBody, max_channels=3) == [1, 2, 3]
+    with pytest.raises(TooManyChannels):
+        params.channel_list([1, 2, 3, 4], InvalidBody, max_channels=3)
 
 
 # -- query strings -----------------------------------------------------------------------
@@ -264,13 +276,26 @@ def test_publication_gives_refs_and_encoded_data() -> None:
         {"channels": [True], "data": 1},
         {"channels": [1.0], "data": 1},
         {"channels": ["a,b"], "data": 1},
-        {"channels": list(range(1, 102)), "data": 1},
         {"channels": [1], "data": 1, "ttl": 5},
     ],
 )
 def test_publication_rejects(item: Any) -> None:
     with pytest.raises(InvalidBody):
         params.publication(item)
+
+
+def test_publication_limits_its_channels_and_data() -> None:
+    with pytest.raises(TooManyChannels):
+        params.publication({"channels": list(range(1, 102)), "data": 1})
+    with pytest.raises(TooManyChannels):
+        params.publication({"channels": [1, 2], "data": 1}, max_channels=1)
+    assert params.publication({"channels": [1], "data": "abc"}, max_bytes=5) == ([1], b'"abc"')
+    with pytest.raises(MessageTooLarge):
+        params.publication({"channels": [1], "data": "abcd"}, max_bytes=5)
+    items = [{"channels": [1], "data": 1}, {"channels": [1], "data": "toolong"}]
+    with pytest.raises(MessageTooLarge) as caught:
+        params.batch({"messages": items}, max_bytes=5)
+    assert "messages[1]" in caught.value.detail
 
 
 def test_batch_gives_one_publication_per_item_in_order() -> None:

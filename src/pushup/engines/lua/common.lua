@@ -19,6 +19,7 @@ local K_EXPIRY = P .. 'expiry'            -- zset: channel id by expires_at
 local K_MESSAGES = P .. 'messages'        -- zset: every cached message id, by id
 local K_DATA = P .. 'message:data'        -- hash: message id -> JSON payload
 local K_TARGETS = P .. 'message:channels' -- hash: message id -> 'id,id,...'
+local K_BYTES = P .. 'cache:bytes'        -- total length of the payloads in K_DATA (absent: 0)
 local K_EVENTS = ARGV[2]                   -- pub/sub channel every node listens to
 
 local NOW, NOW_US
@@ -98,6 +99,35 @@ local function mark_dropped(channel, id)
   end
 end
 
+-- A payload of `size` bytes left the cache.
+local function uncount(size)
+  if size > 0 and redis.call('DECRBY', K_BYTES, size) <= 0 then
+    redis.call('DEL', K_BYTES)
+  end
+end
+
+-- Delete a message's payload and records (its channels no longer hold it).
+local function delete_message(id)
+  uncount(redis.call('HSTRLEN', K_DATA, id))
+  redis.call('HDEL', K_DATA, id)
+  redis.call('HDEL', K_TARGETS, id)
+  redis.call('ZREM', K_MESSAGES, id)
+end
+
+-- A channel let go of message `id`: delete it once no channel holds it, so its
+-- bytes no longer count against the byte limit.
+local function release(id)
+  local targets = redis.call('HGET', K_TARGETS, id)
+  if targets then
+    for channel in string.gmatch(targets, '[^,]+') do
+      if redis.call('ZSCORE', messages_key(channel), id) then
+        return
+      end
+    end
+  end
+  delete_message(id)
+end
+
 -- Forget channels (closed or expired) and tell every node, in one event.
 local function drop(ids)
   for _, id in ipairs(ids) do
@@ -105,10 +135,31 @@ local function drop(ids)
     if name then
       redis.call('HDEL', K_NAMES, name)
     end
+    local held = redis.call('ZRANGE', messages_key(id), 0, -1)
     redis.call('DEL', channel_key(id), messages_key(id))
+    for _, message in ipairs(held) do
+      release(message)
+    end
     redis.call('ZREM', K_EXPIRY, id)
   end
   emit('C', ' ' .. table.concat(ids, ','))
+end
+
+-- Forget one cached message: out of its channels (raising their gap marks), its
+-- payload and its bytes. Returns the channels that still held it.
+local function forget_message(id)
+  local held = {}
+  local targets = redis.call('HGET', K_TARGETS, id)
+  if targets then
+    for channel in string.gmatch(targets, '[^,]+') do
+      if redis.call('ZREM', messages_key(channel), id) == 1 then
+        mark_dropped(channel, id)
+        held[#held + 1] = channel
+      end
+    end
+  end
+  delete_message(id)
+  return held
 end
 
 -- Drop messages older than the message TTL (message age is global: oldest ids
@@ -125,17 +176,7 @@ local function expire()
         more = false
         break
       end
-      local targets = redis.call('HGET', K_TARGETS, id)
-      if targets then
-        for channel in string.gmatch(targets, '[^,]+') do
-          if redis.call('ZREM', messages_key(channel), id) == 1 then
-            mark_dropped(channel, id)
-          end
-        end
-      end
-      redis.call('HDEL', K_DATA, id)
-      redis.call('HDEL', K_TARGETS, id)
-      redis.call('ZREM', K_MESSAGES, id)
+      forget_message(id)
     end
   end
   local due = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', real(NOW))

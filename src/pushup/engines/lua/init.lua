@@ -7,4 +7,14 @@ local function raise(key)
 end
 raise(K_MESSAGE_SEQ)
 raise(K_CHANNEL_SEQ)
+-- A cache stored before its bytes were counted: count them once.
+if redis.call('EXISTS', K_BYTES) == 0 then
+  local total = 0
+  for _, id in ipairs(redis.call('HKEYS', K_DATA)) do
+    total = total + redis.call('HSTRLEN', K_DATA, id)
+  end
+  if total > 0 then
+    redis.call('SET', K_BYTES, int(total))
+  end
+end
 return reply('ok', {redis.call('GET', K_MESSAGE_SEQ), redis.call('GET', K_EVENT_SEQ) or '0'})

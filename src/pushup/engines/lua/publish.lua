@@ -1,11 +1,13 @@
 -- Publish a batch, all or nothing: ids and times, storage in every channel, the
--- count limit, channel activity, and one event telling every node.
--- ARGV[6] max messages per channel, ARGV[7] number of publications, then for each:
--- the number of references, the references, the JSON payload.
+-- count and byte limits, channel activity, and one event telling every node.
+-- ARGV[6] max messages per channel, ARGV[7] max bytes of payload cached over all
+-- channels, ARGV[8] number of publications, then for each: the number of
+-- references, the references, the JSON payload.
 local max_messages = tonumber(ARGV[6])
+local max_bytes = tonumber(ARGV[7])
 local publications, missing, seen_missing = {}, {}, {}
-local i = 8
-for p = 1, tonumber(ARGV[7]) do
+local i = 9
+for p = 1, tonumber(ARGV[8]) do
   local count = tonumber(ARGV[i])
   i = i + 1
   local ids, seen = {}, {}
@@ -46,6 +48,7 @@ for _, publication in ipairs(publications) do
   local data = publication[2]
   -- The payload is stored once; each channel's zset holds only the id.
   redis.call('HSET', K_DATA, id, data)
+  redis.call('INCRBY', K_BYTES, #data)
   redis.call('HSET', K_TARGETS, id, targets_csv)
   redis.call('ZADD', K_MESSAGES, id, id)
   for _, channel in ipairs(targets) do
@@ -58,6 +61,7 @@ for _, publication in ipairs(publications) do
     if redis.call('ZCARD', key) > max_messages then
       local dropped = redis.call('ZPOPMIN', key)[1]
       mark_dropped(channel, dropped)
+      release(dropped)
       -- The batch itself lost a message here: subscribers learn of a gap.
       if tonumber(dropped) >= first and not evicted[channel] then
         evicted[channel] = true
@@ -68,6 +72,19 @@ for _, publication in ipairs(publications) do
   results[#results + 1] = id
   results[#results + 1] = targets_csv
   records[#records + 1] = id .. ' ' .. targets_csv .. ' ' .. #data .. '\n' .. data
+end
+-- The byte limit: the oldest messages go first, over all channels, as by age.
+while tonumber(redis.call('GET', K_BYTES) or '0') > max_bytes do
+  local oldest = redis.call('ZRANGE', K_MESSAGES, 0, 0)
+  if #oldest == 0 then
+    break
+  end
+  for _, channel in ipairs(forget_message(oldest[1])) do
+    if tonumber(oldest[1]) >= first and not evicted[channel] then
+      evicted[channel] = true
+      evicted_list[#evicted_list + 1] = channel
+    end
+  end
 end
 -- Activity: each channel published to lives another TTL from now.
 for _, channel in ipairs(touched) do

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Self
@@ -35,6 +35,7 @@ def subscribe(
     timeout: float | None = None,
     backoff: float = 0.1,
     max_backoff: float = 10.0,
+    token: str | Callable[[], str] | None = None,
 ) -> Subscription:
     """Iterate over the messages published to `channels` (ids or names), in order,
     each once, from after the cursor `since` (None: every message still cached).
@@ -42,7 +43,11 @@ def subscribe(
     `timeout` is each poll's wait in seconds (None: the server's default). After a
     failure (no connection, a 5xx) it polls again after a pause that doubles from
     `backoff` up to `max_backoff` seconds, with jitter, and starts from `backoff`
-    again after a success; it never gives up. It raises `ChannelClosed` when a channel
+    again after a success; it never gives up. `token` is a subscriber token (a JWT from
+    the web app, for a server with `--subscriber-secret`), or a function called before
+    each poll that returns a fresh one; it is sent as `Authorization: Bearer`, and a
+    refused one raises `Unauthorized` (`Forbidden` for channels it does not grant).
+    It raises `ChannelClosed` when a channel
     is closed or expires, `ChannelNotFound` if one is unknown, and `InvalidRequest`
     for bad arguments (`ValueError` for a `timeout` of 0 or less).
 
@@ -50,7 +55,7 @@ def subscribe(
             async for message in messages:
                 ...
     """
-    return Subscription(base_url, channels, since, timeout, backoff, max_backoff)
+    return Subscription(base_url, channels, since, timeout, backoff, max_backoff, token)
 
 
 class Subscription:
@@ -73,8 +78,9 @@ class Subscription:
         timeout: float | None,
         backoff: float,
         max_backoff: float,
+        token: str | Callable[[], str] | None = None,
     ) -> None:
-        self._poller = _Poller(base_url, channels, since, timeout, backoff, max_backoff)
+        self._poller = _Poller(base_url, channels, since, timeout, backoff, max_backoff, token)
         # The generator refers to the poller, never to this object: dropping this object
         # then frees the generator by reference counting, and asyncio closes it with its
         # connection. In a reference cycle, the garbage collector would finalize the
@@ -130,6 +136,7 @@ class _Poller:
         timeout: float | None,
         backoff: float,
         max_backoff: float,
+        token: str | Callable[[], str] | None = None,
     ) -> None:
         if timeout is not None and not timeout > 0:
             # The server answers a 0 s poll at once: re-polling at once would spin.
@@ -142,6 +149,7 @@ class _Poller:
         self._timeout = timeout
         self._backoff = backoff
         self._max_backoff = max_backoff
+        self._token = token
 
     async def run(self) -> AsyncGenerator[Message, None]:
         # A generator, so that every way out (close, cancel, collection) runs the
@@ -171,8 +179,12 @@ class _Poller:
     async def _poll(self, client: httpx.AsyncClient) -> PollAnswer | None:
         """One long poll; None, after a pause, if it failed in a way that may pass."""
         params = wire.poll_params(self.channels, self.cursor, self._timeout)
+        token = self._token() if callable(self._token) else self._token
+        headers = None if token is None else {"Authorization": f"Bearer {token}"}
         try:
-            answer = wire.poll_answer(await client.get("/subscribe", params=params))
+            answer = wire.poll_answer(
+                await client.get("/subscribe", params=params, headers=headers)
+            )
         except httpx.TransportError as exc:
             await self._pause(repr(exc), None)
             return None

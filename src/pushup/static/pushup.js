@@ -20,6 +20,7 @@ const DEFAULTS = {
   backoffBase: 500, // ms before the first retry after an error
   backoffMax: 30000, // ms: the cap of the exponential backoff
   share: true, // share one connection among this origin's tabs
+  token: null, // subscriber token (JWT), or a function returning one or a promise of one
 };
 
 // Milliseconds a request may take beyond its own timeout before it is taken for lost
@@ -201,8 +202,16 @@ class Subscription {
 
   /** One long poll; returns "ok", "retry" (after its backoff) or "stop". */
   async _fetchPoll(timeout) {
+    let token;
+    try {
+      token = await this._token();
+    } catch (error) {
+      if (this.stopped) return "stop";
+      return this._retryAfter(error);
+    }
+    if (this.stopped) return "stop";
     const url = new URL("subscribe", this.base);
-    url.search = this._query({ timeout: String(timeout) });
+    url.search = this._query({ timeout: String(timeout), ...(token ? { token } : {}) });
     const abort = new AbortController();
     this.inflight = abort;
     const watchdog = setTimeout(() => abort.abort(), timeout * 1000 + GRACE_MS);
@@ -239,6 +248,10 @@ class Subscription {
       this._error(error);
       return "ok";
     }
+    if (response.status === 401 && typeof this.options.token === "function") {
+      // An expired token, most likely: the function gives a fresh one next time.
+      return this._retryAfter(error);
+    }
     if (response.status >= 400 && response.status < 500 && response.status !== 429) {
       // A request that the server refuses will be refused again.
       this._error(error);
@@ -246,6 +259,12 @@ class Subscription {
       return "stop";
     }
     return this._retryAfter(error);
+  }
+
+  /** The subscriber token for the next request or stream, if any. */
+  async _token() {
+    const token = this.options.token;
+    return typeof token === "function" ? await token() : token;
   }
 
   _query(extra) {
@@ -356,9 +375,9 @@ class Subscription {
   // -- streaming transports, with a fallback to long polling --------------------------
 
   _runSse() {
-    return this._runStream((handlers) => {
+    return this._runStream((handlers, token) => {
       const url = new URL("subscribe/sse", this.base);
-      url.search = this._query({});
+      url.search = this._query(token ? { token } : {});
       const source = new EventSource(url);
       source.onopen = handlers.open;
       source.onmessage = (event) => handlers.message(JSON.parse(event.data));
@@ -378,17 +397,20 @@ class Subscription {
   }
 
   _runWebSocket() {
-    return this._runStream((handlers) => {
+    return this._runStream((handlers, token) => {
       const url = new URL("subscribe/ws", this.base);
       url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-      url.search = this._query({});
+      url.search = this._query(token ? { token } : {});
       const socket = new WebSocket(url);
       let closedBody = null;
       socket.onopen = handlers.open;
       socket.onmessage = (event) => {
         const frame = JSON.parse(event.data);
-        if (frame.error) closedBody = frame; // the 410 body, before close code 4410
-        else if (frame.gap && !frame.id) handlers.gap();
+        if (frame.error) {
+          // The 410 body comes before close code 4410. An expired token's body comes
+          // before 4401: that stream is lost, and made again with a fresh token.
+          if (frame.error === "channel_closed") closedBody = frame;
+        } else if (frame.gap && !frame.id) handlers.gap();
         else handlers.message(frame);
       };
       socket.onclose = () => {
@@ -411,7 +433,12 @@ class Subscription {
     return new Promise((resolve) => {
       let close = null;
       let refused = 0; // streams that failed to open in a row while polls worked
+      // Each connection asks for the token anew: a token function may give a fresh one.
       const start = () => {
+        if (this.stopped) return resolve();
+        this._token().then(begin, (error) => this._retryAfter(error).then(start));
+      };
+      const begin = (token) => {
         if (this.stopped) return resolve();
         let open = false;
         let ended = false;
@@ -449,7 +476,7 @@ class Subscription {
               this._fallBack(new Error(`the ${this.transport} transport failed`));
             });
           },
-        });
+        }, token);
         this.inflight = { abort: () => close() };
       };
       start();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -86,6 +87,25 @@ class ServerProcess:
         a test sees a client's connections open and close from the server's side."""
         fds = Path(f"/proc/{self.proc.pid}/fd")
         return sum(os.readlink(fd).startswith("socket:") for fd in fds.iterdir())
+
+    def connections(self) -> int:
+        """Its TCP connections (from /proc): no listening socket, no socket the event
+        loop keeps for itself, so a server with no client has exactly 0."""
+        inodes = set()
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(table) as rows:
+                next(rows)  # the header
+                for row in rows:
+                    fields = row.split()
+                    # fields[3]: the state, 0A = LISTEN; fields[9]: the socket's inode.
+                    count += fields[3] != "0A" and fields[9] in inodes
+        return count
 
     def stop(self) -> int:
         for client in self._clients:

@@ -19,9 +19,13 @@ from pushup.core.hub import Hub
 from pushup.engines.base import Engine
 from pushup.engines.journal import Journal
 from pushup.engines.memory import MemoryEngine
+from pushup.http.cors import CorsPolicy
+from pushup.http.limits import Limits, raise_open_files
 from pushup.http.router import Router
 from pushup.http.server import HttpServer
 from pushup.http.services import Services
+from pushup.http.shutdown import drain
+from pushup.observe.observer import Observer
 
 if TYPE_CHECKING:
     from pushup.http.upstream import Upstream
@@ -35,15 +39,22 @@ class App:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
         self.hub = Hub(engine or create_engine(settings))
+        self.limits = Limits.from_settings(settings)
+        # Which web origins may read subscriber answers; None: no CORS at all.
+        cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None
         self.http = HttpServer(
-            Router(Services(self.hub, settings)),
+            Router(Services(self.hub, settings, self.limits), cors=cors),
             self.hub,
             max_body=settings.max_body_bytes,
             max_header=settings.max_header_bytes,
             keepalive_timeout_s=settings.keepalive_timeout_s,
             ping_interval_s=settings.ping_interval_s,
             upstream=create_upstream(settings),
+            limits=self.limits,
+            cors=cors,
         )
+        # Figures for /metrics and /dashboard, shared with the node's other workers.
+        self.observer = Observer(self.hub, self.http)
 
     async def start(self) -> socket.socket:
         await self.hub.start()
@@ -51,10 +62,13 @@ class App:
             await self.http.upstream.start()
         sock = listening_socket(self.settings)
         await self.http.start(sock)
+        self.observer.start()
         return sock
 
     async def stop(self) -> None:
-        await self.http.close()
+        await self.observer.stop()
+        # Parked polls get their cursor, requests in flight their answer, within a bound.
+        await drain(self.http, self.settings.shutdown_timeout_s)
         if self.http.upstream is not None:
             await self.http.upstream.close()
         await self.hub.close()
@@ -77,6 +91,7 @@ def create_engine(settings: Settings) -> Engine:
             message_ttl_s=settings.message_ttl_s,
             max_messages=settings.max_messages,
             channel_ttl_s=settings.channel_ttl_s,
+            max_cache_bytes=settings.max_cache_bytes,
         )
     journal = None
     if settings.data_dir is not None:
@@ -85,6 +100,7 @@ def create_engine(settings: Settings) -> Engine:
         message_ttl_s=settings.message_ttl_s,
         max_messages=settings.max_messages,
         channel_ttl_s=settings.channel_ttl_s,
+        max_cache_bytes=settings.max_cache_bytes,
         journal=journal,
     )
 
@@ -124,6 +140,8 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
     """Run until SIGINT or SIGTERM; `on_ready` is called once serving (a worker tells
     its supervisor)."""
     _tune_gc()
+    # Room for --max-connections before the first is accepted.
+    files_warning = raise_open_files(settings.max_connections)
     app = App(settings)
     try:
         sock = await app.start()
@@ -135,6 +153,8 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
     log.info("pushup %s listening on http://%s:%s", __version__, host, port)
     if settings.upstream_url is not None:
         log.info("passing every request PushUp does not answer on to %s", settings.upstream_url)
+    if files_warning is not None:
+        log.warning(files_warning)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -144,9 +164,14 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        await app.stop()
+        log.debug("stopping, in at most %g s", settings.shutdown_timeout_s)
+        # Signals stay caught until the stop is done: a second one must not cut the
+        # graceful stop short (which --shutdown-timeout bounds anyway).
+        try:
+            await app.stop()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
         log.info("pushup stopped")
 
 

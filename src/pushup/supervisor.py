@@ -21,9 +21,12 @@ import contextlib
 import logging
 import os
 import pickle
+import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -33,6 +36,9 @@ from pushup.config import Settings
 log = logging.getLogger("pushup.supervisor")
 
 STOP_GRACE_S = 10.0
+# Beyond a worker's own --shutdown-timeout: time to flush its journal and let go of
+# Redis before it is killed.
+STOP_SLACK_S = 5.0
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
 # A worker that lived this long was healthy: its next restart is quick again.
@@ -80,6 +86,10 @@ class Supervisor:
         self._starting = settings.workers
         self._failed = False
         self._reserved: socket.socket | None = None
+        # Where the workers share their metrics (pushup.observe.peers), made fresh for
+        # this run and removed after it; and the name of the node's stats channel.
+        self.metrics_dir: str | None = None
+        self._stats_secret = secrets.token_hex(12)
 
     @property
     def pids(self) -> list[int]:
@@ -113,6 +123,7 @@ class Supervisor:
         else:
             where = f"the inherited socket (fd {settings.fd})"
         self._started = asyncio.get_running_loop().create_future()
+        metrics_dir = self.metrics_dir = tempfile.mkdtemp(prefix="pushup-metrics-")
         slots = [
             asyncio.create_task(self._keep(slot, settings), name=f"pushup-worker-{slot}")
             for slot in range(settings.workers)
@@ -133,6 +144,7 @@ class Supervisor:
             await self._wait_stopped(slots)
             if self._reserved is not None:
                 self._reserved.close()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("supervisor %d: every worker has stopped", os.getpid())
         return code
 
@@ -142,7 +154,7 @@ class Supervisor:
         first = True
         while not self._stopping.is_set():
             started = time.monotonic()
-            proc, ready = await self._spawn(settings)
+            proc, ready = await self._spawn(settings, slot)
             self._procs[slot] = proc
             if self._stopping.is_set():
                 _signal(proc, self._signum)  # `stop` ran while it was being spawned
@@ -177,12 +189,19 @@ class Supervisor:
                 self.restarts += 1
 
     async def _spawn(
-        self, settings: Settings
+        self, settings: Settings, slot: int = 0
     ) -> tuple[asyncio.subprocess.Process, asyncio.Task[bool]]:
         """Start one worker; the task tells whether it got to serving."""
         read_end, write_end = os.pipe()
         keep = [write_end] if settings.fd is None else [write_end, settings.fd]
-        spec = {"settings": settings, "ready_fd": write_end, "supervisor": os.getpid()}
+        spec = {
+            "settings": settings,
+            "ready_fd": write_end,
+            "supervisor": os.getpid(),
+            "slot": slot,
+            "metrics_dir": self.metrics_dir,
+            "stats_secret": self._stats_secret,
+        }
         try:
             # A group of its own: a terminal's Ctrl-C (sent to the whole foreground
             # group) reaches only the supervisor, which passes it on once; a second
@@ -293,7 +312,8 @@ def supervise(settings: Settings) -> int:
     """Run the supervisor until SIGTERM or SIGINT; the process exit code."""
 
     async def main() -> int:
-        supervisor = Supervisor(settings)
+        grace_s = settings.shutdown_timeout_s + STOP_SLACK_S
+        supervisor = Supervisor(settings, stop_grace_s=grace_s)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, supervisor.stop, signum)

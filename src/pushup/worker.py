@@ -2,7 +2,9 @@
 `python -m pushup.worker`: a whole server on the shared port, told its settings on stdin.
 
 The spec on stdin is a pickle from the parent process (trusted, never from a socket):
-`{"settings": Settings, "ready_fd": int, "supervisor": pid}`. The worker writes one byte
+`{"settings": Settings, "ready_fd": int, "supervisor": pid, "slot": int, "metrics_dir": str,
+"stats_secret": str}` (the last three: which worker it is, where the workers share their
+metrics, and the node's stats channel; see `pushup.observe`). The worker writes one byte
 to `ready_fd` once it serves, so the supervisor can tell a worker that could not start
 (Redis unreachable, say) from one that died later.
 """
@@ -10,15 +12,16 @@ to `ready_fd` once it serves, so the supervisor can tell a worker that could not
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import pickle
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from pushup.app import run
 from pushup.config import Settings
+from pushup.observe import logs, observer
 
 _PR_SET_PDEATHSIG = 1
 
@@ -28,9 +31,15 @@ def main() -> None:
     settings: Settings = spec["settings"]
     ready_fd: int = spec["ready_fd"]
     _die_with_parent(spec["supervisor"])
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    worker = str(spec.get("slot", 0))
+    logs.setup(settings.log_level, settings.log_format, worker=worker)
+    shared_dir = spec.get("metrics_dir")
+    observer.set_identity(
+        observer.Identity(
+            worker=worker,
+            shared_dir=None if shared_dir is None else Path(shared_dir),
+            stats_secret=spec.get("stats_secret"),
+        )
     )
 
     def ready() -> None:

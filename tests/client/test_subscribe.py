@@ -235,7 +235,8 @@ async def test_cancelling_the_consumer_closes_the_connection(
     server: ServerProcess, publisher: AsyncPublisher
 ) -> None:
     channel = await publisher.create_channel()
-    idle = server.sockets()
+    idle = 1  # the publisher's connection, once the readiness check's is gone
+    await until(lambda: _true(server.connections() == idle), what="the readiness check to close")
 
     async def consume() -> None:
         async for _ in subscribe(server.url, channel.id, timeout=30):
@@ -243,12 +244,12 @@ async def test_cancelling_the_consumer_closes_the_connection(
 
     task = asyncio.create_task(consume())
     await until(lambda: parked(publisher, channel.id), what="the poll to park")
-    assert server.sockets() == idle + 1
+    assert server.connections() == idle + 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await until(lambda: parked(publisher, channel.id, 0), what="the poll to go")
-    await until(lambda: _true(server.sockets() == idle), what="the connection to close")
+    await until(lambda: _true(server.connections() == idle), what="the connection to close")
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
@@ -257,14 +258,15 @@ async def test_breaking_out_of_the_loop_closes_the_connection(
 ) -> None:
     channel = await publisher.create_channel()
     await publisher.publish(channel.id, "one")
-    idle = server.sockets()
+    idle = 1  # the publisher's connection, once the readiness check's is gone
+    await until(lambda: _true(server.connections() == idle), what="the readiness check to close")
 
     async def first() -> Any:
         async for message in subscribe(server.url, channel.id, timeout=30):
-            assert server.sockets() == idle + 1  # the connection, kept alive
+            assert server.connections() == idle + 1  # the connection, kept alive
             return message.data
         return None
 
     assert await first() == "one"
     gc.collect()  # the iterator is garbage now: asyncio closes it
-    await until(lambda: _true(server.sockets() == idle), what="the connection to close")
+    await until(lambda: _true(server.connections() == idle), what="the connection to close")

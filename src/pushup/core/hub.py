@@ -23,6 +23,7 @@ from pushup.core.model import (
 )
 from pushup.core.waiters import Receiver, Subscription, Waiters
 from pushup.engines.base import Clustered, Engine, SubscriberCount
+from pushup.observe import metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ class Hub:
     def published(self, messages: Sequence[Message], evicted: frozenset[ChannelId]) -> None:
         if not messages:
             return
+        started = time.perf_counter()
         self._notified = max(self._notified, messages[-1].id)
         # Per channel, the newest time published to it: one range query per channel,
         # however many messages a batch holds.
@@ -205,6 +207,8 @@ class Hub:
         self.waiters.remove(polls)
         for sub, outcome in delivered:
             sub.receiver.deliver(outcome)
+        # Counted once per fan-out, never per receiver.
+        metrics.fanned_out(len(delivered), time.perf_counter() - started)
 
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
         gone = set(channel_ids)
@@ -215,6 +219,7 @@ class Hub:
         if not affected:
             return
         self.waiters.remove(affected)
+        metrics.count_error("channel_closed", len(affected))
         answers: dict[tuple[ChannelId, ...], Outcome] = {}
         for sub in affected:
             closed = tuple(c for c in sub.channels if c in gone)

@@ -17,6 +17,7 @@ import httptools
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
+from pushup.http import cors
 from pushup.http.eager import Running, start_eagerly
 from pushup.http.errors import (
     ApiError,
@@ -27,14 +28,20 @@ from pushup.http.errors import (
     InternalError,
     NameTakenError,
     PayloadTooLarge,
+    RequestTimeout,
+    TooManySubscriptions,
 )
 from pushup.http.forward import BodyStream, Forward
+from pushup.http.limits import BODY, HEAD, IDLE, client_key
 from pushup.http.request import Request
 from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, Response, frame, frame_outcome
 from pushup.http.router import serves_itself
+from pushup.http.shutdown import release_polls
 from pushup.http.stream import Stream
+from pushup.observe.requests import answered_error, current_request
 
 if TYPE_CHECKING:
+    from pushup.http.limits import Quota
     from pushup.http.server import HttpServer
 
 log = logging.getLogger("pushup.http")
@@ -57,14 +64,18 @@ class HttpConnection(asyncio.Protocol):
         "_backlog",
         "_busy",
         "_closed",
+        "_cors",
         "_current",
+        "_forwarded_for",
         "_head_bytes",
         "_head_size",
         "_in_head",
         "_parked",
         "_parser",
         "_pending",
+        "_phase",
         "_processing",
+        "_quota",
         "_reading_paused",
         "_reply_mode",
         "_server",
@@ -93,6 +104,9 @@ class HttpConnection(asyncio.Protocol):
         self._processing = False
         self._parked: Subscription | None = None
         self._reply_mode = KEEP_ALIVE
+        # The CORS headers of the current request's answers (None: none, as always
+        # without --cors-origins).
+        self._cors: cors.Headers | None = None
         self._task: Running | None = None  # the handler, while it waits
         self._closed = False
         self._write_paused = False
@@ -100,6 +114,12 @@ class HttpConnection(asyncio.Protocol):
         # An SSE or WebSocket stream that owns the socket once started, until it ends.
         self._stream: Stream | None = None
         self.peer: str | None = None
+        # Limits (limits.py): the phase of a request still arriving (watched for
+        # slowness), and the count this connection's parked poll or stream holds
+        # against its client's address (whose X-Forwarded-For is kept until then).
+        self._phase = IDLE
+        self._quota: Quota | None = None
+        self._forwarded_for: str | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -148,6 +168,8 @@ class HttpConnection(asyncio.Protocol):
         else:
             if self._in_head and self._head_bytes > self._server.max_header:
                 self._fail(HeadersTooLarge("the request line and headers are too large"))
+        if self._current is not None or self._phase:
+            self._watch()
 
     def eof_received(self) -> bool:
         # A client that stops sending has gone: drop whatever it left parked.
@@ -165,6 +187,11 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._server.connection_lost(self)
+        if self._phase:
+            self._server.limits.timeouts.forget(self)
+        if self._quota is not None:
+            self._quota.release()
+            self._quota = None
         if self._parked is not None:
             self._server.hub.cancel(self._parked)
             self._parked = None
@@ -263,7 +290,10 @@ class HttpConnection(asyncio.Protocol):
                 while pending and not self._busy and not self._write_paused and not self._closed:
                     item = pending.popleft()
                     if isinstance(item, ApiError):
-                        self._write(frame(item.status, item.body(), CLOSE, item.headers))
+                        if item.limit is not None:
+                            self._server.limits.hit(item.limit)
+                        headers = item.headers + answered_error(item, in_request=False)
+                        self._write(frame(item.status, item.body(), CLOSE, headers))
                         self._close()
                         return
                     self._handle(item)
@@ -296,9 +326,19 @@ class HttpConnection(asyncio.Protocol):
         self._busy = True
         self._server.idle.forget(self)
         self._reply_mode = request.mode
-        self._task = start_eagerly(
-            self._server.router.handle(request), self._on_reply, self._on_error
-        )
+        if self._server.cors is not None:
+            self._cors = self._server.cors.response_headers(request)
+        if self._server.limits.trust_forwarded_for:
+            self._forwarded_for = request.headers.get("x-forwarded-for")
+        # Log lines and error answers name this request; its later steps (future
+        # callbacks, a Task) inherit the variable with the context they are made in.
+        token = current_request.set(request)
+        try:
+            self._task = start_eagerly(
+                self._server.router.handle(request), self._on_reply, self._on_error
+            )
+        finally:
+            current_request.reset(token)
 
     def _on_reply(self, reply: Response | Outcome | Subscription | Stream) -> None:
         self._task = None
@@ -306,32 +346,53 @@ class HttpConnection(asyncio.Protocol):
             if self._closed:  # the client left while the handler was finishing
                 self._server.hub.cancel(reply)
                 return
+            if not self._admit():
+                self._server.hub.cancel(reply)
+                return
             self._parked = reply
+            if self._server.closing:  # answered at once, as every parked poll was
+                release_polls(self._server.hub, (reply,))
         elif isinstance(reply, Outcome):
             self.deliver(reply)
         elif isinstance(reply, Stream):
+            if not self._closed and not self._admit():
+                reply.connection_lost()
+                return
             self._start_stream(reply)
         else:
             mode = self._mode_now(self._reply_mode)
-            self._finish(frame(reply.status, reply.body, mode, reply.headers), mode)
+            headers = reply.headers if self._cors is None else reply.headers + self._cors
+            self._finish(frame(reply.status, reply.body, mode, headers), mode)
 
     def _on_error(self, exc: BaseException) -> None:
         self._task = None
         error = _api_error(exc)
+        if error.limit is not None:
+            self._server.limits.hit(error.limit)
         mode = CLOSE if isinstance(error, BadRequest) else self._mode_now(self._reply_mode)
-        self._finish(frame(error.status, error.body(), mode, error.headers), mode)
+        headers = error.headers + answered_error(error)
+        if self._cors is not None:
+            headers += self._cors
+        self._finish(frame(error.status, error.body(), mode, headers), mode)
 
     def deliver(self, outcome: Outcome) -> None:
         """The answer to this connection's poll, now or from the hub once parked."""
         self._parked = None
+        quota = self._quota
+        if quota is not None:
+            self._quota = None
+            quota.release()
         if self._closed:
             return
         # The fan-out path, once per receiver: kept to a few attribute reads and one
         # write, since a publication may wake tens of thousands of connections.
         mode = CLOSE if self._server.closing else self._reply_mode
-        data = outcome.framed.get(mode)
-        if data is None:
-            data = frame_outcome(outcome, mode)
+        if self._cors is None:
+            data = outcome.framed.get(mode)
+            if data is None:
+                data = frame_outcome(outcome, mode)
+        else:
+            data = cors.frame_outcome(outcome, mode, self._cors)
         if mode == CLOSE or self._pending or self._backlog is not None or self._current:
             self._finish(data, mode)
             return
@@ -345,11 +406,40 @@ class HttpConnection(asyncio.Protocol):
         if not self._busy:
             self._close()
 
+    def request_timed_out(self, phase: int) -> None:
+        """From the sweep: the request arriving has not finished its head (or body) in
+        time. A client that trickles bytes must not hold a connection forever."""
+        self._phase = IDLE
+        if self._closed or self._parser is None:
+            return
+        limits = self._server.limits
+        if phase == HEAD:
+            limits.hit("header_timeout")
+            what, timeout_s = "line and headers", limits.timeouts.header_timeout_s
+        else:
+            limits.hit("body_timeout")
+            what, timeout_s = "body", limits.timeouts.body_timeout_s
+        self._fail(RequestTimeout(f"the request {what} did not arrive within {timeout_s:g} s"))
+        self._process()
+
     def close_now(self) -> None:
         """Server shutdown: close whatever state the connection is in."""
         if self._stream is not None:
             self._stream.shutdown()
         self._close()
+
+    def drain(self) -> None:
+        """Graceful shutdown (shutdown.py): close now, unless a request is being
+        received or handled; that one is answered first, then the connection closes."""
+        if self._stream is None and (self._task is not None or self._current is not None):
+            return
+        self.close_now()
+
+    def abort(self) -> None:
+        """The end of a graceful shutdown's time: drop the connection, unsent bytes too."""
+        if self._transport is not None:
+            self._closed = True
+            self._transport.abort()
 
     def _start_stream(self, stream: Stream) -> None:
         """The answer is a stream (SSE, WebSocket): it owns the socket from now on and
@@ -366,6 +456,8 @@ class HttpConnection(asyncio.Protocol):
             self._transport.resume_reading()
         self._stream = stream
         stream.start(self._transport, self._server.heartbeat)
+        if self._server.closing:  # opened while stopping: ended at once, as the others
+            self.close_now()
 
     def _finish(self, data: bytes, mode: int) -> None:
         self._write(data)
@@ -393,8 +485,13 @@ class HttpConnection(asyncio.Protocol):
         self._busy = True
         self._server.idle.forget(self)
         request.mode = self._mode_now(request.mode)
-        # A real Task: the HTTP client's timeouts need one.
-        task = asyncio.ensure_future(upstream.forward(request))
+        # A real Task: the HTTP client's timeouts need one. It inherits the request
+        # variable, so its log lines and error answers name the request.
+        token = current_request.set(request)
+        try:
+            task = asyncio.ensure_future(upstream.forward(request))
+        finally:
+            current_request.reset(token)
         task.add_done_callback(lambda task: self._forwarded(request, task))
         self._task = task
 
@@ -477,6 +574,39 @@ class HttpConnection(asyncio.Protocol):
         if request is not None and request.expect_continue and not self._busy and not self._pending:
             request.expect_continue = False
             self._write(_CONTINUE)
+            self._watch()  # the body is due from now on
+
+    def _watch(self) -> None:
+        """Follow the phase of the request arriving, for the header and body timeouts.
+        A body starts its time once it may be sent (after `100 Continue`); one streamed
+        to the web app (`--upstream`) is bounded there instead."""
+        current = self._current
+        if current is None or self._parser is None:
+            phase = IDLE
+        elif self._in_head:
+            phase = HEAD
+        elif isinstance(current, Forward) or current.expect_continue:
+            phase = IDLE
+        else:
+            phase = BODY
+        if phase != self._phase:
+            self._server.limits.timeouts.watch(self, phase, self._phase)
+            self._phase = phase
+
+    def _admit(self) -> bool:
+        """Count a parked poll or an open stream against its client's address; past
+        the limit, answer 429 instead."""
+        limits = self._server.limits
+        forwarded_for, self._forwarded_for = self._forwarded_for, None
+        if not limits.parked.limit:
+            return True
+        key = client_key(self.peer, forwarded_for, limits.trust_forwarded_for)
+        try:
+            self._quota = limits.parked.admit(key)
+        except TooManySubscriptions as error:
+            self._on_error(error)
+            return False
+        return True
 
 
 def _api_error(exc: BaseException) -> ApiError:

@@ -9,6 +9,7 @@ from pushup.http import params
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
+from pushup.observe import metrics
 
 
 def _channel(info: ChannelInfo) -> dict[str, Any]:
@@ -58,12 +59,26 @@ async def channel_info(request: Request, services: Services, ref: str) -> Respon
 
 
 async def publish(request: Request, services: Services) -> Response:
-    item = params.publication(params.json_body(request.body))
+    settings = services.settings
+    item = params.publication(
+        params.json_body(request.body),
+        max_channels=settings.max_channels_per_request,
+        max_bytes=settings.max_message_bytes,
+    )
+    services.limits.check_publish(request, 1)
     (message,) = await services.hub.engine.publish([item])
+    metrics.published(1)
     return Response.json(201, _published(message))
 
 
 async def publish_batch(request: Request, services: Services) -> Response:
-    items = params.batch(params.json_body(request.body))
+    settings = services.settings
+    items = params.batch(
+        params.json_body(request.body),
+        max_channels=settings.max_channels_per_request,
+        max_bytes=settings.max_message_bytes,
+    )
+    services.limits.check_publish(request, len(items))
     messages = await services.hub.engine.publish(items)
+    metrics.published(len(messages))
     return Response.json(201, {"messages": [_published(message) for message in messages]})

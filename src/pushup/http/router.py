@@ -5,18 +5,24 @@ from __future__ import annotations
 import functools
 import hmac
 import ipaddress
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
-from pushup.http import assets, publisher, subscriber
+from pushup.http import assets, monitoring, openapi, publisher, subscriber
 from pushup.http.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
 from pushup.http.stream import Stream
+from pushup.http.tokens import SubscriberTokens
+from pushup.observe.metrics import FIGURES
+
+if TYPE_CHECKING:
+    from pushup.http.cors import CorsPolicy
 
 Reply = Response | Outcome | Subscription | Stream
 Handler = Callable[..., Awaitable[Reply]]
@@ -37,6 +43,9 @@ _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
     (("subscribe", "ws"), {"GET": subscriber.subscribe_ws}, False),
     (("health",), {"GET": subscriber.health}, False),
     (("pushup.js",), {"GET": assets.client_script}, False),
+    (("metrics",), {"GET": monitoring.metrics}, True),
+    (("dashboard",), {"GET": monitoring.dashboard}, True),
+    (("openapi.yaml",), {"GET": openapi.openapi_description}, False),
 ]
 
 # Routes without a parameter, by exact path.
@@ -46,7 +55,20 @@ _STATIC = {
     if None not in pattern
 }
 
+# Each handler's route as the request-latency metric labels it.
+_ROUTE_NAMES = {
+    handler: "/" + "/".join("{channel}" if part is None else part for part in pattern)
+    for pattern, methods, _ in _ROUTES
+    for handler in methods.values()
+}
+_UNMATCHED = "unmatched"
+
 _FORWARDING_HEADERS = ("forwarded", "x-forwarded-for")
+
+# The subscriber transports: a subscriber token and CORS apply to them.
+_SUBSCRIBER_HANDLERS = frozenset(
+    (subscriber.subscribe, subscriber.subscribe_sse, subscriber.subscribe_ws)
+)
 
 # In front of a web app (`--upstream`), PushUp answers every path under its routes'
 # first segments itself, the publisher ones too: without a key those stay loopback-only
@@ -77,16 +99,34 @@ def _pick(methods: dict[str, Handler], method: str) -> Handler:
 
 
 class Router:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, cors: CorsPolicy | None = None) -> None:
         self.services = services
         key = services.settings.publisher_key
         self._publisher_key = None if key is None else key.encode()
+        secret = services.settings.subscriber_secret
+        self._tokens = None if secret is None else SubscriberTokens(secret)
+        self._cors = cors
 
     async def handle(self, request: Request) -> Reply:
-        handler, args, for_publishers = self._route(request)
-        if for_publishers:
-            self._authorize_publisher(request)
-        return await handler(request, self.services, *args)
+        started = time.perf_counter()
+        route = _UNMATCHED
+        try:
+            if request.method == "OPTIONS" and self._cors is not None:
+                preflight = self._cors.preflight(request)
+                if preflight is not None:
+                    return preflight
+            handler, args, for_publishers = self._route(request)
+            route = _ROUTE_NAMES.get(handler, _UNMATCHED)
+            if for_publishers:
+                self._authorize_publisher(request)
+            elif handler in _SUBSCRIBER_HANDLERS and (
+                self._tokens is not None or self._cors is not None
+            ):
+                return await self._subscribe(handler, request)
+            return await handler(request, self.services, *args)
+        finally:
+            # Until the answer, or until the poll is parked or the stream starts.
+            FIGURES.request_done(route, request.method, time.perf_counter() - started)
 
     def _route(self, request: Request) -> tuple[Handler, list[str], bool]:
         # The hot paths (/subscribe, /publish) have no parameters: one dict lookup.
@@ -107,6 +147,16 @@ class Router:
                 return _pick(methods, request.method), args, for_publishers
         raise NotFound(f"no such endpoint: {request.path}")
 
+    async def _subscribe(self, handler: Handler, request: Request) -> Reply:
+        """A subscriber transport under the access rules: the WebSocket origin, then the
+        token (401 before the query is read); the handler checks the channels (403)."""
+        cors = self._cors
+        if cors is not None and handler is subscriber.subscribe_ws:
+            cors.check_websocket(request)
+        grant = None if self._tokens is None else self._tokens.verify(request)
+        headers = None if cors is None else cors.response_headers(request)
+        return await handler(request, self.services, grant=grant, cors=headers)
+
     def _authorize_publisher(self, request: Request) -> None:
         if self._publisher_key is not None:
             given = request.header("authorization") or ""
@@ -114,6 +164,8 @@ class Router:
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 token.strip().encode(), self._publisher_key
             ):
+                if monitoring.admits(request, self._publisher_key):
+                    return  # a browser on the dashboard: the key as ?key= or its cookie
                 raise Unauthorized(
                     "publisher requests need Authorization: Bearer <publisher key>",
                     headers=(("WWW-Authenticate", 'Bearer realm="pushup"'),),

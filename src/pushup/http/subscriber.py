@@ -8,28 +8,41 @@ from pushup.core.model import MessageId, Outcome
 from pushup.core.waiters import Subscription
 from pushup.engines.base import Monitored
 from pushup.http import params
+from pushup.http.access import sse_stream, ws_stream
+from pushup.http.cors import Headers
 from pushup.http.errors import EngineUnavailableError, InvalidCursor, InvalidParameter
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
-from pushup.http.sse import SseStream
 from pushup.http.stream import Stream
-from pushup.http.websocket import WsStream, handshake
+from pushup.http.tokens import Grant
+from pushup.http.websocket import handshake
 
 _POLL_PARAMS = {"channels", "timeout", "since", "start", "end"}
 # EventSource polyfills that cannot set headers send the last id in the query instead.
 _SSE_PARAMS = {*_POLL_PARAMS, "lastEventId"}
 
 
-def poll_query(query: str, max_timeout_s: float, default_timeout_s: float) -> PollQuery:
+def poll_query(
+    query: str,
+    max_timeout_s: float,
+    default_timeout_s: float,
+    max_channels: int = params.MAX_CHANNELS,
+) -> PollQuery:
     """Validate a poll's query string; every check happens before any lookup."""
-    return _checked(params.query(query, _POLL_PARAMS), max_timeout_s, default_timeout_s)
+    found = params.query(query, _POLL_PARAMS)
+    return _checked(found, max_timeout_s, default_timeout_s, max_channels)
 
 
-def _checked(found: dict[str, str], max_timeout_s: float, default_timeout_s: float) -> PollQuery:
+def _checked(
+    found: dict[str, str],
+    max_timeout_s: float,
+    default_timeout_s: float,
+    max_channels: int = params.MAX_CHANNELS,
+) -> PollQuery:
     if not found.get("channels"):
         raise InvalidParameter("channels is required: ids or names, comma-separated")
-    channels = params.channel_list(found["channels"].split(","), InvalidParameter)
+    channels = params.channel_list(found["channels"].split(","), InvalidParameter, max_channels)
     timeout_s = default_timeout_s
     if "timeout" in found:
         timeout_s = params.seconds(found["timeout"], "timeout")
@@ -44,24 +57,48 @@ def _checked(found: dict[str, str], max_timeout_s: float, default_timeout_s: flo
 
 
 async def subscribe(
-    request: Request, services: Services
+    request: Request,
+    services: Services,
+    grant: Grant | None = None,
+    cors: Headers | None = None,
 ) -> Outcome | Subscription | Stream | Response:
+    """`GET /subscribe`. With subscriber tokens on, the router passes the request's
+    `grant` (and, with CORS on, the answer's `cors` headers) to each transport."""
     if "text/event-stream" in request.headers.get("accept", ""):
-        return await subscribe_sse(request, services)
+        return await subscribe_sse(request, services, grant, cors)
     settings = services.settings
-    query = poll_query(request.query, settings.max_timeout_s, settings.default_timeout_s)
+    query = poll_query(
+        request.query,
+        settings.max_timeout_s,
+        settings.default_timeout_s,
+        settings.max_channels_per_request,
+    )
+    if grant is not None:
+        query = await grant.authorize(query, services.hub.engine)
     return await services.hub.poll(query, request.connection)
 
 
-async def subscribe_sse(request: Request, services: Services) -> Stream | Response:
+async def subscribe_sse(
+    request: Request,
+    services: Services,
+    grant: Grant | None = None,
+    cors: Headers | None = None,
+) -> Stream | Response:
     """`GET /subscribe/sse`, or `/subscribe` asking for `text/event-stream`."""
     settings = services.settings
     found = params.query(request.query, _SSE_PARAMS)
     resume = _last_event_id(request, found.pop("lastEventId", None))
-    query = _checked(found, settings.max_timeout_s, settings.default_timeout_s)
+    query = _checked(
+        found,
+        settings.max_timeout_s,
+        settings.default_timeout_s,
+        settings.max_channels_per_request,
+    )
     if resume is not None:
         query = PollQuery(query.channels, query.timeout_s, resume, query.start, query.end)
-    stream = SseStream(services.hub)
+    if grant is not None:
+        query = await grant.authorize(query, services.hub.engine)
+    stream = sse_stream(services.hub, grant, cors)
     await stream.open(query)
     if stream.sub is None and stream.nothing_cached():
         # Its range ended with nothing left to send: 204 is what stops an EventSource
@@ -70,12 +107,24 @@ async def subscribe_sse(request: Request, services: Services) -> Stream | Respon
     return stream
 
 
-async def subscribe_ws(request: Request, services: Services) -> Stream:
+async def subscribe_ws(
+    request: Request,
+    services: Services,
+    grant: Grant | None = None,
+    cors: Headers | None = None,
+) -> Stream:
     """`GET /subscribe/ws`: the same subscription over a WebSocket."""
     settings = services.settings
-    query = poll_query(request.query, settings.max_timeout_s, settings.default_timeout_s)
+    query = poll_query(
+        request.query,
+        settings.max_timeout_s,
+        settings.default_timeout_s,
+        settings.max_channels_per_request,
+    )
+    if grant is not None:
+        query = await grant.authorize(query, services.hub.engine)
     protocol, response = handshake(request)
-    stream = WsStream(services.hub, protocol, response)
+    stream = ws_stream(services.hub, protocol, response, grant)
     await stream.open(query)
     return stream
 

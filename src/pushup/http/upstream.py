@@ -21,6 +21,7 @@ from yarl import URL
 from pushup.http.errors import ApiError, InternalError
 from pushup.http.forward import Forward
 from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, frame
+from pushup.observe.requests import answered_error
 
 log = logging.getLogger("pushup.upstream")
 
@@ -207,7 +208,8 @@ class Upstream:
             error = InternalError("the server failed to forward this request")
         if not request.upload.ended:
             mode = CLOSE
-        client.write(frame(error.status, error.body(), mode, error.headers))
+        headers = error.headers + answered_error(error)
+        client.write(frame(error.status, error.body(), mode, headers))
         return mode
 
 

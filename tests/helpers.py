@@ -107,6 +107,15 @@ class ServerProcess:
                     count += fields[3] != "0A" and fields[9] in inodes
         return count
 
+    def stop_checked(self) -> None:
+        """Stop it, and fail if it died before (a crash the tests did not see) or
+        logged a traceback: for servers shared by a whole test module."""
+        alive = self.alive()
+        self.stop()
+        log = self.log()
+        assert alive, f"the server died during the tests:\n{log}"
+        assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
+
     def stop(self) -> int:
         for client in self._clients:
             client.close()

@@ -39,11 +39,7 @@ CORS_HEADERS = (
 def api() -> Iterator[ServerProcess]:
     server = start_server("--cors-origins", f"{APP}, {LOCAL}")
     yield server
-    alive = server.alive()
-    server.stop()
-    log = server.log()
-    assert alive, f"the server died during the tests:\n{log}"
-    assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
+    server.stop_checked()
 
 
 @pytest.fixture(scope="module")

@@ -40,20 +40,12 @@ PUBLISHED_FIELDS = {"id", "time", "channels"}
 # -- fixtures ----------------------------------------------------------------------------
 
 
-def _checked_stop(server: ServerProcess) -> None:
-    alive = server.alive()
-    server.stop()
-    log = server.log()
-    assert alive, f"the server died during the tests:\n{log}"
-    assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
-
-
 @pytest.fixture(scope="module")
 def api() -> Iterator[ServerProcess]:
     """One server on its defaults (no publisher key) for the whole module."""
     server = start_server()
     yield server
-    _checked_stop(server)
+    server.stop_checked()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +53,7 @@ def keyed() -> Iterator[ServerProcess]:
     """One server that requires `Authorization: Bearer KEY` from publishers."""
     server = start_server("--publisher-key", KEY)
     yield server
-    _checked_stop(server)
+    server.stop_checked()
 
 
 @pytest.fixture(scope="module")

@@ -72,11 +72,7 @@ def api() -> Iterator[ServerProcess]:
     # The secret from the environment, as deployments should give it.
     server = start_server("--log-level", "debug", env={"PUSHUP_SUBSCRIBER_SECRET": SECRET})
     yield server
-    alive = server.alive()
-    server.stop()
-    log = server.log()
-    assert alive, f"the server died during the tests:\n{log}"
-    assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
+    server.stop_checked()
 
 
 @pytest.fixture(scope="module")

@@ -42,11 +42,7 @@ UPGRADE = {
 def api() -> Iterator[ServerProcess]:
     server = start_server("--max-timeout", str(MAX_TIMEOUT), "--ping-interval", str(PING_INTERVAL))
     yield server
-    alive = server.alive()
-    server.stop()
-    log = server.log()
-    assert alive, f"the server died during the tests:\n{log}"
-    assert "Traceback" not in log, f"the server logged a traceback:\n{log}"
+    server.stop_checked()
 
 
 @pytest.fixture

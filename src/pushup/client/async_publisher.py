@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -15,7 +14,7 @@ from pushup.client.wire import Channel, ChannelRef, Channels, ChannelState, Publ
 T = TypeVar("T")
 
 
-class AsyncPublisher:
+class AsyncPublisher(wire.AsyncClosing):
     """Creates, renews, inspects and closes channels and publishes to them.
 
     `key` is the server's `--publisher-key` (sent as a bearer token); `timeout` bounds
@@ -58,17 +57,6 @@ class AsyncPublisher:
     async def aclose(self) -> None:
         """Close the pooled connections."""
         await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _call(self, call: wire.Call[T]) -> T:
         try:

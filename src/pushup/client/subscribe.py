@@ -8,7 +8,6 @@ import logging
 import random
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
-from types import TracebackType
 from typing import Self
 
 import httpx
@@ -58,7 +57,7 @@ def subscribe(
     return Subscription(base_url, channels, since, timeout, backoff, max_backoff, token)
 
 
-class Subscription:
+class Subscription(wire.AsyncClosing):
     """An async iterator of `Message`s that long-polls `/subscribe`.
 
     `cursor` is the position after the last message yielded (pass it as `since` to
@@ -112,17 +111,6 @@ class Subscription:
     async def aclose(self) -> None:
         """Stop: close the connection. Iterating afterwards ends at once."""
         await self._messages.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class _Poller:

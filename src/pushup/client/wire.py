@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -30,6 +31,24 @@ Channels = ChannelRef | Sequence[ChannelRef]
 USER_AGENT = f"pushup-client/{__version__}"
 # The server's limit on a request body (docs/api.md, 413 payload_too_large).
 MAX_BODY_BYTES = 1 << 20
+
+
+class AsyncClosing:
+    """`async with` closes it: `aclose()` on leaving, whatever happened."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from pushup.client import (
     Published,
     Publisher,
     ServiceUnavailable,
+    TooManyRequests,
     TransportError,
     Unauthorized,
     subscribe,
@@ -210,3 +211,16 @@ async def test_a_store_outage_is_service_unavailable_with_retry_after(
     error = caught.value
     assert (error.status, error.code, error.retry_after) == (503, "engine_unavailable", 1.0)
     assert isinstance(error, ApiError) and error.detail
+
+
+async def test_the_publish_rate_limit_is_too_many_requests_with_retry_after(
+    publisher_factory: PublisherFactory, server_factory: ServerFactory
+) -> None:
+    server = server_factory("--publish-rate", "1", "--publish-burst", "1")
+    publisher = publisher_factory(server.url)
+    channel = await publisher.create_channel()
+    await publisher.publish(channel.id, "first")
+    with pytest.raises(TooManyRequests) as refused:
+        await publisher.publish(channel.id, "second")
+    assert refused.value.code == "rate_limited"
+    assert refused.value.retry_after is not None and refused.value.retry_after > 0

@@ -17,6 +17,7 @@ from pushup.client.errors import (
     PushUpError,
     ServerError,
     ServiceUnavailable,
+    TooManyRequests,
     TransportError,
     Unauthorized,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailable",
     "Subscription",
+    "TooManyRequests",
     "TransportError",
     "Unauthorized",
     "subscribe",

@@ -101,6 +101,23 @@ class ServiceUnavailable(ServerError):
         self.retry_after = retry_after
 
 
+class TooManyRequests(ApiError):
+    """429: a limit of the server (`rate_limited`: publications per second for this key
+    or address; `too_many_subscriptions`: parked polls for this address); try again
+    after `retry_after` seconds (from `Retry-After`, None if absent)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        body: dict[str, Any],
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(status, code, detail, body)
+        self.retry_after = retry_after
+
+
 # The server's machine codes, then the status alone for answers from something else
 # (a proxy's 502, a plain-text 404).
 BY_CODE: dict[str, type[ApiError]] = {
@@ -120,6 +137,12 @@ BY_CODE: dict[str, type[ApiError]] = {
     "headers_too_large": HeadersTooLarge,
     "internal_error": ServerError,
     "engine_unavailable": ServiceUnavailable,
+    "token_expired": Unauthorized,
+    "too_many_channels": InvalidRequest,
+    "message_too_large": PayloadTooLarge,
+    "rate_limited": TooManyRequests,
+    "too_many_subscriptions": TooManyRequests,
+    "too_many_connections": ServiceUnavailable,
 }
 
 BY_STATUS: dict[int, type[ApiError]] = {
@@ -131,6 +154,7 @@ BY_STATUS: dict[int, type[ApiError]] = {
     409: NameTaken,
     410: ChannelClosed,
     413: PayloadTooLarge,
+    429: TooManyRequests,
     431: HeadersTooLarge,
     503: ServiceUnavailable,
 }

@@ -13,7 +13,7 @@ from typing import Self
 import httpx
 
 from pushup.client import wire
-from pushup.client.errors import ServerError, ServiceUnavailable
+from pushup.client.errors import ServerError, TooManyRequests
 from pushup.client.wire import ChannelRef, Channels, Message, PollAnswer
 
 log = logging.getLogger("pushup.client")
@@ -176,8 +176,9 @@ class _Poller:
         except httpx.TransportError as exc:
             await self._pause(repr(exc), None)
             return None
-        except ServerError as exc:
-            retry_after = exc.retry_after if isinstance(exc, ServiceUnavailable) else None
+        except (ServerError, TooManyRequests) as exc:
+            # A limit (429) passes as an outage does: wait at least as asked.
+            retry_after = getattr(exc, "retry_after", None)
             await self._pause(str(exc), retry_after)
             return None
         self.failures = 0

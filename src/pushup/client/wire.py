@@ -20,6 +20,7 @@ from pushup.client.errors import (
     PayloadTooLarge,
     ServerError,
     ServiceUnavailable,
+    TooManyRequests,
 )
 
 T = TypeVar("T")
@@ -235,7 +236,7 @@ def error_from(response: httpx.Response) -> ApiError:
     code: str = body["error"]
     detail = str(body.get("detail", ""))
     cls = BY_CODE.get(code) or BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
-    if issubclass(cls, ServiceUnavailable):
+    if issubclass(cls, ServiceUnavailable | TooManyRequests):
         return cls(status, code, detail, body, _retry_after(response))
     return cls(status, code, detail, body)
 

@@ -260,6 +260,25 @@ async def test_a_peer_that_never_answers_pings_is_closed(
         sock.close()
 
 
+async def test_a_peer_that_never_answers_our_close_frame_is_cut_off(
+    api: ServerProcess, pub: httpx.AsyncClient
+) -> None:
+    a = await create(pub)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        head = [f"GET /subscribe/ws?channels={a} HTTP/1.1", "Host: pushup"]
+        head += [f"{name}: {value}" for name, value in UPGRADE.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await wait_subscribers(pub, a, 1)
+        assert (await pub.delete(f"/channels/{a}")).status_code == 204
+        # The server's close frame (4410) comes; this peer never echoes it, and the
+        # server ends the connection within a couple of ping intervals.
+        rest = await asyncio.wait_for(reader.read(), 10)  # up to the server's EOF
+        assert Close(4410, "channel closed").serialize() in rest
+    finally:
+        writer.close()
+
+
 async def test_a_close_frame_on_the_raw_socket_is_echoed(
     api: ServerProcess, pub: httpx.AsyncClient
 ) -> None:

@@ -193,6 +193,10 @@ class WsStream(Stream):
         if self._protocol.state is State.OPEN:
             self._protocol.send_close(code, reason)
             self._flush()
+            transport = self._transport
+            if self._heartbeat is not None and transport is not None and not transport.is_closing():
+                # Back on the heartbeat only to be cut off (`ping`) if no answer comes.
+                self._heartbeat.add(self)
 
     def _flush(self) -> None:
         """Write what the protocol has to send; an empty chunk asks to end the TCP

@@ -29,7 +29,6 @@ from pushup.engines.budget import CacheBudget
 from pushup.engines.journal import Journal, Snapshot
 
 _message_id = attrgetter("id")
-_message_data = attrgetter("data")
 _MAX_TIMER_S = 3600.0
 
 
@@ -316,19 +315,24 @@ class MemoryEngine:
         return ReadResult(hits, gap, self.high_water())
 
     def cache_stats(self, leave_out: Collection[ChannelId] = ()) -> CacheStats:
-        # A message is stored once however many channels hold it: its bytes count once.
-        distinct: dict[MessageId, Message] = {}
+        # The budget counts each cached message's bytes once, however many channels
+        # hold it: no walk over the cache, only over the channels (and the few
+        # messages of those left out, published to them alone).
+        left_out = set(leave_out)
         entries = 0
         channels = 0
+        excluded = 0
         for channel in self._channels.values():
-            if channel.id in leave_out:
+            if channel.id in left_out:
+                excluded += sum(
+                    len(message.data)
+                    for message in channel.messages
+                    if left_out.issuperset(message.channels)
+                )
                 continue
             channels += 1
-            cached = channel.messages
-            entries += len(cached)
-            distinct.update(zip(map(_message_id, cached), cached, strict=True))
-        size = sum(map(len, map(_message_data, distinct.values())))
-        return CacheStats(channels, entries, size)
+            entries += len(channel.messages)
+        return CacheStats(channels, entries, self._budget.bytes - excluded)
 
     def high_water(self) -> MessageId:
         if self._journal is None:

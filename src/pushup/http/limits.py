@@ -154,7 +154,11 @@ def client_key(
 
 
 @functools.lru_cache(maxsize=4096)
-def is_loopback(peer: str) -> bool:
+def is_loopback(peer: str | None) -> bool:
+    """Whether a peer address is this host's. Cached: a client sends many requests
+    from one address, and parsing it costs more than the rest of a check."""
+    if not peer:
+        return False
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
-from pushup.http import assets, monitoring, openapi, publisher, subscriber
+from pushup.http import assets, monitoring, publisher, subscriber
 from pushup.http.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
+from pushup.http.limits import is_loopback
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
@@ -45,7 +44,7 @@ _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
     (("pushup.js",), {"GET": assets.client_script}, False),
     (("metrics",), {"GET": monitoring.metrics}, True),
     (("dashboard",), {"GET": monitoring.dashboard}, True),
-    (("openapi.yaml",), {"GET": openapi.openapi_description}, False),
+    (("openapi.yaml",), {"GET": assets.openapi_description}, False),
 ]
 
 # Routes without a parameter, by exact path.
@@ -171,24 +170,9 @@ class Router:
                     headers=(("WWW-Authenticate", 'Bearer realm="pushup"'),),
                 )
             return
-        if not _is_loopback(request.peer) or any(
+        if not is_loopback(request.peer) or any(
             name in request.headers for name in _FORWARDING_HEADERS
         ):
             raise Forbidden(
                 "without a publisher key, publishing is open only to direct loopback clients"
             )
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_loopback(peer: Any) -> bool:
-    # Cached: a publisher sends many requests from one address, and parsing it costs
-    # more than the rest of the check.
-    if not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback

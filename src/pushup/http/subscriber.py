@@ -66,6 +66,12 @@ async def subscribe(
     `grant` (and, with CORS on, the answer's `cors` headers) to each transport."""
     if "text/event-stream" in request.headers.get("accept", ""):
         return await subscribe_sse(request, services, grant, cors)
+    query = await _authorized_query(request, services, grant)
+    return await services.hub.poll(query, request.connection)
+
+
+async def _authorized_query(request: Request, services: Services, grant: Grant | None) -> PollQuery:
+    """The request's poll query, checked, and narrowed to what its token grants."""
     settings = services.settings
     query = poll_query(
         request.query,
@@ -75,7 +81,7 @@ async def subscribe(
     )
     if grant is not None:
         query = await grant.authorize(query, services.hub.engine)
-    return await services.hub.poll(query, request.connection)
+    return query
 
 
 async def subscribe_sse(
@@ -114,15 +120,7 @@ async def subscribe_ws(
     cors: Headers | None = None,
 ) -> Stream:
     """`GET /subscribe/ws`: the same subscription over a WebSocket."""
-    settings = services.settings
-    query = poll_query(
-        request.query,
-        settings.max_timeout_s,
-        settings.default_timeout_s,
-        settings.max_channels_per_request,
-    )
-    if grant is not None:
-        query = await grant.authorize(query, services.hub.engine)
+    query = await _authorized_query(request, services, grant)
     protocol, response = handshake(request)
     stream = ws_stream(services.hub, protocol, response, grant)
     await stream.open(query)

@@ -285,6 +285,20 @@ class Hub:
         self._timer_at = when
         self._timer = loop.call_at(when, self._expire_due)
 
+    def release(self, subs: Sequence[Subscription]) -> None:
+        """Answer parked subscriptions now, empty (their timeout, or a server stopping),
+        each with the cursor past what this hub was told and past what its read
+        covered: a re-poll with it misses nothing and repeats nothing."""
+        self.waiters.remove(subs)
+        high_water = self.engine.high_water()
+        outcomes: dict[int, Outcome] = {}
+        for sub in subs:
+            cursor = max(high_water, sub.after)
+            outcome = outcomes.get(cursor)
+            if outcome is None:
+                outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
+            sub.receiver.deliver(outcome)
+
     def _expire_due(self) -> None:
         """Answer every subscription whose timeout or time range has run out."""
         self._timer = None
@@ -293,17 +307,7 @@ class Hub:
         # Timers may fire a hair early; answering a few ms early beats spinning.
         due = self.waiters.due(loop.time() + _TIMER_SLACK_S)
         if due:
-            self.waiters.remove(due)
-            high_water = self.engine.high_water()
-            outcomes: dict[int, Outcome] = {}
-            for sub in due:
-                # Past what this hub was told and past what the poll's read covered:
-                # a re-poll with this cursor misses nothing and repeats nothing.
-                cursor = max(high_water, sub.after)
-                outcome = outcomes.get(cursor)
-                if outcome is None:
-                    outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
-                sub.receiver.deliver(outcome)
+            self.release(due)
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)

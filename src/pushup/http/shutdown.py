@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pushup.core.hub import Hub
-from pushup.core.model import MessageId, PollOutcome
 from pushup.core.waiters import Subscription
 
 if TYPE_CHECKING:
@@ -33,17 +32,8 @@ def release_polls(hub: Hub, subs: Iterable[Subscription]) -> None:
     past everything this hub was told of and everything its read covered, so a re-poll
     with it misses nothing and repeats nothing. Streams are left to their connection."""
     polls = [sub for sub in subs if sub.parked and not sub.stream]
-    if not polls:
-        return
-    hub.waiters.remove(polls)
-    high_water = hub.engine.high_water()
-    outcomes: dict[int, PollOutcome] = {}
-    for sub in polls:
-        cursor = max(high_water, sub.after)
-        outcome = outcomes.get(cursor)
-        if outcome is None:
-            outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
-        sub.receiver.deliver(outcome)
+    if polls:
+        hub.release(polls)
 
 
 async def drain(server: HttpServer, timeout_s: float) -> None:

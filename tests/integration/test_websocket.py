@@ -112,6 +112,13 @@ async def closing(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) ->
     assert (await ws.receive(timeout=timeout)).type == aiohttp.WSMsgType.CLOSED
 
 
+def handshake(channel: int) -> bytes:
+    """An upgrade request for a raw socket, as a browser would send it."""
+    head = [f"GET /subscribe/ws?channels={channel} HTTP/1.1", "Host: pushup"]
+    head += [f"{name}: {value}" for name, value in UPGRADE.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
 def seen(message: Json) -> tuple[str, list[int], Any]:
     return message["id"], sorted(message["channels"]), message["data"]
 
@@ -240,9 +247,7 @@ async def test_a_peer_that_never_answers_pings_is_closed(
     a = await create(pub)
     sock = socket.create_connection(("127.0.0.1", api.port), timeout=10.0)
     try:
-        head = [f"GET /subscribe/ws?channels={a} HTTP/1.1", "Host: pushup"]
-        head += [f"{name}: {value}" for name, value in UPGRADE.items()]
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sock.sendall(handshake(a))
         await wait_subscribers(pub, a, 1)
         # Read everything (pings included) but never answer: the server gives up.
         received = bytearray()
@@ -266,9 +271,7 @@ async def test_a_peer_that_never_answers_our_close_frame_is_cut_off(
     a = await create(pub)
     reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
     try:
-        head = [f"GET /subscribe/ws?channels={a} HTTP/1.1", "Host: pushup"]
-        head += [f"{name}: {value}" for name, value in UPGRADE.items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        writer.write(handshake(a))
         await wait_subscribers(pub, a, 1)
         assert (await pub.delete(f"/channels/{a}")).status_code == 204
         # The server's close frame (4410) comes; this peer never echoes it, and the
@@ -285,9 +288,7 @@ async def test_a_close_frame_on_the_raw_socket_is_echoed(
     a = await create(pub)
     reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
     try:
-        head = [f"GET /subscribe/ws?channels={a} HTTP/1.1", "Host: pushup"]
-        head += [f"{name}: {value}" for name, value in UPGRADE.items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        writer.write(handshake(a))
         answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert answer.startswith(b"HTTP/1.1 101 ")
         assert b"Sec-WebSocket-Accept: " in answer

@@ -15,8 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 
 T = TypeVar("T")
@@ -182,3 +183,28 @@ def start_server(
         proc.wait()
         raise
     return server
+
+
+def at_least(items: list[Any], count: int) -> Callable[[], Awaitable[bool]]:
+    """A probe for `until`: `items` has grown to `count`."""
+
+    async def probe() -> bool:
+        return len(items) >= count
+
+    return probe
+
+
+def holds_polls(
+    session: aiohttp.ClientSession, channels: list[int]
+) -> Callable[[], Awaitable[bool]]:
+    """A probe for `until`: the node behind `session` itself holds a parked poll on any
+    of the channels (its own count, not the cluster's)."""
+
+    async def probe() -> bool:
+        for channel in channels:
+            async with session.get(f"/channels/{channel}") as resp:
+                if resp.status == 200 and (await resp.json())["local_subscribers"] > 0:
+                    return True
+        return False
+
+    return probe

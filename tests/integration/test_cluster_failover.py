@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import ServerFactory
-from tests.helpers import until
+from tests.helpers import at_least, holds_polls, until
 from tests.integration import test_no_loss as no_loss
 
 N_NODES = 3
@@ -85,10 +85,10 @@ async def test_subscribers_of_a_killed_node_repoll_another_with_their_cursor(
         try:
             # Killed a third of the way through, while it holds parked polls.
             await until(
-                _at_least(acknowledged, N_MESSAGES // 3), timeout=DEADLINE_S, what="publications"
+                at_least(acknowledged, N_MESSAGES // 3), timeout=DEADLINE_S, what="publications"
             )
             await until(
-                _holds_polls(sessions[victim], channels),
+                holds_polls(sessions[victim], channels),
                 timeout=DEADLINE_S,
                 what="polls parked on the node to kill",
             )
@@ -181,25 +181,5 @@ def _caught_up(
             if task.done():
                 task.result()  # a subscriber that failed fails the test, now
         return all(no_loss._caught_up(r.sub, targets) for r in roamers)
-
-    return probe
-
-
-def _at_least(items: list[Any], count: int) -> Any:
-    async def probe() -> bool:
-        return len(items) >= count
-
-    return probe
-
-
-def _holds_polls(session: aiohttp.ClientSession, channels: list[int]) -> Any:
-    """Whether this node itself holds a parked poll on any of the channels."""
-
-    async def probe() -> bool:
-        for channel in channels:
-            async with session.get(f"/channels/{channel}") as resp:
-                if resp.status == 200 and (await resp.json())["local_subscribers"] > 0:
-                    return True
-        return False
 
     return probe

@@ -20,7 +20,7 @@ import pytest
 
 from pushup.client import AsyncPublisher, Message, subscribe
 from tests.conftest import ServerFactory
-from tests.helpers import ServerProcess, until, wait_for
+from tests.helpers import ServerProcess, at_least, holds_polls, until, wait_for
 from tests.integration import test_no_loss as no_loss
 from tests.proxies import HAProxy
 
@@ -192,8 +192,8 @@ async def test_a_node_killed_while_subscribers_poll_costs_no_one_a_message(
         )
         try:
             # Kill it a third of the way through, while it holds parked polls.
-            await until(_counted(acknowledged, N_MESSAGES // 3), timeout=DEADLINE_S * 2)
-            await until(_holds_polls(on_victim, channels), timeout=DEADLINE_S, what="polls")
+            await until(at_least(acknowledged, N_MESSAGES // 3), timeout=DEADLINE_S * 2)
+            await until(holds_polls(on_victim, channels), timeout=DEADLINE_S, what="polls")
             victim.proc.kill()
             await asyncio.to_thread(victim.proc.wait)
             async with asyncio.timeout(no_loss.PUBLISH_DEADLINE_S):
@@ -223,24 +223,6 @@ async def test_a_node_killed_while_subscribers_poll_costs_no_one_a_message(
         timeout=DEADLINE_S,
         what="HAProxy to mark node3 DOWN",
     )
-
-
-def _counted(items: list[Any], count: int) -> Any:
-    async def probe() -> bool:
-        return len(items) >= count
-
-    return probe
-
-
-def _holds_polls(session: aiohttp.ClientSession, channels: list[int]) -> Any:
-    async def probe() -> bool:
-        for channel in channels:
-            async with session.get(f"/channels/{channel}") as resp:
-                if resp.status == 200 and (await resp.json())["local_subscribers"] > 0:
-                    return True
-        return False
-
-    return probe
 
 
 async def _publisher(

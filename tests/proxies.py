@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pushup.bench.targets.process import stop_process
 from tests.helpers import wait_for
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -91,13 +91,7 @@ class _Proxy:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
     def cleanup(self) -> None:
         self.stop()

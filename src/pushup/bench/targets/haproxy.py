@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -28,7 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pushup.bench.targets.process import free_port
+from pushup.bench.targets.process import free_port, stop_process
 
 DEPLOY_CONFIG = Path(__file__).resolve().parents[4] / "deploy" / "haproxy.cfg"
 INSTALL_HINT = "apt-get install haproxy"
@@ -189,14 +188,7 @@ class HAProxyGroup:
     def _stop_processes(self) -> None:
         procs, self._procs = self._procs, []
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
     def stop(self) -> None:
         self._stop_processes()

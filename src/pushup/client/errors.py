@@ -85,9 +85,9 @@ class ServerError(ApiError):
     """5xx: a fault on the server side (or a proxy in front of it); may pass."""
 
 
-class ServiceUnavailable(ServerError):
-    """503: the server's message store is out of reach and nothing was done; try again
-    after `retry_after` seconds (from `Retry-After`, None if absent)."""
+class RetryLater(ApiError):
+    """An answer that says when to try again: `retry_after` seconds (from
+    `Retry-After`, None if absent)."""
 
     def __init__(
         self,
@@ -101,21 +101,15 @@ class ServiceUnavailable(ServerError):
         self.retry_after = retry_after
 
 
-class TooManyRequests(ApiError):
+class ServiceUnavailable(ServerError, RetryLater):
+    """503: the server's message store is out of reach (or its connections are all
+    taken) and nothing was done; try again after `retry_after` seconds."""
+
+
+class TooManyRequests(RetryLater):
     """429: a limit of the server (`rate_limited`: publications per second for this key
     or address; `too_many_subscriptions`: parked polls for this address); try again
-    after `retry_after` seconds (from `Retry-After`, None if absent)."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        body: dict[str, Any],
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(status, code, detail, body)
-        self.retry_after = retry_after
+    after `retry_after` seconds."""
 
 
 # The server's machine codes, then the status alone for answers from something else

@@ -13,7 +13,7 @@ from typing import Self
 import httpx
 
 from pushup.client import wire
-from pushup.client.errors import ServerError, TooManyRequests
+from pushup.client.errors import RetryLater, ServerError, TooManyRequests
 from pushup.client.wire import ChannelRef, Channels, Message, PollAnswer
 
 log = logging.getLogger("pushup.client")
@@ -178,7 +178,7 @@ class _Poller:
             return None
         except (ServerError, TooManyRequests) as exc:
             # A limit (429) passes as an outage does: wait at least as asked.
-            retry_after = getattr(exc, "retry_after", None)
+            retry_after = exc.retry_after if isinstance(exc, RetryLater) else None
             await self._pause(str(exc), retry_after)
             return None
         self.failures = 0

@@ -18,9 +18,8 @@ from pushup.client.errors import (
     BY_STATUS,
     ApiError,
     PayloadTooLarge,
+    RetryLater,
     ServerError,
-    ServiceUnavailable,
-    TooManyRequests,
 )
 
 T = TypeVar("T")
@@ -236,7 +235,7 @@ def error_from(response: httpx.Response) -> ApiError:
     code: str = body["error"]
     detail = str(body.get("detail", ""))
     cls = BY_CODE.get(code) or BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
-    if issubclass(cls, ServiceUnavailable | TooManyRequests):
+    if issubclass(cls, RetryLater):
         return cls(status, code, detail, body, _retry_after(response))
     return cls(status, code, detail, body)
 

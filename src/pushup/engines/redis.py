@@ -423,7 +423,7 @@ class RedisEngine:
                 self._prefix + "seq:message", self._prefix + "seq:event"
             )
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             raise
         return pubsub, int(last or 0), int(event or 0)
 
@@ -659,7 +659,7 @@ async def _in_a_task() -> None:
 
 async def _close_quietly(pubsub: PubSub) -> None:
     with contextlib.suppress(*_UNREACHABLE):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 # -- encoding ------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 from pushup import __version__
 from pushup.config import REDIS_SCHEMES, Settings
+from pushup.core.engine import Engine
 from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
-from pushup.engines.base import Engine
 from pushup.engines.journal import Journal
 from pushup.engines.memory import MemoryEngine
 from pushup.http.cors import CorsPolicy

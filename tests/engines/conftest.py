@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from pushup.core.engine import Engine
 from pushup.core.model import ChannelId, Hit, Message, ReadResult
-from pushup.engines.base import Engine
 from pushup.engines.journal import Journal
 from pushup.engines.memory import MemoryEngine
 from pushup.engines.redis import RedisEngine

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import redis
 
+from pushup.core.engine import Engine
 from pushup.core.model import ChannelId, Message
-from pushup.engines.base import Engine
 from pushup.engines.memory import MemoryEngine
 from tests.engines.conftest import MakeEngine, RecordingListener, published
 from tests.engines.test_contract import channel, ids, publish1, read, started

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.model import ChannelId, ChannelRef, Message, MessageId, ReadResult
-from pushup.engines.base import Engine
 from tests.engines.conftest import MakeEngine, RecordingListener, hits, published, same
 from tests.unit.fakes import T0, FakeClock
 

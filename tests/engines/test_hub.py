@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pushup.core.engine import Engine, EngineListener, Publication
 from pushup.core.hub import Hub, PollQuery
 from pushup.core.model import (
     ChannelId,
@@ -20,7 +21,6 @@ from pushup.core.model import (
     ReadResult,
 )
 from pushup.core.waiters import Subscription
-from pushup.engines.base import Engine, EngineListener, Publication
 from tests.engines.conftest import MakeEngine
 from tests.unit.fakes import FakeClock, RecordingReceiver
 

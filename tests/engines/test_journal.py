@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import Message
-from pushup.engines.base import Engine
 from pushup.engines.journal import DATABASE, Journal
 from pushup.engines.memory import MemoryEngine
 from tests.engines.conftest import MakeEngine, RecordingListener, hits, same

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis
 
+from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.hub import Hub, PollQuery
 from pushup.core.model import ChannelId, PollOutcome
-from pushup.engines.base import Engine
 from pushup.engines.redis import RedisEngine
 from tests.conftest import RedisFactory
 from tests.engines.conftest import MakeEngine, RecordingListener, published, same

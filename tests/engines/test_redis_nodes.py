@@ -8,8 +8,8 @@ import time
 import pytest
 import redis
 
+from pushup.core.engine import Clustered, Monitored
 from pushup.core.model import ChannelId
-from pushup.engines.base import Clustered, Monitored
 from pushup.engines.redis import RedisEngine
 from tests.engines.conftest import MakeEngine, RecordingListener
 from tests.engines.test_redis import eventually

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from pushup.core.engine import Clustered, Engine, SubscriberCount
 from pushup.core.errors import ChannelsNotFound
 from pushup.core.model import (
     ChannelId,
@@ -22,7 +23,6 @@ from pushup.core.model import (
     PollOutcome,
 )
 from pushup.core.waiters import Receiver, Subscription, Waiters
-from pushup.engines.base import Clustered, Engine, SubscriberCount
 from pushup.observe import metrics
 
 

@@ -13,6 +13,7 @@ from operator import attrgetter
 
 from sortedcontainers import SortedKeyList
 
+from pushup.core.engine import CacheStats, EngineListener, Publication
 from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.ids import IdClock
 from pushup.core.model import (
@@ -24,7 +25,6 @@ from pushup.core.model import (
     MessageId,
     ReadResult,
 )
-from pushup.engines.base import CacheStats, EngineListener, Publication
 from pushup.engines.budget import CacheBudget
 from pushup.engines.journal import Journal, Snapshot
 

@@ -44,6 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pushup.core.engine import EngineHealth, EngineListener, Publication, SubscriberCount
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import (
     MAX_ID,
@@ -55,7 +56,6 @@ from pushup.core.model import (
     MessageId,
     ReadResult,
 )
-from pushup.engines.base import EngineHealth, EngineListener, Publication, SubscriberCount
 from pushup.observe import metrics
 
 log = logging.getLogger("pushup.redis")

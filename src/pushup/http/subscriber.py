@@ -3,10 +3,10 @@ browsers."""
 
 from __future__ import annotations
 
+from pushup.core.engine import Monitored
 from pushup.core.hub import PollQuery
 from pushup.core.model import MessageId, Outcome
 from pushup.core.waiters import Subscription
-from pushup.engines.base import Monitored
 from pushup.http import params
 from pushup.http.access import sse_stream, ws_stream
 from pushup.http.cors import Headers

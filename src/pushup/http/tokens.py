@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import jwt
 
+from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound
 from pushup.core.hub import PollQuery
 from pushup.core.model import ChannelRef
-from pushup.engines.base import Engine
 from pushup.http import params
 from pushup.http.errors import ApiError, Forbidden, InvalidBody, InvalidParameter, Unauthorized
 from pushup.http.request import Request

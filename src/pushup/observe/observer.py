@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pushup.core.engine import Measured
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import ChannelId
-from pushup.engines.base import Measured
 from pushup.observe.metrics import FIGURES
 from pushup.observe.peers import Peers
 

@@ -19,6 +19,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # The benchmark's quick pass: every scenario at reduced size and time scale.

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 LOCK   := constraints.txt
 PIP    := $(BIN)/pip install --quiet --constraint $(LOCK)
 
-.PHONY: serve test bench lint clean demo lock
+.PHONY: serve test bench lint clean demo lock dist
 
 serve: $(VENV)/.installed
 	$(BIN)/pushup serve
@@ -52,6 +52,11 @@ $(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml $(LOCK) scripts/insta
 	$(PIP) --no-build-isolation -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# The sdist and the wheel, in dist/, built with the locked setuptools.
+dist: $(VENV)/.installed-test
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist
+
 # Refresh the lock on purpose: the newest releases allowed by pyproject.toml, resolved in a
 # throwaway environment, written with their exact versions. Review the diff, run `make test`.
 lock:
@@ -64,4 +69,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .lock-venv build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -137,11 +137,13 @@ def start_server(
     env: dict[str, str] | None = None,
     port: int = 0,
     cwd: str | os.PathLike[str] | None = None,
+    command: tuple[str, ...] = (sys.executable, "-m", "pushup"),
 ) -> ServerProcess:
     """Bind a free port (or `port`, to restart a node where it was) here, hand the
     socket to a new server, wait until it answers. Unless told otherwise (a
     `--data-dir` flag or `PUSHUP_DATA_DIR` in `env`), the server journals to a fresh
-    temporary data directory of its own, never into the repository."""
+    temporary data directory of its own, never into the repository. `command` is the
+    `pushup` to run (an installed one, say)."""
     given = env or {}
     env = {**os.environ, **given}
     data_dir = None
@@ -158,7 +160,7 @@ def start_server(
     port = sock.getsockname()[1]
     with tempfile.NamedTemporaryFile(prefix="pushup-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pushup", "serve", "--fd", str(sock.fileno()), *flags],
+            [*command, "serve", "--fd", str(sock.fileno()), *flags],
             pass_fds=[sock.fileno()],
             stdout=log,
             stderr=subprocess.STDOUT,

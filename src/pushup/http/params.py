@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -28,6 +29,11 @@ MAX_NAME_LENGTH = 200
 
 _NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
+# Integers the API carries exactly: what orjson reads as an int. Past these it silently
+# reads a float, which it writes back in exponent form ("1e+20").
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_ID_DIGITS = len(str(MAX_ID))
+
 
 def is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
@@ -43,6 +49,10 @@ def channel_ref(value: object, error: type[InvalidBody | InvalidParameter]) -> C
         return value
     if isinstance(value, str):
         if is_digits(value):
+            # Longer than any id: out of range, and never converted (a 5,000-digit
+            # string would cost a quadratic int() and hit Python's digit limit).
+            if len(value.lstrip("0")) > _ID_DIGITS:
+                raise error(f"channel id {value[:20]}... is out of range")
             return channel_ref(int(value), error)
         check_name(value, error)
         return value
@@ -64,7 +74,8 @@ def check_name(name: str, error: type[InvalidBody | InvalidParameter] = InvalidB
 
 
 def json_body(body: bytes | bytearray, *, optional: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object."""
+    """The request body as a JSON object, refused when it says something orjson would
+    read differently from what was written: a key twice, an integer past 64 bits."""
     if optional and not body.strip():
         return {}
     try:
@@ -73,7 +84,49 @@ def json_body(body: bytes | bytearray, *, optional: bool = False) -> dict[str, A
         raise InvalidJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidBody("the body must be a JSON object")
+    if _maybe_misread(body, value):
+        _check_strictly(body)
     return value
+
+
+def _maybe_misread(body: bytes | bytearray, value: object) -> bool:
+    """False only if orjson's value says all the body said, in a few C calls.
+
+    Every key comes with one colon outside strings. Without `\\u` escapes (a colon may
+    be written `\\u003a`) the body has as many colons as its keys plus those in its
+    strings; re-encoded, the value has its kept keys plus the colons of the strings it
+    kept, so a key given twice shows as a missing colon. An integer past 64 bits came
+    back a float of at least 2**63, which orjson writes with an exponent ("e+").
+    """
+    encoded = orjson.dumps(value)
+    return b"e+" in encoded or b"\\u" in body or body.count(b":") != encoded.count(b":")
+
+
+def _check_strictly(body: bytes | bytearray) -> None:
+    """Read the body again keeping every key and integer as written (slow, and rare)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, item in items:
+            if key in obj:
+                raise InvalidBody(f"the key {key!r} appears more than once in one object")
+            obj[key] = item
+        return obj
+
+    def integer(text: str) -> int:
+        # JSON has no leading zeros: past 21 characters ("-" and 20 digits) it cannot
+        # fit, and is not converted (int() refuses past 4,300 digits).
+        if len(text) > 21 or not _INT_MIN <= int(text) <= _INT_MAX:
+            shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
+            raise InvalidBody(f"integers must fit in 64 bits, not {shown}")
+        return int(text)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs, parse_int=integer)
+    except RecursionError:
+        raise InvalidBody("the body is nested too deeply") from None
+    except ValueError as exc:  # what orjson read, this parser should too
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
 
 
 def only_fields(obj: Mapping[str, Any], allowed: set[str], where: str = "the body") -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pushup.core.model import MAX_ID
 from pushup.http import params
@@ -325,3 +328,90 @@ def test_batch_names_the_bad_item() -> None:
     with pytest.raises(InvalidBody) as caught:
         params.batch({"messages": [{"channels": [1], "data": 1}, {"channels": [1]}]})
     assert "messages[1]" in caught.value.detail
+
+
+# -- json_body: what orjson would read differently from what was written ------------------
+
+
+def _strict(text: str) -> object:
+    """The verdict of a parser that keeps every key and integer: the value, or None
+    when a key repeats or an integer does not fit in 64 bits."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({key for key, _ in items}) != len(items):
+            raise ValueError("repeated key")
+        return dict(items)
+
+    def integer(digits: str) -> int:
+        number = int(digits)
+        if not -(2**63) <= number <= 2**64 - 1:
+            raise ValueError("past 64 bits")
+        return number
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_int=integer)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "a": 2}',
+        '{"data": {"x": [1, {"k": "v:w", "k": 0}]}}',
+        '{"a": 1, "\\u0061": 2}',
+        '{"data": 18446744073709551616}',
+        '{"data": [-9223372036854775809]}',
+        '{"data": {"n": 1180591620717411303424}}',
+        '{"data": ' + "9" * 300 + "}",
+    ],
+)
+def test_json_body_refuses_repeated_keys_and_integers_past_64_bits(text: str) -> None:
+    with pytest.raises(InvalidBody):
+        params.json_body(text.encode())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"url": "http://h:1/a:b", "t": ":::"}',
+        '{"a\\u003a": 1, "a:b": 2}',
+        '{"data": [18446744073709551615, -9223372036854775808, 1.2345678901234567890123]}',
+        '{"data": "1234567890123456789012345"}',
+        '{"a": {"a": {"a": 1}}}',
+    ],
+)
+def test_json_body_keeps_what_only_looks_suspicious(text: str) -> None:
+    assert params.json_body(text.encode()) == json.loads(text)
+
+
+_KEYS = st.sampled_from(["a", "b", "a:b", ":", "\\u0061", "\\u003a"])
+_LEAVES = st.one_of(
+    st.integers(min_value=-(2**66), max_value=2**66).map(str),
+    st.sampled_from(['"x:y"', '"\\u003a"', "1.5", "null", '"' + "7" * 19 + '"']),
+)
+
+
+def _objects(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    members = st.lists(st.tuples(_KEYS, children), max_size=4)
+    return st.one_of(
+        members.map(lambda kv: "{" + ", ".join(f'"{k}": {v}' for k, v in kv) + "}"),
+        st.lists(children, max_size=3).map(lambda items: "[" + ", ".join(items) + "]"),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.recursive(_LEAVES, _objects, max_leaves=12).map(lambda v: '{"data": ' + v + "}"))
+def test_json_body_agrees_with_a_strict_parser(text: str) -> None:
+    expected = _strict(text)
+    if expected is None:
+        with pytest.raises(InvalidBody):
+            params.json_body(text.encode())
+    else:
+        assert params.json_body(text.encode()) == expected
+
+
+def test_a_channel_id_of_any_length_is_out_of_range() -> None:
+    for digits in (17, 100, 5000):
+        with pytest.raises(InvalidParameter, match="out of range"):
+            params.path_channel("9" * digits)

@@ -8,6 +8,7 @@ packages=(
     redis-server        # the Redis engine's tests start their own servers
     haproxy             # the cluster tests run deploy/haproxy.cfg (nginx-light: deploy/nginx.conf)
     chromium            # tests/browser drive it headless through the playwright package
+    curl                # the README's examples are run as written (tests/integration/test_readme.py)
 )
 missing=()
 for pkg in "${packages[@]}"; do

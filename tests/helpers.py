@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,12 @@ import aiohttp
 import httpx
 
 T = TypeVar("T")
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The README's fenced code blocks in `language`, as written, in order."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
 
 
 def wait_for(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+from pushup.core.errors import EngineUnavailable
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
 from pushup.http import cors
@@ -22,14 +22,12 @@ from pushup.http.eager import Running, start_eagerly
 from pushup.http.errors import (
     ApiError,
     BadRequest,
-    ChannelNotFound,
-    EngineUnavailableError,
     HeadersTooLarge,
     InternalError,
-    NameTakenError,
     PayloadTooLarge,
     RequestTimeout,
     TooManySubscriptions,
+    answer,
 )
 from pushup.http.forward import BodyStream, Forward
 from pushup.http.limits import BODY, HEAD, IDLE, client_key
@@ -612,17 +610,10 @@ class HttpConnection(asyncio.Protocol):
 def _api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, ChannelsNotFound):
-        return ChannelNotFound(
-            "unknown, expired or closed channels: " + ", ".join(map(str, exc.refs)),
-            channels=exc.refs,
-        )
-    if isinstance(exc, NameTaken):
-        return NameTakenError(f"a live channel is already named {exc.name!r}")
+    error = answer(exc)
+    if error is None:
+        log.error("unexpected error while handling a request", exc_info=exc)
+        return InternalError("the server failed to handle this request")
     if isinstance(exc, EngineUnavailable):
         log.debug("answered 503: %s", exc)  # the engine logs the outage itself, once
-        return EngineUnavailableError(
-            "the message store is unreachable; retry shortly", headers=(("Retry-After", "1"),)
-        )
-    log.error("unexpected error while handling a request", exc_info=exc)
-    return InternalError("the server failed to handle this request")
+    return error

@@ -10,7 +10,7 @@ from pushup.core.waiters import Subscription
 from pushup.http import params
 from pushup.http.access import sse_stream, ws_stream
 from pushup.http.cors import Headers
-from pushup.http.errors import EngineUnavailableError, InvalidCursor, InvalidParameter
+from pushup.http.errors import InvalidCursor, InvalidParameter, store_unreachable
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
@@ -151,9 +151,8 @@ async def health(request: Request, services: Services) -> Response:
         return Response.json(200, {"status": "ok"})
     report = engine.health()
     if not report.ok:
-        raise EngineUnavailableError(
+        raise store_unreachable(
             "the message store is unreachable: this node cannot serve",
-            headers=(("Retry-After", "1"),),
             engine=dict(report.details),
         )
     return Response.json(200, {"status": "ok", "engine": dict(report.details)})

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pushup.core.engine import Measured
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import ChannelId
 from pushup.observe.metrics import FIGURES
@@ -115,17 +114,16 @@ class Observer:
             "worker": self.worker,
             "pid": os.getpid(),
             "time": time.time(),
-            "parked": len(self.hub.waiters),
+            "parked": self.hub.parked(),
             "connections": len(http.connections),
             "streams": len(http.heartbeat),
             "channels": None,
             "cached_messages": None,
             "cached_bytes": None,
         }
-        engine = self.hub.engine
-        if isinstance(engine, Measured):
-            # The figures are the users' data: the dashboard's own channel is left out.
-            stats = engine.cache_stats(() if self._channel_id is None else (self._channel_id,))
+        # The figures are the users' data: the dashboard's own channel is left out.
+        stats = self.hub.cache_stats(() if self._channel_id is None else (self._channel_id,))
+        if stats is not None:
             snapshot["channels"] = stats.channels
             snapshot["cached_messages"] = stats.messages
             snapshot["cached_bytes"] = stats.bytes
@@ -148,12 +146,12 @@ class Observer:
 
     async def ensure_stats_channel(self) -> None:
         """Create the stats channel if it does not exist, so a dashboard can subscribe."""
-        engine = self.hub.engine
+        hub = self.hub
         try:
-            info = await engine.create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
+            info = await hub.create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
             self._channel_id = info.id
         except NameTaken:
-            (self._channel_id,) = await engine.resolve([self.stats_channel])
+            (self._channel_id,) = await hub.resolve([self.stats_channel])
 
     def _tick(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
@@ -177,14 +175,15 @@ class Observer:
     async def _report(self) -> None:
         """Publish every worker's figures to the stats channel, for a dashboard parked
         on it in this worker."""
-        engine = self.hub.engine
+        hub = self.hub
         try:
             if self._channel_id is None:
-                (self._channel_id,) = await engine.resolve([self.stats_channel])
-                if not self.hub.subscribers(self._channel_id):
+                (self._channel_id,) = await hub.resolve([self.stats_channel])
+                if not hub.subscribers(self._channel_id):
                     return
             data = orjson.dumps({"workers": self.dashboard_figures()})
-            await engine.publish([((self._channel_id,), data)])
+            # Not counted as a publication: the figures are not the users' messages.
+            await hub.publish([((self._channel_id,), data)], counted=False)
         except ChannelsNotFound:
             self._channel_id = None  # not created yet, or closed, or expired
         except EngineUnavailable:

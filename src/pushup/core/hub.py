@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -32,6 +32,7 @@ from pushup.core.model import (
     MessageId,
     Outcome,
     PollOutcome,
+    ReadResult,
 )
 from pushup.core.waiters import Receiver, Subscription, Waiters
 from pushup.observe import metrics
@@ -140,77 +141,21 @@ class Hub:
 
     # -- polls and streams -----------------------------------------------------------
 
-    async def poll(self, query: PollQuery, receiver: Receiver) -> Outcome | Subscription:
-        """The answer now, or the parked subscription that will deliver one to `receiver`."""
-        # An id and a name may denote the same channel: count it once.
-        channel_ids = list(dict.fromkeys(await self._engine.resolve(query.channels)))
-        # A cursor above the store's high water (one this server never issued: a clock
-        # set back) finds nothing and parks from the high water: it reads as
-        # "everything from now on" and hides no later message.
-        now = self._clock()
-        while True:
-            resyncs = self._resyncs
-            result = await self._engine.read(channel_ids, query.since, query.start, query.end)
-            ended = query.end is not None and query.end <= now
-            if result.hits or result.gap or query.timeout_s == 0 or ended:
-                cursor = result.hits[-1][0].id if result.hits else result.high_water
-                return PollOutcome(result.hits, cursor, result.gap)
-            # A publication announced while the read was in flight, or a resync that
-            # started meanwhile (and so cannot know this poll), may have passed it by.
-            if self._notified <= result.high_water and self._resyncs == resyncs:
-                break
-        wait_s = query.timeout_s
-        if query.end is not None:
-            wait_s = min(wait_s, query.end - now)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        sub = self.waiters.park(
-            receiver,
-            tuple(sorted(channel_ids)),
-            -math.inf if query.start is None else query.start,
-            math.inf if query.end is None else query.end,
-            deadline,
-            result.high_water,
-        )
-        if deadline < self._timer_at:
-            self._arm_timer(loop, deadline)
-        return sub
-
-    async def open_stream(
+    def poll(
         self, query: PollQuery, receiver: Receiver
-    ) -> tuple[PollOutcome, Subscription | None]:
+    ) -> Coroutine[Any, Any, Outcome | Subscription]:
+        """The answer now, or the parked subscription that will deliver one to `receiver`."""
+        return self._subscribe(query, receiver, False)
+
+    def open_stream(
+        self, query: PollQuery, receiver: Receiver
+    ) -> Coroutine[Any, Any, tuple[PollOutcome, Subscription | None]]:
         """A stream's start: what is cached now, and a subscription that stays parked
         and delivers every later message to `receiver` (None once `end` has passed).
 
         `query.timeout_s` plays no part: a stream lasts until its client leaves, its
         channel closes or its `end` passes."""
-        channel_ids = list(dict.fromkeys(await self._engine.resolve(query.channels)))
-        now = self._clock()
-        while True:
-            resyncs = self._resyncs
-            result = await self._engine.read(channel_ids, query.since, query.start, query.end)
-            # Parked right after this read: a publication announced while it was in
-            # flight would reach neither (as in `poll`), so read again.
-            if self._notified <= result.high_water and self._resyncs == resyncs:
-                break
-        cursor = result.hits[-1][0].id if result.hits else result.high_water
-        initial = PollOutcome(result.hits, cursor, result.gap)
-        if query.end is not None and query.end <= now:
-            return initial, None
-        loop = asyncio.get_running_loop()
-        deadline = math.inf if query.end is None else loop.time() + (query.end - now)
-        sub = self.waiters.park(
-            receiver,
-            tuple(sorted(channel_ids)),
-            -math.inf if query.start is None else query.start,
-            math.inf if query.end is None else query.end,
-            deadline,
-            result.high_water,
-            stream=True,
-        )
-        if deadline < self._timer_at:
-            self._arm_timer(loop, deadline)
-        return initial, sub
+        return self._subscribe(query, receiver, True)
 
     def cancel(self, sub: Subscription) -> None:
         """The receiver went away: forget its subscription at once."""
@@ -237,6 +182,60 @@ class Hub:
             if outcome is None:
                 outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
             sub.receiver.deliver(outcome)
+
+    @overload
+    async def _subscribe(
+        self, query: PollQuery, receiver: Receiver, stream: Literal[False]
+    ) -> Outcome | Subscription: ...
+
+    @overload
+    async def _subscribe(
+        self, query: PollQuery, receiver: Receiver, stream: Literal[True]
+    ) -> tuple[PollOutcome, Subscription | None]: ...
+
+    async def _subscribe(
+        self, query: PollQuery, receiver: Receiver, stream: bool
+    ) -> Outcome | Subscription | tuple[PollOutcome, Subscription | None]:
+        """Read, then park: a poll with something to answer (or nothing to wait for)
+        is answered by its read; a stream sends its read and stays parked after it."""
+        # An id and a name may denote the same channel: count it once.
+        channel_ids = list(dict.fromkeys(await self._engine.resolve(query.channels)))
+        # A cursor above the store's high water (one this server never issued: a clock
+        # set back) finds nothing and parks from the high water: it reads as
+        # "everything from now on" and hides no later message.
+        now = self._clock()
+        ended = query.end is not None and query.end <= now
+        while True:
+            resyncs = self._resyncs
+            result = await self._engine.read(channel_ids, query.since, query.start, query.end)
+            if not stream and (result.hits or result.gap or query.timeout_s == 0 or ended):
+                return _outcome(result)
+            # Parked right after this read: a publication announced while it was in
+            # flight, or a resync that started meanwhile (and so cannot know this
+            # subscription), may have passed it by, so read again.
+            if self._notified <= result.high_water and self._resyncs == resyncs:
+                break
+        initial = _outcome(result) if stream else None
+        if initial is not None and ended:
+            return initial, None
+        # A stream waits until its `end` (forever without one), a poll its timeout too.
+        wait_s = math.inf if stream else query.timeout_s
+        if query.end is not None:
+            wait_s = min(wait_s, query.end - now)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        sub = self.waiters.park(
+            receiver,
+            tuple(sorted(channel_ids)),
+            -math.inf if query.start is None else query.start,
+            math.inf if query.end is None else query.end,
+            deadline,
+            result.high_water,
+            stream=stream,
+        )
+        if deadline < self._timer_at:
+            self._arm_timer(loop, deadline)
+        return sub if initial is None else (initial, sub)
 
     # -- engine events ---------------------------------------------------------------
 
@@ -331,12 +330,11 @@ class Hub:
                 continue
             live = [sub for sub in subs if sub.parked]
             if result.hits or result.gap:
-                cursor = result.hits[-1][0].id if result.hits else result.high_water
-                outcome = PollOutcome(result.hits, cursor, result.gap)
+                outcome = _outcome(result)
                 self.waiters.remove(sub for sub in live if not sub.stream)
                 for sub in live:
                     if sub.stream:
-                        sub.after = max(sub.after, cursor)
+                        sub.after = max(sub.after, outcome.cursor)
                     sub.receiver.deliver(outcome)
             else:
                 for sub in live:
@@ -377,6 +375,12 @@ class Hub:
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)
+
+
+def _outcome(result: ReadResult) -> PollOutcome:
+    """A read's answer: its hits, with the cursor after the last (or the high water)."""
+    cursor = result.hits[-1][0].id if result.hits else result.high_water
+    return PollOutcome(result.hits, cursor, result.gap)
 
 
 def _closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:

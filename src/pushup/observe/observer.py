@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -23,10 +23,7 @@ from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import ChannelId
 from pushup.observe.metrics import FIGURES
 from pushup.observe.peers import Peers
-
-if TYPE_CHECKING:
-    from pushup.core.hub import Hub
-    from pushup.http.server import HttpServer
+from pushup.observe.sources import ObservedHub, ObservedServer
 
 log = logging.getLogger("pushup.observe")
 
@@ -70,7 +67,7 @@ def current() -> Observer:
 
 
 class Observer:
-    def __init__(self, hub: Hub, http: HttpServer, who: Identity | None = None) -> None:
+    def __init__(self, hub: ObservedHub, http: ObservedServer, who: Identity | None = None) -> None:
         who = who or _identity
         self.hub = hub
         self.http = http

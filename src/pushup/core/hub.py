@@ -169,7 +169,7 @@ class Hub:
         """Subscriptions parked in this process, polls and streams."""
         return len(self.waiters)
 
-    def release(self, subs: Sequence[Subscription]) -> None:
+    def dismiss(self, subs: Sequence[Subscription]) -> None:
         """Answer parked subscriptions now, empty (their timeout, or a server stopping),
         each with the cursor past what this hub was told and past what its read
         covered: a re-poll with it misses nothing and repeats nothing."""
@@ -371,7 +371,7 @@ class Hub:
         # Timers may fire a hair early; answering a few ms early beats spinning.
         due = self.waiters.due(loop.time() + _TIMER_SLACK_S)
         if due:
-            self.release(due)
+            self.dismiss(due)
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)

@@ -55,10 +55,6 @@ def set_identity(identity: Identity) -> None:
     _identity = identity
 
 
-def identity() -> Identity:
-    return _identity
-
-
 def current() -> Observer:
     """The running server's observer (one server per process)."""
     if _current is None:

@@ -24,7 +24,7 @@ from pushup.http.limits import Limits, raise_open_files
 from pushup.http.router import Router
 from pushup.http.server import HttpServer
 from pushup.http.services import Services
-from pushup.http.shutdown import drain
+from pushup.http.shutdown import stop_gracefully
 from pushup.observe.observer import Observer
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class App:
     async def stop(self) -> None:
         await self.observer.stop()
         # Parked polls get their cursor, requests in flight their answer, within a bound.
-        await drain(self.http, self.settings.shutdown_timeout_s)
+        await stop_gracefully(self.http, self.settings.shutdown_timeout_s)
         if self.http.upstream is not None:
             await self.http.upstream.close()
         await self.hub.close()

@@ -137,7 +137,7 @@ async def poll(
 
 
 async def publish(hub: Hub, refs: Sequence[ChannelRef], data: bytes = b"1") -> Message:
-    (message,) = await hub.engine.publish([(refs, data)])
+    (message,) = await hub.publish([(refs, data)])
     return message
 
 
@@ -147,7 +147,7 @@ def ids(outcome: Outcome) -> list[int]:
 
 
 async def test_a_parked_poll_is_woken_by_a_publication(hub: Hub) -> None:
-    a = (await hub.engine.create_channel(None, None)).id
+    a = (await hub.create_channel(None, None)).id
     receiver = RecordingReceiver()
     assert isinstance(await poll(hub, [a], receiver), Subscription)
     message = await publish(hub, [a])

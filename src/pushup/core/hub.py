@@ -1,16 +1,27 @@
-"""The hub: answers polls from the engine's cache or parks them, and fans out."""
+"""The hub: the one door to storage. It answers polls from the engine's cache or parks
+them, fans publications out, and counts what it does."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import orjson
 
-from pushup.core.engine import Clustered, Engine, SubscriberCount
+from pushup.core.engine import (
+    CacheStats,
+    Clustered,
+    Engine,
+    EngineHealth,
+    Measured,
+    Monitored,
+    Publication,
+    SubscriberCount,
+)
 from pushup.core.errors import ChannelsNotFound
 from pushup.core.model import (
     ChannelId,
@@ -21,6 +32,7 @@ from pushup.core.model import (
     MessageId,
     Outcome,
     PollOutcome,
+    ReadResult,
 )
 from pushup.core.waiters import Receiver, Subscription, Waiters
 from pushup.observe import metrics
@@ -44,12 +56,13 @@ _NONE_LOST: frozenset[ChannelId] = frozenset()
 class Hub:
     """Owns the parked subscriptions of this process and wakes them on engine events.
 
-    The hub listens to the engine (`published`, `closed`), so a publication made
-    through any path, or on another node, wakes the same local subscriptions.
+    Transports and observation reach channels and messages only through the hub; the
+    engine is its own. The hub listens to the engine (`published`, `closed`), so a
+    publication made on another node wakes the same local subscriptions.
     """
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
+        self._engine = engine
         self.waiters = Waiters()
         self._clock = clock
         self._timer: asyncio.TimerHandle | None = None
@@ -61,35 +74,152 @@ class Hub:
         self._resyncs = 0
 
     async def start(self) -> None:
-        await self.engine.start(self)
+        await self._engine.start(self)
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        await self.engine.close()
+        await self._engine.close()
 
-    # -- polls -----------------------------------------------------------------------
+    # -- channels and publications ---------------------------------------------------
+    # Plain delegations hand back the engine's own coroutine: no frame of their own on
+    # a request's path.
 
-    async def poll(self, query: PollQuery, receiver: Receiver) -> Outcome | Subscription:
+    async def publish(
+        self, publications: Sequence[Publication], *, counted: bool = True
+    ) -> list[Message]:
+        """Store publications, all or nothing (raises ChannelsNotFound); the engine's
+        event then wakes the subscriptions. The server's own publications (the
+        dashboard's figures) pass `counted=False`: they are not the users' messages."""
+        messages = await self._engine.publish(publications)
+        if counted:
+            metrics.published(len(messages))
+        return messages
+
+    def create_channel(
+        self, ttl_s: float | None, name: str | None
+    ) -> Coroutine[Any, Any, ChannelInfo]:
+        """A new channel; raises NameTaken."""
+        return self._engine.create_channel(ttl_s, name)
+
+    def renew_channel(
+        self, ref: ChannelRef, ttl_s: float | None
+    ) -> Coroutine[Any, Any, ChannelInfo]:
+        """The channel with a new expiry; raises ChannelsNotFound."""
+        return self._engine.renew_channel(ref, ttl_s)
+
+    def close_channel(self, ref: ChannelRef) -> Coroutine[Any, Any, None]:
+        """Close a channel: its subscriptions are answered 410; raises ChannelsNotFound."""
+        return self._engine.close_channel(ref)
+
+    def channel_info(self, ref: ChannelRef) -> Coroutine[Any, Any, ChannelInfo]:
+        """A channel's state; raises ChannelsNotFound."""
+        return self._engine.channel_info(ref)
+
+    def resolve(self, refs: Sequence[ChannelRef]) -> Coroutine[Any, Any, list[ChannelId]]:
+        """Ids of live channels, in the order given; raises ChannelsNotFound."""
+        return self._engine.resolve(refs)
+
+    async def count_subscribers(self, channel_id: ChannelId) -> SubscriberCount:
+        """A channel's parked polls: on every node of a shared engine (asked over the
+        engine, in a bounded time), else on this one."""
+        if isinstance(self._engine, Clustered):
+            return await self._engine.count_subscribers(channel_id)
+        local = self.subscribers(channel_id)
+        return SubscriberCount(local, local)
+
+    def health(self) -> EngineHealth | None:
+        """The engine's state as last seen, without I/O; None for an engine whose store
+        cannot be out of reach."""
+        return self._engine.health() if isinstance(self._engine, Monitored) else None
+
+    def cache_stats(self, leave_out: Collection[ChannelId] = ()) -> CacheStats | None:
+        """What the engine caches in this process, less `leave_out`; None when the cache
+        lives in a shared store (whose size is the store's own metric)."""
+        engine = self._engine
+        return engine.cache_stats(leave_out) if isinstance(engine, Measured) else None
+
+    # -- polls and streams -----------------------------------------------------------
+
+    def poll(
+        self, query: PollQuery, receiver: Receiver
+    ) -> Coroutine[Any, Any, Outcome | Subscription]:
         """The answer now, or the parked subscription that will deliver one to `receiver`."""
+        return self._subscribe(query, receiver, False)
+
+    def open_stream(
+        self, query: PollQuery, receiver: Receiver
+    ) -> Coroutine[Any, Any, tuple[PollOutcome, Subscription | None]]:
+        """A stream's start: what is cached now, and a subscription that stays parked
+        and delivers every later message to `receiver` (None once `end` has passed).
+
+        `query.timeout_s` plays no part: a stream lasts until its client leaves, its
+        channel closes or its `end` passes."""
+        return self._subscribe(query, receiver, True)
+
+    def cancel(self, sub: Subscription) -> None:
+        """The receiver went away: forget its subscription at once."""
+        self.waiters.remove((sub,))
+
+    def subscribers(self, channel_id: ChannelId) -> int:
+        """Subscriptions parked on this channel in this process."""
+        return self.waiters.count(channel_id)
+
+    def parked(self) -> int:
+        """Subscriptions parked in this process, polls and streams."""
+        return len(self.waiters)
+
+    def dismiss(self, subs: Sequence[Subscription]) -> None:
+        """Answer parked subscriptions now, empty (their timeout, or a server stopping),
+        each with the cursor past what this hub was told and past what its read
+        covered: a re-poll with it misses nothing and repeats nothing."""
+        self.waiters.remove(subs)
+        high_water = self._engine.high_water()
+        outcomes: dict[int, Outcome] = {}
+        for sub in subs:
+            cursor = max(high_water, sub.after)
+            outcome = outcomes.get(cursor)
+            if outcome is None:
+                outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
+            sub.receiver.deliver(outcome)
+
+    @overload
+    async def _subscribe(
+        self, query: PollQuery, receiver: Receiver, stream: Literal[False]
+    ) -> Outcome | Subscription: ...
+
+    @overload
+    async def _subscribe(
+        self, query: PollQuery, receiver: Receiver, stream: Literal[True]
+    ) -> tuple[PollOutcome, Subscription | None]: ...
+
+    async def _subscribe(
+        self, query: PollQuery, receiver: Receiver, stream: bool
+    ) -> Outcome | Subscription | tuple[PollOutcome, Subscription | None]:
+        """Read, then park: a poll with something to answer (or nothing to wait for)
+        is answered by its read; a stream sends its read and stays parked after it."""
         # An id and a name may denote the same channel: count it once.
-        channel_ids = list(dict.fromkeys(await self.engine.resolve(query.channels)))
+        channel_ids = list(dict.fromkeys(await self._engine.resolve(query.channels)))
         # A cursor above the store's high water (one this server never issued: a clock
         # set back) finds nothing and parks from the high water: it reads as
         # "everything from now on" and hides no later message.
         now = self._clock()
+        ended = query.end is not None and query.end <= now
         while True:
             resyncs = self._resyncs
-            result = await self.engine.read(channel_ids, query.since, query.start, query.end)
-            ended = query.end is not None and query.end <= now
-            if result.hits or result.gap or query.timeout_s == 0 or ended:
-                cursor = result.hits[-1][0].id if result.hits else result.high_water
-                return PollOutcome(result.hits, cursor, result.gap)
-            # A publication announced while the read was in flight, or a resync that
-            # started meanwhile (and so cannot know this poll), may have passed it by.
+            result = await self._engine.read(channel_ids, query.since, query.start, query.end)
+            if not stream and (result.hits or result.gap or query.timeout_s == 0 or ended):
+                return _outcome(result)
+            # Parked right after this read: a publication announced while it was in
+            # flight, or a resync that started meanwhile (and so cannot know this
+            # subscription), may have passed it by, so read again.
             if self._notified <= result.high_water and self._resyncs == resyncs:
                 break
-        wait_s = query.timeout_s
+        initial = _outcome(result) if stream else None
+        if initial is not None and ended:
+            return initial, None
+        # A stream waits until its `end` (forever without one), a poll its timeout too.
+        wait_s = math.inf if stream else query.timeout_s
         if query.end is not None:
             wait_s = min(wait_s, query.end - now)
         loop = asyncio.get_running_loop()
@@ -101,62 +231,11 @@ class Hub:
             math.inf if query.end is None else query.end,
             deadline,
             result.high_water,
+            stream=stream,
         )
         if deadline < self._timer_at:
             self._arm_timer(loop, deadline)
-        return sub
-
-    async def open_stream(
-        self, query: PollQuery, receiver: Receiver
-    ) -> tuple[PollOutcome, Subscription | None]:
-        """A stream's start: what is cached now, and a subscription that stays parked
-        and delivers every later message to `receiver` (None once `end` has passed).
-
-        `query.timeout_s` plays no part: a stream lasts until its client leaves, its
-        channel closes or its `end` passes."""
-        channel_ids = list(dict.fromkeys(await self.engine.resolve(query.channels)))
-        now = self._clock()
-        while True:
-            resyncs = self._resyncs
-            result = await self.engine.read(channel_ids, query.since, query.start, query.end)
-            # Parked right after this read: a publication announced while it was in
-            # flight would reach neither (as in `poll`), so read again.
-            if self._notified <= result.high_water and self._resyncs == resyncs:
-                break
-        cursor = result.hits[-1][0].id if result.hits else result.high_water
-        initial = PollOutcome(result.hits, cursor, result.gap)
-        if query.end is not None and query.end <= now:
-            return initial, None
-        loop = asyncio.get_running_loop()
-        deadline = math.inf if query.end is None else loop.time() + (query.end - now)
-        sub = self.waiters.park(
-            receiver,
-            tuple(sorted(channel_ids)),
-            -math.inf if query.start is None else query.start,
-            math.inf if query.end is None else query.end,
-            deadline,
-            result.high_water,
-            stream=True,
-        )
-        if deadline < self._timer_at:
-            self._arm_timer(loop, deadline)
-        return initial, sub
-
-    def cancel(self, sub: Subscription) -> None:
-        """The receiver went away: forget its subscription at once."""
-        self.waiters.remove((sub,))
-
-    def subscribers(self, channel_id: ChannelId) -> int:
-        return self.waiters.count(channel_id)
-
-    async def channel_info(self, ref: ChannelRef) -> tuple[ChannelInfo, SubscriberCount]:
-        """A channel's state and its parked polls: on every node of a shared engine
-        (asked over the engine, in a bounded time), else on this one."""
-        info = await self.engine.channel_info(ref)
-        if isinstance(self.engine, Clustered):
-            return info, await self.engine.count_subscribers(info.id)
-        local = self.subscribers(info.id)
-        return info, SubscriberCount(local, local)
+        return sub if initial is None else (initial, sub)
 
     # -- engine events ---------------------------------------------------------------
 
@@ -239,7 +318,7 @@ class Hub:
             if not any(sub.parked for sub in subs):
                 continue
             try:
-                result = await self.engine.read(
+                result = await self._engine.read(
                     channel_ids,
                     MessageId(after),
                     None if start == -math.inf else start,
@@ -251,12 +330,11 @@ class Hub:
                 continue
             live = [sub for sub in subs if sub.parked]
             if result.hits or result.gap:
-                cursor = result.hits[-1][0].id if result.hits else result.high_water
-                outcome = PollOutcome(result.hits, cursor, result.gap)
+                outcome = _outcome(result)
                 self.waiters.remove(sub for sub in live if not sub.stream)
                 for sub in live:
                     if sub.stream:
-                        sub.after = max(sub.after, cursor)
+                        sub.after = max(sub.after, outcome.cursor)
                     sub.receiver.deliver(outcome)
             else:
                 for sub in live:
@@ -285,20 +363,6 @@ class Hub:
         self._timer_at = when
         self._timer = loop.call_at(when, self._expire_due)
 
-    def release(self, subs: Sequence[Subscription]) -> None:
-        """Answer parked subscriptions now, empty (their timeout, or a server stopping),
-        each with the cursor past what this hub was told and past what its read
-        covered: a re-poll with it misses nothing and repeats nothing."""
-        self.waiters.remove(subs)
-        high_water = self.engine.high_water()
-        outcomes: dict[int, Outcome] = {}
-        for sub in subs:
-            cursor = max(high_water, sub.after)
-            outcome = outcomes.get(cursor)
-            if outcome is None:
-                outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
-            sub.receiver.deliver(outcome)
-
     def _expire_due(self) -> None:
         """Answer every subscription whose timeout or time range has run out."""
         self._timer = None
@@ -307,10 +371,16 @@ class Hub:
         # Timers may fire a hair early; answering a few ms early beats spinning.
         due = self.waiters.due(loop.time() + _TIMER_SLACK_S)
         if due:
-            self.release(due)
+            self.dismiss(due)
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)
+
+
+def _outcome(result: ReadResult) -> PollOutcome:
+    """A read's answer: its hits, with the cursor after the last (or the high water)."""
+    cursor = result.hits[-1][0].id if result.hits else result.high_water
+    return PollOutcome(result.hits, cursor, result.gap)
 
 
 def _closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:

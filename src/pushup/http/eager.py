@@ -8,7 +8,10 @@ saved 11-21 µs of server CPU per journaled publication (docs/benchmarks.md).
 
 A handler that needs a Task (`asyncio.current_task()`, which `asyncio.timeout` and
 redis-py's timeouts use) asks for one with a bare yield, `await asyncio.sleep(0)`: from
-then on a Task runs it. Handlers do not use contextvars, which a Task would carry.
+then on a Task runs it. Either way the handler keeps the context it started in: the
+connection sets the request being handled in a context variable
+(`observe.requests.current_request`) around the first step, and the done callbacks
+that step it on, like the Task that takes it over, copy that context when made.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""API errors: each knows its status, machine code and human sentence."""
+"""API errors: each knows its status, machine code and human sentence; and `answer`,
+the one place where the domain errors of core/errors.py become API errors."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from typing import Any
 
 import orjson
 
+from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+
+# Sent with every 503: the node (or the store behind it) may serve again in a moment.
+RETRY_SOON = (("Retry-After", "1"),)
+
 
 class ApiError(Exception):
-    """An error answered as `{"error": code, "detail": sentence, ...extra}`."""
+    """An error answered as `{"error": code, "detail": sentence, ...extra}`.
+
+    Subclasses set `status` and `code`; an answer to a domain error passes them."""
 
     status = 400
     code = "bad_request"
@@ -16,12 +24,22 @@ class ApiError(Exception):
     limit: str | None = None
 
     def __init__(
-        self, detail: str, *, headers: tuple[tuple[str, str], ...] = (), **extra: Any
+        self,
+        detail: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        status: int | None = None,
+        code: str | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers
         self.extra = extra
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
 
     def body(self) -> bytes:
         return orjson.dumps({"error": self.code, "detail": self.detail, **self.extra})
@@ -62,19 +80,9 @@ class NotFound(ApiError):
     code = "not_found"
 
 
-class ChannelNotFound(ApiError):
-    status = 404
-    code = "channel_not_found"
-
-
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
-
-
-class NameTakenError(ApiError):
-    status = 409
-    code = "name_taken"
 
 
 class TooManyChannels(ApiError):
@@ -132,8 +140,30 @@ class TooManyConnections(ApiError):
     limit = "connections"
 
 
-class EngineUnavailableError(ApiError):
-    """The shared store is out of reach: retry soon, nothing was done."""
+# -- answers to the domain errors ----------------------------------------------------
 
-    status = 503
-    code = "engine_unavailable"
+
+def answer(exc: BaseException) -> ApiError | None:
+    """The API's answer to a domain error raised by the hub or an engine; None for
+    anything else (an unexpected failure, which the caller logs)."""
+    if isinstance(exc, ChannelsNotFound):
+        return ApiError(
+            "unknown, expired or closed channels: " + ", ".join(map(str, exc.refs)),
+            status=404,
+            code="channel_not_found",
+            channels=exc.refs,
+        )
+    if isinstance(exc, NameTaken):
+        return ApiError(
+            f"a live channel is already named {exc.name!r}", status=409, code="name_taken"
+        )
+    if isinstance(exc, EngineUnavailable):
+        # Its own sentence names the store's internals: it is logged, never sent.
+        return store_unreachable("the message store is unreachable; retry shortly")
+    return None
+
+
+def store_unreachable(detail: str, **extra: Any) -> ApiError:
+    """503 `engine_unavailable`: the engine's store is out of reach, nothing was done;
+    retry soon, here or on another node."""
+    return ApiError(detail, status=503, code="engine_unavailable", headers=RETRY_SOON, **extra)

@@ -59,7 +59,7 @@ class BodyStream:
         self._size += len(data)
         self._wake()
         if self._size > _HIGH_WATER:
-            # Every time, not once: draining a pipelining backlog may resume reading.
+            # Every time, not once: parsing a held-back pipelining backlog may resume reading.
             self._paused = True
             self._pause()
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+from pushup.core.errors import EngineUnavailable
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
 from pushup.http import cors
@@ -22,21 +22,19 @@ from pushup.http.eager import Running, start_eagerly
 from pushup.http.errors import (
     ApiError,
     BadRequest,
-    ChannelNotFound,
-    EngineUnavailableError,
     HeadersTooLarge,
     InternalError,
-    NameTakenError,
     PayloadTooLarge,
     RequestTimeout,
     TooManySubscriptions,
+    answer,
 )
 from pushup.http.forward import BodyStream, Forward
 from pushup.http.limits import BODY, HEAD, IDLE, client_key
 from pushup.http.request import Request
 from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, Response, frame, frame_outcome
 from pushup.http.router import serves_itself
-from pushup.http.shutdown import release_polls
+from pushup.http.shutdown import dismiss_polls
 from pushup.http.stream import Stream
 from pushup.observe.requests import answered_error, current_request
 
@@ -96,7 +94,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._head_size = 0  # the same, counted exactly by the parser callbacks
         self._in_head = True
-        # Bytes received while too many requests wait; parsed once the queue drains.
+        # Bytes received while too many requests wait; parsed once the queue has room.
         self._backlog: bytearray | None = None
         # Complete requests not yet handled, or a final error to send in their turn.
         self._pending: deque[Request | ApiError] | None = None
@@ -297,7 +295,7 @@ class HttpConnection(asyncio.Protocol):
                         self._close()
                         return
                     self._handle(item)
-                if self._closed or not self._drain_backlog():
+                if self._closed or not self._parse_backlog():
                     break
             if not self._pending:
                 self._pending = None  # most connections never pipeline: keep them small
@@ -306,7 +304,7 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self._processing = False
 
-    def _drain_backlog(self) -> bool:
+    def _parse_backlog(self) -> bool:
         """Parse held-back bytes once the queue has room; True if there were any."""
         if self._backlog is None or (self._pending and len(self._pending) >= _MAX_PIPELINED):
             return False
@@ -351,7 +349,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             self._parked = reply
             if self._server.closing:  # answered at once, as every parked poll was
-                release_polls(self._server.hub, (reply,))
+                dismiss_polls(self._server.hub, (reply,))
         elif isinstance(reply, Outcome):
             self.deliver(reply)
         elif isinstance(reply, Stream):
@@ -428,7 +426,7 @@ class HttpConnection(asyncio.Protocol):
             self._stream.shutdown()
         self._close()
 
-    def drain(self) -> None:
+    def close_gracefully(self) -> None:
         """Graceful shutdown (shutdown.py): close now, unless a request is being
         received or handled; that one is answered first, then the connection closes."""
         if self._stream is None and (self._task is not None or self._current is not None):
@@ -612,17 +610,10 @@ class HttpConnection(asyncio.Protocol):
 def _api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, ChannelsNotFound):
-        return ChannelNotFound(
-            "unknown, expired or closed channels: " + ", ".join(map(str, exc.refs)),
-            channels=exc.refs,
-        )
-    if isinstance(exc, NameTaken):
-        return NameTakenError(f"a live channel is already named {exc.name!r}")
+    error = answer(exc)
+    if error is None:
+        log.error("unexpected error while handling a request", exc_info=exc)
+        return InternalError("the server failed to handle this request")
     if isinstance(exc, EngineUnavailable):
         log.debug("answered 503: %s", exc)  # the engine logs the outage itself, once
-        return EngineUnavailableError(
-            "the message store is unreachable; retry shortly", headers=(("Retry-After", "1"),)
-        )
-    log.error("unexpected error while handling a request", exc_info=exc)
-    return InternalError("the server failed to handle this request")
+    return error

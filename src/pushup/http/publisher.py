@@ -9,7 +9,6 @@ from pushup.http import params
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
-from pushup.observe import metrics
 
 
 def _channel(info: ChannelInfo) -> dict[str, Any]:
@@ -24,7 +23,7 @@ async def create_channel(request: Request, services: Services) -> Response:
     body = params.json_body(request.body, optional=True)
     params.only_fields(body, {"ttl", "name"})
     ttl_s, name = params.ttl(body), params.name(body)
-    info = await services.hub.engine.create_channel(ttl_s, name)
+    info = await services.hub.create_channel(ttl_s, name)
     return Response.json(201, _channel(info))
 
 
@@ -32,18 +31,19 @@ async def renew_channel(request: Request, services: Services, ref: str) -> Respo
     channel = params.path_channel(ref)
     body = params.json_body(request.body, optional=True)
     params.only_fields(body, {"ttl"})
-    info = await services.hub.engine.renew_channel(channel, params.ttl(body))
+    info = await services.hub.renew_channel(channel, params.ttl(body))
     return Response.json(200, _channel(info))
 
 
 async def close_channel(request: Request, services: Services, ref: str) -> Response:
-    await services.hub.engine.close_channel(params.path_channel(ref))
+    await services.hub.close_channel(params.path_channel(ref))
     return Response(204)
 
 
 async def channel_info(request: Request, services: Services, ref: str) -> Response:
     channel = params.path_channel(ref)
-    info, count = await services.hub.channel_info(channel)
+    info = await services.hub.channel_info(channel)
+    count = await services.hub.count_subscribers(info.id)
     last = None if info.last_message_id is None else str(info.last_message_id)
     body = {
         **_channel(info),
@@ -66,8 +66,7 @@ async def publish(request: Request, services: Services) -> Response:
         max_bytes=settings.max_message_bytes,
     )
     services.limits.check_publish(request, 1)
-    (message,) = await services.hub.engine.publish([item])
-    metrics.published(1)
+    (message,) = await services.hub.publish([item])
     return Response.json(201, _published(message))
 
 
@@ -79,6 +78,5 @@ async def publish_batch(request: Request, services: Services) -> Response:
         max_bytes=settings.max_message_bytes,
     )
     services.limits.check_publish(request, len(items))
-    messages = await services.hub.engine.publish(items)
-    metrics.published(len(messages))
+    messages = await services.hub.publish(items)
     return Response.json(201, {"messages": [_published(message) for message in messages]})

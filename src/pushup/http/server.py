@@ -52,7 +52,7 @@ class HttpServer:
         self.cors = cors
         self.closing = False
         # Set once stopping and the last connection has gone (http/shutdown.py).
-        self.drained = asyncio.Event()
+        self.all_closed = asyncio.Event()
         self._server: asyncio.Server | None = None
 
     def connection_made(self, conn: HttpConnection) -> None:
@@ -63,7 +63,7 @@ class HttpServer:
         self.connections.discard(conn)
         self.idle.forget(conn)
         if self.closing and not self.connections:
-            self.drained.set()
+            self.all_closed.set()
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +84,7 @@ class HttpServer:
         self.idle.stop()
 
     async def close(self) -> None:
-        """Stop accepting, then close every connection (at once: `shutdown.drain` first
+        """Stop accepting, then close every connection (at once: `shutdown.stop_gracefully` first
         lets them finish)."""
         self.stop_accepting()
         for conn in list(self.connections):

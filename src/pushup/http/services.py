@@ -1,4 +1,5 @@
-"""What handlers may use: the hub (and through it the engine) and the settings."""
+"""What handlers may use: the hub (their only way to channels and messages), the
+settings and the limits."""
 
 from __future__ import annotations
 

@@ -27,27 +27,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushup.http")
 
 
-def release_polls(hub: Hub, subs: Iterable[Subscription]) -> None:
+def dismiss_polls(hub: Hub, subs: Iterable[Subscription]) -> None:
     """Answer parked polls now, empty, each with the cursor a timeout would give it:
     past everything this hub was told of and everything its read covered, so a re-poll
     with it misses nothing and repeats nothing. Streams are left to their connection."""
     polls = [sub for sub in subs if sub.parked and not sub.stream]
     if polls:
-        hub.release(polls)
+        hub.dismiss(polls)
 
 
-async def drain(server: HttpServer, timeout_s: float) -> None:
+async def stop_gracefully(server: HttpServer, timeout_s: float) -> None:
     """Stop `server` gracefully, in at most about `timeout_s` seconds."""
     server.stop_accepting()
-    release_polls(server.hub, server.hub.waiters.all())
+    dismiss_polls(server.hub, server.hub.waiters.all())
     for conn in list(server.connections):
-        conn.drain()
+        conn.close_gracefully()
     busy = len(server.connections)
     if busy:
         log.debug("stopping: waiting up to %g s for %d connections", timeout_s, busy)
         try:
             async with asyncio.timeout(timeout_s):
-                await server.drained.wait()
+                await server.all_closed.wait()
         except TimeoutError:
             log.warning(
                 "stopping: %d connections still open after %g s: closing them",

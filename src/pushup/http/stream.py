@@ -34,8 +34,9 @@ class Stream:
         self._initial: PollOutcome | None = None
         self._transport: asyncio.Transport | None = None
         self._heartbeat: Heartbeat | None = None
-        # Deliveries that came before the socket was handed over (none do today: the
-        # handler returns as soon as the subscription is parked).
+        # Deliveries that came before the socket was handed over: a handler run by a
+        # Task (the Redis engine's) returns the stream through the Task's done
+        # callback, and the loop may run a fan-out to it before that callback.
         self._queued: list[Outcome] | None = None
         self._done = False  # no more messages: ending, or the peer has gone
 

@@ -3,14 +3,13 @@ browsers."""
 
 from __future__ import annotations
 
-from pushup.core.engine import Monitored
 from pushup.core.hub import PollQuery
 from pushup.core.model import MessageId, Outcome
 from pushup.core.waiters import Subscription
 from pushup.http import params
 from pushup.http.access import sse_stream, ws_stream
 from pushup.http.cors import Headers
-from pushup.http.errors import EngineUnavailableError, InvalidCursor, InvalidParameter
+from pushup.http.errors import InvalidCursor, InvalidParameter, store_unreachable
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
@@ -80,7 +79,7 @@ async def _authorized_query(request: Request, services: Services, grant: Grant |
         settings.max_channels_per_request,
     )
     if grant is not None:
-        query = await grant.authorize(query, services.hub.engine)
+        query = await grant.authorize(query, services.hub)
     return query
 
 
@@ -103,7 +102,7 @@ async def subscribe_sse(
     if resume is not None:
         query = PollQuery(query.channels, query.timeout_s, resume, query.start, query.end)
     if grant is not None:
-        query = await grant.authorize(query, services.hub.engine)
+        query = await grant.authorize(query, services.hub)
     stream = sse_stream(services.hub, grant, cors)
     await stream.open(query)
     if stream.sub is None and stream.nothing_cached():
@@ -146,14 +145,12 @@ def _last_event_id(request: Request, in_query: str | None) -> MessageId | None:
 async def health(request: Request, services: Services) -> Response:
     """200 while this node can serve; 503 naming the engine's state while its store is
     out of reach, so a load balancer sends the traffic to other nodes meanwhile."""
-    engine = services.hub.engine
-    if not isinstance(engine, Monitored):
+    report = services.hub.health()
+    if report is None:
         return Response.json(200, {"status": "ok"})
-    report = engine.health()
     if not report.ok:
-        raise EngineUnavailableError(
+        raise store_unreachable(
             "the message store is unreachable: this node cannot serve",
-            headers=(("Retry-After", "1"),),
             engine=dict(report.details),
         )
     return Response.json(200, {"status": "ok", "engine": dict(report.details)})

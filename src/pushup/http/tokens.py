@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import jwt
 
-from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound
-from pushup.core.hub import PollQuery
+from pushup.core.hub import Hub, PollQuery
 from pushup.core.model import ChannelRef
 from pushup.http import params
 from pushup.http.errors import ApiError, Forbidden, InvalidBody, InvalidParameter, Unauthorized
@@ -48,7 +47,7 @@ class Grant:
     channels: frozenset[ChannelRef]
     expires_at: float
 
-    async def authorize(self, query: PollQuery, engine: Engine) -> PollQuery:
+    async def authorize(self, query: PollQuery, hub: Hub) -> PollQuery:
         """The query if every channel it names is granted, else a 403 naming the others.
 
         A channel requested as named in the token passes as is. One requested by id
@@ -67,7 +66,7 @@ class Grant:
                 checked.append(ref)
                 continue
             try:
-                info = await engine.channel_info(ref)
+                info = await hub.channel_info(ref)
             except ChannelsNotFound:
                 refused.append(ref)
                 continue

@@ -15,19 +15,15 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from pushup.core.engine import Measured
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import ChannelId
 from pushup.observe.metrics import FIGURES
 from pushup.observe.peers import Peers
-
-if TYPE_CHECKING:
-    from pushup.core.hub import Hub
-    from pushup.http.server import HttpServer
+from pushup.observe.sources import ObservedHub, ObservedServer
 
 log = logging.getLogger("pushup.observe")
 
@@ -59,10 +55,6 @@ def set_identity(identity: Identity) -> None:
     _identity = identity
 
 
-def identity() -> Identity:
-    return _identity
-
-
 def current() -> Observer:
     """The running server's observer (one server per process)."""
     if _current is None:
@@ -71,7 +63,7 @@ def current() -> Observer:
 
 
 class Observer:
-    def __init__(self, hub: Hub, http: HttpServer, who: Identity | None = None) -> None:
+    def __init__(self, hub: ObservedHub, http: ObservedServer, who: Identity | None = None) -> None:
         who = who or _identity
         self.hub = hub
         self.http = http
@@ -115,17 +107,16 @@ class Observer:
             "worker": self.worker,
             "pid": os.getpid(),
             "time": time.time(),
-            "parked": len(self.hub.waiters),
+            "parked": self.hub.parked(),
             "connections": len(http.connections),
             "streams": len(http.heartbeat),
             "channels": None,
             "cached_messages": None,
             "cached_bytes": None,
         }
-        engine = self.hub.engine
-        if isinstance(engine, Measured):
-            # The figures are the users' data: the dashboard's own channel is left out.
-            stats = engine.cache_stats(() if self._channel_id is None else (self._channel_id,))
+        # The figures are the users' data: the dashboard's own channel is left out.
+        stats = self.hub.cache_stats(() if self._channel_id is None else (self._channel_id,))
+        if stats is not None:
             snapshot["channels"] = stats.channels
             snapshot["cached_messages"] = stats.messages
             snapshot["cached_bytes"] = stats.bytes
@@ -148,12 +139,12 @@ class Observer:
 
     async def ensure_stats_channel(self) -> None:
         """Create the stats channel if it does not exist, so a dashboard can subscribe."""
-        engine = self.hub.engine
+        hub = self.hub
         try:
-            info = await engine.create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
+            info = await hub.create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
             self._channel_id = info.id
         except NameTaken:
-            (self._channel_id,) = await engine.resolve([self.stats_channel])
+            (self._channel_id,) = await hub.resolve([self.stats_channel])
 
     def _tick(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
@@ -177,14 +168,15 @@ class Observer:
     async def _report(self) -> None:
         """Publish every worker's figures to the stats channel, for a dashboard parked
         on it in this worker."""
-        engine = self.hub.engine
+        hub = self.hub
         try:
             if self._channel_id is None:
-                (self._channel_id,) = await engine.resolve([self.stats_channel])
-                if not self.hub.subscribers(self._channel_id):
+                (self._channel_id,) = await hub.resolve([self.stats_channel])
+                if not hub.subscribers(self._channel_id):
                     return
             data = orjson.dumps({"workers": self.dashboard_figures()})
-            await engine.publish([((self._channel_id,), data)])
+            # Not counted as a publication: the figures are not the users' messages.
+            await hub.publish([((self._channel_id,), data)], counted=False)
         except ChannelsNotFound:
             self._channel_id = None  # not created yet, or closed, or expired
         except EngineUnavailable:

@@ -14,13 +14,9 @@ import logging
 import re
 import secrets
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
 
 from pushup.observe import metrics
-
-if TYPE_CHECKING:
-    from pushup.http.errors import ApiError
-    from pushup.http.request import Request
+from pushup.observe.sources import AnsweredError, ObservedRequest
 
 log = logging.getLogger("pushup.http")
 
@@ -31,14 +27,14 @@ _VALID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 _PREFIX = secrets.token_hex(4)
 _count = itertools.count(1)
 
-current_request: ContextVar[Request | None] = ContextVar("pushup_request", default=None)
+current_request: ContextVar[ObservedRequest | None] = ContextVar("pushup_request", default=None)
 
 
 def new_id() -> str:
     return f"{_PREFIX}-{next(_count):x}"
 
 
-def request_id(request: Request) -> str:
+def request_id(request: ObservedRequest) -> str:
     """The request's id: its valid `X-Request-Id`, else one made now and kept on it."""
     given = request.headers.get(_KEY)
     if given is not None and _VALID.fullmatch(given):
@@ -53,7 +49,7 @@ def current_id() -> str | None:
     return None if request is None else request_id(request)
 
 
-def answered_error(error: ApiError, *, in_request: bool = True) -> tuple[tuple[str, str], ...]:
+def answered_error(error: AnsweredError, *, in_request: bool = True) -> tuple[tuple[str, str], ...]:
     """An error is being answered: count it, log it, and give the headers it adds
     (`X-Request-Id`). `in_request=False` for errors found while parsing, before any
     request was handled: they get an id of their own."""

@@ -26,8 +26,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def hub(clock: FakeClock) -> AsyncIterator[Hub]:
-    engine = MemoryEngine(message_ttl_s=300.0, max_messages=100, channel_ttl_s=3600.0, clock=clock)
+def engine(clock: FakeClock) -> MemoryEngine:
+    return MemoryEngine(message_ttl_s=300.0, max_messages=100, channel_ttl_s=3600.0, clock=clock)
+
+
+@pytest.fixture
+async def hub(engine: MemoryEngine, clock: FakeClock) -> AsyncIterator[Hub]:
     hub = Hub(engine, clock=clock)
     await hub.start()
     yield hub
@@ -35,11 +39,11 @@ async def hub(clock: FakeClock) -> AsyncIterator[Hub]:
 
 
 async def channel(hub: Hub, name: str | None = None, ttl: float | None = None) -> ChannelId:
-    return (await hub.engine.create_channel(ttl, name)).id
+    return (await hub.create_channel(ttl, name)).id
 
 
 async def publish(hub: Hub, refs: Sequence[ChannelRef], data: Any = 1) -> Message:
-    (message,) = await hub.engine.publish([(refs, orjson.dumps(data))])
+    (message,) = await hub.publish([(refs, orjson.dumps(data))])
     return message
 
 
@@ -116,9 +120,11 @@ async def test_since_skips_what_the_client_has(hub: Hub) -> None:
     assert (message_ids(outcome), outcome.cursor) == ([m2.id], m2.id)
 
 
-async def test_a_gap_is_answered_at_once_even_when_empty(hub: Hub, clock: FakeClock) -> None:
+async def test_a_gap_is_answered_at_once_even_when_empty(
+    hub: Hub, engine: MemoryEngine, clock: FakeClock
+) -> None:
     a = await channel(hub)
-    before = hub.engine.high_water()
+    before = engine.high_water()
     m1 = await publish(hub, [a])
     clock.advance(301)  # past the message TTL
     outcome = await answer(hub, [a], since=before)
@@ -126,21 +132,25 @@ async def test_a_gap_is_answered_at_once_even_when_empty(hub: Hub, clock: FakeCl
     assert body(outcome) == {"messages": [], "cursor": str(m1.id), "gap": True}
 
 
-async def test_timeout_zero_answers_at_once_with_the_high_water(hub: Hub) -> None:
+async def test_timeout_zero_answers_at_once_with_the_high_water(
+    hub: Hub, engine: MemoryEngine
+) -> None:
     a = await channel(hub)
     b = await channel(hub)
     m1 = await publish(hub, [a])
     other = await publish(hub, [b])
     outcome = await answer(hub, [a], since=m1.id, timeout=0)
     assert body(outcome) == {"messages": [], "cursor": str(other.id), "gap": False}
-    assert outcome.cursor == hub.engine.high_water()
+    assert outcome.cursor == engine.high_water()
     assert hub.subscribers(a) == 0
 
 
-async def test_an_end_already_past_never_parks(hub: Hub, clock: FakeClock) -> None:
+async def test_an_end_already_past_never_parks(
+    hub: Hub, engine: MemoryEngine, clock: FakeClock
+) -> None:
     a = await channel(hub)
     outcome = await answer(hub, [a], end=clock.now - 1)
-    assert (outcome.hits, outcome.cursor) == ([], hub.engine.high_water())
+    assert (outcome.hits, outcome.cursor) == ([], engine.high_water())
     outcome = await answer(hub, [a], end=clock.now)
     assert outcome.hits == []
     assert hub.subscribers(a) == 0
@@ -177,7 +187,7 @@ async def test_a_poll_with_nothing_to_answer_parks(hub: Hub) -> None:
     assert sub.channels == (a, b)
     assert (sub.start, sub.end) == (-math.inf, math.inf)
     assert (hub.subscribers(a), hub.subscribers(b)) == (1, 1)
-    assert (await hub.channel_info(a))[1].total == 1
+    assert (await hub.count_subscribers(a)).total == 1
     assert receiver.outcomes == []
 
 
@@ -225,7 +235,7 @@ async def test_start_bounds_are_inclusive_for_parked_subscriptions(
     a = await channel(hub)
     clock.advance(5)
     exact, just_after = RecordingReceiver(), RecordingReceiver()
-    (m1,) = await hub.engine.publish([([a], b"0")])
+    (m1,) = await hub.publish([([a], b"0")])
     start = m1.time + 10
     await parked(hub, [a], exact, since=m1.id, start=start, end=start)
     await parked(hub, [a], just_after, since=m1.id, start=math.nextafter(start, math.inf))
@@ -274,7 +284,7 @@ async def test_a_batch_arrives_together(hub: Hub) -> None:
     c = await channel(hub)
     receiver = RecordingReceiver()
     await parked(hub, [a, b], receiver)
-    batch = await hub.engine.publish([([a], b"1"), ([c], b"2"), ([b, c], b"3")])
+    batch = await hub.publish([([a], b"1"), ([c], b"2"), ([b, c], b"3")])
     (outcome,) = receiver.outcomes
     assert isinstance(outcome, PollOutcome)
     assert outcome.hits == [(batch[0], (a,)), (batch[2], (b,))]
@@ -319,11 +329,11 @@ async def test_names_and_ids_of_one_channel_count_once(hub: Hub) -> None:
     assert outcome.hits == [(message, (a,))]
 
 
-async def test_a_cursor_from_the_future_reads_as_now(hub: Hub) -> None:
+async def test_a_cursor_from_the_future_reads_as_now(hub: Hub, engine: MemoryEngine) -> None:
     """A cursor this server never issued must not hide later messages."""
     a = await channel(hub)
     receiver = RecordingReceiver()
-    future = MessageId(hub.engine.high_water() + 10**9)
+    future = MessageId(engine.high_water() + 10**9)
     await parked(hub, [a], receiver, since=future)
     message = await publish(hub, [a])
     (outcome,) = receiver.outcomes
@@ -347,7 +357,7 @@ async def test_closing_a_channel_answers_410_with_the_closed_subscribed_channels
     await parked(hub, [a, b, c], on_abc)
     await parked(hub, [b], on_b)
     await parked(hub, [a], on_a)
-    await hub.engine.close_channel(b)
+    await hub.close_channel(b)
     for receiver in (on_abc, on_b):
         (outcome,) = receiver.outcomes
         assert outcome.status == 410
@@ -371,7 +381,7 @@ async def test_expiring_channels_answer_410(hub: Hub, clock: FakeClock) -> None:
     receiver = RecordingReceiver()
     await parked(hub, [a, b, c], receiver)
     clock.advance(11)
-    await hub.engine.resolve([c])  # any call lets the engine notice
+    await hub.resolve([c])  # any call lets the engine notice
     (outcome,) = receiver.outcomes
     assert outcome.status == 410
     assert body(outcome)["channels"] == sorted([a, b])
@@ -410,7 +420,7 @@ async def test_cancel_after_the_answer_leaves_the_others_parked(hub: Hub) -> Non
 # -- timeouts ------------------------------------------------------------------------------
 
 
-async def test_a_timeout_answers_empty_with_the_high_water(hub: Hub) -> None:
+async def test_a_timeout_answers_empty_with_the_high_water(hub: Hub, engine: MemoryEngine) -> None:
     a = await channel(hub)
     b = await channel(hub)
     receiver = RecordingReceiver()
@@ -419,7 +429,7 @@ async def test_a_timeout_answers_empty_with_the_high_water(hub: Hub) -> None:
     outcome = await receiver.next_outcome()
     assert isinstance(outcome, PollOutcome)
     assert body(outcome) == {"messages": [], "cursor": str(other.id), "gap": False}
-    assert outcome.cursor == hub.engine.high_water()
+    assert outcome.cursor == engine.high_water()
     assert hub.subscribers(a) == 0
     assert len(receiver.outcomes) == 1
 
@@ -437,13 +447,15 @@ async def test_timeouts_fire_in_deadline_order_and_spare_the_rest(hub: Hub) -> N
     assert message_ids(outcome) == [message.id]  # type: ignore[arg-type]
 
 
-async def test_an_end_passing_answers_a_parked_poll(hub: Hub, clock: FakeClock) -> None:
+async def test_an_end_passing_answers_a_parked_poll(
+    hub: Hub, engine: MemoryEngine, clock: FakeClock
+) -> None:
     a = await channel(hub)
     receiver = RecordingReceiver()
     await parked(hub, [a], receiver, timeout=LONG, end=clock.now + 0.05)
     outcome = await receiver.next_outcome()
     assert isinstance(outcome, PollOutcome)
-    assert (outcome.hits, outcome.cursor) == ([], hub.engine.high_water())
+    assert (outcome.hits, outcome.cursor) == ([], engine.high_water())
     assert hub.subscribers(a) == 0
 
 

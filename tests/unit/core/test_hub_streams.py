@@ -34,11 +34,11 @@ async def hub(clock: FakeClock) -> AsyncIterator[Hub]:
 
 
 async def channel(hub: Hub) -> ChannelId:
-    return (await hub.engine.create_channel(None, None)).id
+    return (await hub.create_channel(None, None)).id
 
 
 async def publish(hub: Hub, refs: Sequence[ChannelRef], data: Any = 1) -> Message:
-    (message,) = await hub.engine.publish([(refs, orjson.dumps(data))])
+    (message,) = await hub.publish([(refs, orjson.dumps(data))])
     return message
 
 
@@ -101,7 +101,7 @@ async def test_a_batch_the_cache_could_not_hold_is_no_gap_for_a_live_stream(hub:
     streamed, polled = RecordingReceiver(), RecordingReceiver()
     await stream(hub, [a], streamed)
     await hub.poll(PollQuery((a,), LONG), polled)
-    batch = await hub.engine.publish([([a], b"1")] * 5)  # more than max_messages
+    batch = await hub.publish([([a], b"1")] * 5)  # more than max_messages
     (for_stream,) = streamed.outcomes
     (for_poll,) = polled.outcomes
     assert isinstance(for_stream, PollOutcome) and isinstance(for_poll, PollOutcome)
@@ -122,7 +122,7 @@ async def test_a_closed_channel_ends_the_stream(hub: Hub) -> None:
     a, b = await channel(hub), await channel(hub)
     receiver = RecordingReceiver()
     _, sub = await stream(hub, [a, b], receiver)
-    await hub.engine.close_channel(b)
+    await hub.close_channel(b)
     (outcome,) = receiver.outcomes
     assert outcome.status == 410
     assert orjson.loads(outcome.body)["channels"] == [b]

@@ -16,7 +16,7 @@ import click
 from pushup import __version__
 from pushup.config import Settings
 from pushup.observe import logs
-from pushup.options import options
+from pushup.options import GROUPS, Option, options
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -30,7 +30,8 @@ class OneLineUsageError(click.UsageError):
 
 
 class SettingsCommand(click.Command):
-    """A command whose usage errors take one line."""
+    """A command whose `Settings` options are listed by group, each with its variable
+    and default, and whose usage errors take one line."""
 
     def make_context(
         self,
@@ -43,6 +44,38 @@ class SettingsCommand(click.Command):
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
             raise OneLineUsageError(exc.format_message(), exc.ctx) from None
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each group, then each option: its flag and variable on one line, its help
+        below (as manual pages do, so a help gets the whole width)."""
+        specs = options(Settings)
+        fields = {opt.field for opt in specs}
+        sections = [
+            (heading, [_help_row(opt) for opt in specs if opt.group == group])
+            for group, heading in GROUPS.items()
+        ]
+        others = [
+            (*record, "")
+            for param in self.get_params(ctx)
+            if param.name not in fields and (record := param.get_help_record(ctx)) is not None
+        ]
+        sections.append(("Other", others))
+        # One column for the variables of every group, so the groups line up.
+        width = max(len(term) for _, rows in sections for term, _, _ in rows)
+        for heading, rows in sections:
+            with formatter.section(heading):
+                for term, beside, below in rows:
+                    formatter.write(f"{'':>{formatter.current_indent}}{term:<{width}}  {beside}\n")
+                    if below:
+                        with formatter.indentation():
+                            formatter.write_text(below)
+
+
+def _help_row(opt: Option) -> tuple[str, str, str]:
+    """An option's flag, its variable (with the default, if any) and, below, its help."""
+    term = f"--[no-]{opt.name}" if opt.kind is bool else f"{opt.flag} {opt.metavar}"
+    default = opt.shown_default
+    return term, opt.env if default is None else f"{opt.env}={default}", opt.help
 
 
 def settings_options(command: _F) -> _F:
@@ -61,10 +94,14 @@ def main() -> None:
     """PushUp: an event-driven long-polling publish/subscribe server."""
 
 
-@main.command(cls=SettingsCommand)
+@main.command(cls=SettingsCommand, context_settings={"max_content_width": 100})
 @settings_options
 def serve(**flags: str | bool | None) -> None:
-    """Run the server."""
+    """Run the server.
+
+    Each option may be set by its PUSHUP_* variable instead, shown with its default;
+    a flag wins over its variable.
+    """
     from pushup.app import run
 
     try:

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from pushup import __version__
+from pushup.config import Settings
+from pushup.options import GROUPS, options
 from tests.conftest import ServerFactory
 from tests.helpers import wait_for
 
@@ -87,6 +89,28 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable(
 
 def test_an_unknown_flag_is_one_line() -> None:
     assert "--prot" in _one_line(_pushup("serve", "--prot", "7070"))
+
+
+def test_help_lists_every_option_under_a_group_with_its_variable() -> None:
+    result = _pushup("serve", "--help")
+    assert result.returncode == 0
+    heading = None
+    seen: dict[str, tuple[str, str]] = {}  # flag: (group, the rest of its line)
+    for line in result.stdout.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            heading = line.removesuffix(":")
+        elif line.startswith("  --"):
+            flag, _, rest = line.strip().partition(" ")
+            assert heading is not None, line
+            seen[flag.replace("--[no-]", "--")] = (heading, rest)
+    expected = {opt.flag: opt for opt in options(Settings)}
+    assert set(seen) == set(expected)
+    for flag, (group, rest) in seen.items():
+        opt = expected[flag]
+        assert group == GROUPS[opt.group]
+        default = "" if opt.shown_default is None else f"={opt.shown_default}"
+        assert rest.split()[-1] == opt.env + default, (flag, rest)
+    assert len(result.stdout.splitlines()) < 100
 
 
 def test_environment_sets_options(server_factory: ServerFactory) -> None:

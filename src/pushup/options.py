@@ -54,6 +54,8 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class _Declared:
+    """What `option()` was told; `options()` completes it from the field."""
+
     help: str
     group: str
     name: str | None
@@ -179,6 +181,7 @@ def build(cls: type[S], environ: Mapping[str, str], given: Mapping[str, Any]) ->
         raw = given.get(opt.field)
         where = opt.flag
         if raw is None:
+            # Blank is unset, as click has it: a unit file may blank a variable.
             raw = environ.get(opt.env) or None
             where = opt.env
         if raw is None:

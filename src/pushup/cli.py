@@ -1,141 +1,90 @@
-"""The `pushup` command: options and environment to Settings, then run."""
+"""The `pushup` command: options and environment to Settings, then run.
+
+The `serve` options are the `Settings` fields (see `pushup.options`): click only reads
+the flags, `Settings.from_env` adds the `PUSHUP_*` variables and the defaults and checks
+them, so an error names the flag or variable the value came from.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
 from pushup import __version__
-from pushup.config import DEFAULT_DATA_DIR, Settings, parse_cors_origins, parse_data_dir
+from pushup.config import Settings
 from pushup.observe import logs
+from pushup.options import GROUPS, Option, options
 
-_POSITIVE = click.FloatRange(min=0, min_open=True, max=1e9)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# The limits (http/limits.py), each named after its Settings field, so `serve` passes
-# them on as they come.
-_LIMIT_OPTIONS = [
-    click.option(
-        "--max-connections",
-        "max_connections",
-        envvar="PUSHUP_MAX_CONNECTIONS",
-        type=click.IntRange(min=1),
-        default=18_000,
-        show_default=True,
-        help="Open connections per worker process, below the open-files limit; past it a "
-        "new connection is answered 503 too_many_connections and closed.",
-    ),
-    click.option(
-        "--max-parked-per-ip",
-        "max_parked_per_ip",
-        envvar="PUSHUP_MAX_PARKED_PER_IP",
-        type=click.IntRange(min=0),
-        default=1000,
-        show_default=True,
-        help="Parked polls and open streams per client address and worker, past which "
-        "429 too_many_subscriptions; 0: no limit. Loopback peers (a proxy on this "
-        "host) are not limited, unless --trust-forwarded-for.",
-    ),
-    click.option(
-        "--trust-forwarded-for/--no-trust-forwarded-for",
-        "trust_forwarded_for",
-        envvar="PUSHUP_TRUST_FORWARDED_FOR",
-        default=False,
-        show_default=True,
-        help="Count the clients of a proxy on this host (a loopback peer) by the last "
-        "X-Forwarded-For entry, for --max-parked-per-ip.",
-    ),
-    click.option(
-        "--header-timeout",
-        "header_timeout_s",
-        envvar="PUSHUP_HEADER_TIMEOUT",
-        type=_POSITIVE,
-        default=10.0,
-        show_default=True,
-        help="Seconds to receive a request's line and headers once it began; then 408.",
-    ),
-    click.option(
-        "--body-timeout",
-        "body_timeout_s",
-        envvar="PUSHUP_BODY_TIMEOUT",
-        type=_POSITIVE,
-        default=30.0,
-        show_default=True,
-        help="Seconds to receive a request's body once its headers are in; then 408.",
-    ),
-    click.option(
-        "--max-header-bytes",
-        "max_header_bytes",
-        envvar="PUSHUP_MAX_HEADER_BYTES",
-        type=click.IntRange(min=1024),
-        default=64 * 1024,
-        show_default=True,
-        help="Bytes of a request's line and headers; past it 431 headers_too_large.",
-    ),
-    click.option(
-        "--max-body-bytes",
-        "max_body_bytes",
-        envvar="PUSHUP_MAX_BODY_BYTES",
-        type=click.IntRange(min=1024),
-        default=1024 * 1024,
-        show_default=True,
-        help="Bytes of a request body; past it 413 payload_too_large.",
-    ),
-    click.option(
-        "--max-message-bytes",
-        "max_message_bytes",
-        envvar="PUSHUP_MAX_MESSAGE_BYTES",
-        type=click.IntRange(min=1),
-        default=1024 * 1024,
-        show_default=True,
-        help="Bytes of one message's data (as JSON); past it 413 message_too_large.",
-    ),
-    click.option(
-        "--max-channels-per-request",
-        "max_channels_per_request",
-        envvar="PUSHUP_MAX_CHANNELS_PER_REQUEST",
-        type=click.IntRange(min=1),
-        default=100,
-        show_default=True,
-        help="Channels one poll, stream or publication may name; past it 400 too_many_channels.",
-    ),
-    click.option(
-        "--publish-rate",
-        "publish_rate",
-        envvar="PUSHUP_PUBLISH_RATE",
-        type=click.FloatRange(min=0, max=1e9),
-        default=0.0,
-        show_default=True,
-        help="Messages a second per publisher (per key sent, else per address), past "
-        "which 429 rate_limited; 0: no limit.",
-    ),
-    click.option(
-        "--publish-burst",
-        "publish_burst",
-        envvar="PUSHUP_PUBLISH_BURST",
-        type=click.IntRange(min=0),
-        default=0,
-        show_default=True,
-        help="Messages a publisher may send at once above --publish-rate; 0: one second's worth.",
-    ),
-    click.option(
-        "--max-cache-bytes",
-        "max_cache_bytes",
-        envvar="PUSHUP_MAX_CACHE_BYTES",
-        type=click.IntRange(min=1024),
-        default=256 * 1024 * 1024,
-        show_default=True,
-        help="Bytes of message data cached over all channels; past it the oldest "
-        "messages are dropped first (subscribers see gap: true).",
-    ),
-]
+
+class OneLineUsageError(click.UsageError):
+    """A usage error said in one line, without the usage and hint click adds: the bad
+    flag or variable and what is wrong with it."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
 
 
-def _limit_options(command: _F) -> _F:
-    for option in reversed(_LIMIT_OPTIONS):
-        command = option(command)
+class SettingsCommand(click.Command):
+    """A command whose `Settings` options are listed by group, each with its variable
+    and default, and whose usage errors take one line."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), exc.ctx) from None
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each group, then each option: its flag and variable on one line, its help
+        below (as manual pages do, so a help gets the whole width)."""
+        specs = options(Settings)
+        fields = {opt.field for opt in specs}
+        sections = [
+            (heading, [_help_row(opt) for opt in specs if opt.group == group])
+            for group, heading in GROUPS.items()
+        ]
+        others = [
+            (*record, "")
+            for param in self.get_params(ctx)
+            if param.name not in fields and (record := param.get_help_record(ctx)) is not None
+        ]
+        sections.append(("Other", others))
+        # One column for the variables of every group, so the groups line up.
+        width = max(len(term) for _, rows in sections for term, _, _ in rows)
+        for heading, rows in sections:
+            with formatter.section(heading):
+                for term, beside, below in rows:
+                    formatter.write(f"{'':>{formatter.current_indent}}{term:<{width}}  {beside}\n")
+                    if below:
+                        with formatter.indentation():
+                            formatter.write_text(below)
+
+
+def _help_row(opt: Option) -> tuple[str, str, str]:
+    """An option's flag, its variable (with the default, if any) and, below, its help."""
+    term = f"--[no-]{opt.name}" if opt.kind is bool else f"{opt.flag} {opt.metavar}"
+    default = opt.shown_default
+    return term, opt.env if default is None else f"{opt.env}={default}", opt.help
+
+
+def settings_options(command: _F) -> _F:
+    """Add a flag for each `Settings` option, passed on by field name; None when absent
+    (click reads no variables: `Settings.from_env` does)."""
+    for opt in reversed(options(Settings)):
+        flag = f"{opt.flag}/--no-{opt.name}" if opt.kind is bool else opt.flag
+        add = click.option(flag, opt.field, default=None, metavar=opt.metavar, help=opt.help)
+        command = add(command)
     return command
 
 
@@ -145,228 +94,21 @@ def main() -> None:
     """PushUp: an event-driven long-polling publish/subscribe server."""
 
 
-@main.command()
-@click.option(
-    "--host",
-    envvar="PUSHUP_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on.",
-)
-@click.option(
-    "--port",
-    envvar="PUSHUP_PORT",
-    type=click.IntRange(0, 65535),
-    default=7070,
-    show_default=True,
-    help="Port to listen on.",
-)
-@click.option(
-    "--message-ttl",
-    envvar="PUSHUP_MESSAGE_TTL",
-    type=_POSITIVE,
-    default=300.0,
-    show_default=True,
-    help="Seconds a published message stays cached.",
-)
-@click.option(
-    "--max-messages",
-    envvar="PUSHUP_MAX_MESSAGES",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Messages cached per channel; the oldest are dropped first.",
-)
-@click.option(
-    "--channel-ttl",
-    envvar="PUSHUP_CHANNEL_TTL",
-    type=_POSITIVE,
-    default=3600.0,
-    show_default=True,
-    help="Seconds without activity before a channel expires.",
-)
-@click.option(
-    "--max-timeout",
-    envvar="PUSHUP_MAX_TIMEOUT",
-    type=_POSITIVE,
-    default=300.0,
-    show_default=True,
-    help="Longest poll timeout a subscriber may ask for.",
-)
-@click.option(
-    "--publisher-key",
-    envvar="PUSHUP_PUBLISHER_KEY",
-    default=None,
-    help="Bearer key publishers must send; without it only loopback may publish.",
-)
-@click.option(
-    "--keepalive-timeout",
-    envvar="PUSHUP_KEEPALIVE_TIMEOUT",
-    type=_POSITIVE,
-    default=75.0,
-    show_default=True,
-    help="Seconds an idle keep-alive connection stays open.",
-)
-@click.option(
-    "--ping-interval",
-    envvar="PUSHUP_PING_INTERVAL",
-    type=_POSITIVE,
-    default=20.0,
-    show_default=True,
-    help="Seconds between keep-alive pings on SSE and WebSocket streams; a WebSocket "
-    "peer that answers none of two is closed.",
-)
-@click.option(
-    "--fd",
-    envvar="PUSHUP_FD",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Serve on this already bound, listening socket instead of host:port.",
-)
-@click.option(
-    "--engine",
-    envvar="PUSHUP_ENGINE",
-    default="memory://",
-    show_default=True,
-    help="Where channels and messages live: memory:// (this process) or "
-    "redis://host:port/db (shared by every node using that Redis).",
-)
-@click.option(
-    "--workers",
-    envvar="PUSHUP_WORKERS",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Worker processes sharing the port, one per core; above 1 needs --engine redis://.",
-)
-@click.option(
-    "--data-dir",
-    envvar="PUSHUP_DATA_DIR",
-    default=DEFAULT_DATA_DIR,
-    show_default=True,
-    help="Directory where the embedded engine keeps channels and messages across "
-    "restarts (locked: one server per directory); 'none' keeps nothing. Unused with "
-    "--engine redis://, where Redis keeps them.",
-)
-@click.option(
-    "--upstream",
-    envvar="PUSHUP_UPSTREAM",
-    default=None,
-    help="The web app behind PushUp, e.g. http://127.0.0.1:8000: every request PushUp "
-    "does not answer itself is passed on to it (reverse-proxy mode).",
-)
-@click.option(
-    "--upstream-connect-timeout",
-    envvar="PUSHUP_UPSTREAM_CONNECT_TIMEOUT",
-    type=_POSITIVE,
-    default=5.0,
-    show_default=True,
-    help="Seconds to connect to the upstream before answering 504.",
-)
-@click.option(
-    "--upstream-timeout",
-    envvar="PUSHUP_UPSTREAM_TIMEOUT",
-    type=_POSITIVE,
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for the upstream's answer, and between two reads of its body, "
-    "before answering 504 (or cutting the response short).",
-)
-@click.option(
-    "--subscriber-secret",
-    envvar="PUSHUP_SUBSCRIBER_SECRET",
-    default=None,
-    help="HS256 secret (32 bytes or more) of the JWTs every subscriber must then present "
-    "(claims: channels, exp); better given as PUSHUP_SUBSCRIBER_SECRET, which other "
-    "local users cannot read in the process list.",
-)
-@click.option(
-    "--cors-origins",
-    envvar="PUSHUP_CORS_ORIGINS",
-    default="",
-    help="Comma-separated web origins (https://app.example) whose pages may read polls "
-    "and streams from another origin, or * for any; default: none (no CORS headers).",
-)
-@click.option(
-    "--shutdown-timeout",
-    envvar="PUSHUP_SHUTDOWN_TIMEOUT",
-    type=_POSITIVE,
-    default=10.0,
-    show_default=True,
-    help="Seconds a stop (SIGTERM) waits for requests in flight before closing the rest.",
-)
-@click.option(
-    "--log-level",
-    envvar="PUSHUP_LOG_LEVEL",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-@click.option(
-    "--log-format",
-    envvar="PUSHUP_LOG_FORMAT",
-    default="text",
-    show_default=True,
-    type=click.Choice(["text", "json"]),
-    help="text, or json: one JSON object per line (time, level, logger, message, pid, "
-    "worker, request_id and extra fields).",
-)
-@_limit_options
-def serve(
-    host: str,
-    port: int,
-    message_ttl: float,
-    max_messages: int,
-    channel_ttl: float,
-    max_timeout: float,
-    publisher_key: str | None,
-    keepalive_timeout: float,
-    ping_interval: float,
-    fd: int | None,
-    engine: str,
-    data_dir: str,
-    workers: int,
-    upstream: str | None,
-    upstream_connect_timeout: float,
-    upstream_timeout: float,
-    subscriber_secret: str | None,
-    cors_origins: str,
-    shutdown_timeout: float,
-    log_level: str,
-    log_format: str,
-    **limits: Any,
-) -> None:
-    """Run the server."""
+@main.command(cls=SettingsCommand, context_settings={"max_content_width": 100})
+@settings_options
+def serve(**flags: str | bool | None) -> None:
+    """Run the server.
+
+    Each option may be set by its PUSHUP_* variable instead, shown with its default;
+    a flag wins over its variable.
+    """
     from pushup.app import run
 
     try:
-        settings = Settings(
-            host=host,
-            port=port,
-            message_ttl_s=message_ttl,
-            max_messages=max_messages,
-            channel_ttl_s=channel_ttl,
-            max_timeout_s=max_timeout,
-            publisher_key=publisher_key,
-            keepalive_timeout_s=keepalive_timeout,
-            ping_interval_s=ping_interval,
-            fd=fd,
-            log_level=log_level,
-            log_format=log_format,
-            engine_url=engine,
-            data_dir=parse_data_dir(data_dir),
-            workers=workers,
-            upstream_url=upstream or None,
-            upstream_connect_timeout_s=upstream_connect_timeout,
-            upstream_timeout_s=upstream_timeout,
-            subscriber_secret=subscriber_secret or None,
-            cors_origins=parse_cors_origins(cors_origins),
-            shutdown_timeout_s=shutdown_timeout,
-            **limits,
-        )
+        settings = Settings.from_env(os.environ, flags)
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    logs.setup(log_level, log_format)
+        raise OneLineUsageError(str(exc)) from None
+    logs.setup(settings.log_level, settings.log_format)
     if settings.workers > 1:
         from pushup.supervisor import supervise
 

@@ -1,11 +1,31 @@
-"""Settings: every tunable in one frozen, checked object, built once by the CLI."""
+"""Settings: every tunable in one frozen, checked object, built once by the CLI.
+
+Each field is declared once, with its help, group and check (`pushup.options.option`):
+the `pushup serve` flags, their `PUSHUP_*` variables and the grouped help come from it.
+Errors are phrased to follow a name, so the same check reads `port must be ...` from
+Python and `--port must be ...` or `PUSHUP_PORT must be ...` from the command line.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from pushup.options import (
+    SettingError,
+    at_least,
+    between,
+    build,
+    none_if_empty,
+    not_empty,
+    not_negative,
+    option,
+    seconds,
+    validate,
+)
 
 # Engines by URL scheme: the embedded one, or Redis shared by several nodes.
 MEMORY_SCHEMES = ("memory",)
@@ -15,143 +35,18 @@ DEFAULT_DATA_DIR = "pushup-data"
 NO_DATA_DIR = "none"
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 7070
-    message_ttl_s: float = 300.0
-    max_messages: int = 1000
-    channel_ttl_s: float = 3600.0
-    max_timeout_s: float = 300.0
-    publisher_key: str | None = None
-    keepalive_timeout_s: float = 75.0
-    # Seconds between keep-alive pings on SSE and WebSocket streams.
-    ping_interval_s: float = 20.0
-    max_body_bytes: int = 1024 * 1024
-    max_header_bytes: int = 64 * 1024
-    # An already bound, listening socket to serve on instead of host:port.
-    fd: int | None = None
-    log_level: str = "info"
-    # `text`, or `json`: one object per line (observe/logs.py).
-    log_format: str = "text"
-    # Where channels and messages live: `memory://` (this process) or
-    # `redis://host:port/db` (shared by every node on that Redis).
-    engine_url: str = "memory://"
-    # Where the embedded engine journals channels and messages so that a restart loses
-    # nothing (None: memory only). Unused with Redis, which keeps them itself.
-    data_dir: Path | None = Path(DEFAULT_DATA_DIR)
-    # Worker processes on one port (SO_REUSEPORT); above 1 needs a shared engine.
-    workers: int = 1
-    # The web app behind PushUp (`http://host:port`): every request PushUp does not
-    # answer itself is passed on to it (reverse-proxy mode). None: answered 404.
-    upstream_url: str | None = None
-    upstream_connect_timeout_s: float = 5.0
-    # Longest wait for the upstream's answer, and between two reads of its body.
-    upstream_timeout_s: float = 60.0
-    # -- limits (http/limits.py): what one client may hold or send ---------------------
-    # Open connections per process, below the open-files limit (20,000 here); past it a
-    # new connection is answered 503 and closed.
-    max_connections: int = 18_000
-    # Parked polls and open streams per client address (0: no limit); loopback peers
-    # (a proxy on this host) are not limited unless `trust_forwarded_for`.
-    max_parked_per_ip: int = 1000
-    # Count a loopback proxy's clients by the last X-Forwarded-For entry.
-    trust_forwarded_for: bool = False
-    # Seconds to receive a request head once it began, and its body once the head is in.
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    # Bytes of one message's JSON data, and channels named by one request.
-    max_message_bytes: int = 1024 * 1024
-    max_channels_per_request: int = 100
-    # Messages a second per publisher (its key, else its address); 0: no limit. The
-    # burst is how many may come at once (0: one second's worth).
-    publish_rate: float = 0.0
-    publish_burst: int = 0
-    # Bytes of message data the cache holds over all channels; the oldest go first.
-    max_cache_bytes: int = 256 * 1024 * 1024
-    # -- access and shutdown (http/tokens.py, http/cors.py, http/shutdown.py) ----------
-    # The HS256 secret subscriber tokens are signed with; None: subscribers need none.
-    subscriber_secret: str | None = None
-    # Web origins (`https://app.example`) whose pages may read subscriber answers;
-    # ("*",): any; (): no CORS headers at all.
-    cors_origins: tuple[str, ...] = ()
-    # Seconds a stop (SIGTERM) waits for requests in flight before closing what remains.
-    shutdown_timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        _positive("message_ttl", self.message_ttl_s)
-        _positive("channel_ttl", self.channel_ttl_s)
-        _positive("max_timeout", self.max_timeout_s)
-        _positive("keepalive_timeout", self.keepalive_timeout_s)
-        _positive("ping_interval", self.ping_interval_s)
-        if self.max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
-        if self.publisher_key == "":
-            raise ValueError("publisher_key must not be empty")
-        check_engine_url(self.engine_url)
-        if self.log_format not in ("text", "json"):
-            raise ValueError("log_format must be text or json")
-        if self.workers < 1:
-            raise ValueError("workers must be at least 1")
-        if self.upstream_url is not None:
-            check_upstream_url(self.upstream_url)
-        _positive("upstream_connect_timeout", self.upstream_connect_timeout_s)
-        _positive("upstream_timeout", self.upstream_timeout_s)
-        self._check_limits()
-        self._check_access()
-        if self.workers > 1 and urlsplit(self.engine_url).scheme in MEMORY_SCHEMES:
-            raise ValueError(
-                "workers above 1 need a shared engine: the embedded engine keeps channels "
-                "and messages inside one process; use --engine redis://host:port/db"
-            )
-
-    def _check_limits(self) -> None:
-        _positive("header_timeout", self.header_timeout_s)
-        _positive("body_timeout", self.body_timeout_s)
-        for name in ("max_connections", "max_message_bytes", "max_channels_per_request"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        for name in ("max_body_bytes", "max_header_bytes", "max_cache_bytes"):
-            if getattr(self, name) < 1024:
-                raise ValueError(f"{name} must be at least 1024")
-        if self.max_parked_per_ip < 0 or self.publish_burst < 0:
-            raise ValueError("max_parked_per_ip and publish_burst must not be negative")
-        if not (self.publish_rate >= 0 and math.isfinite(self.publish_rate)):
-            raise ValueError("publish_rate must be a number of messages a second, 0 for none")
-
-    def _check_access(self) -> None:
-        if self.subscriber_secret is not None and len(self.subscriber_secret.encode()) < 32:
-            # RFC 7518 §3.2: an HS256 key has at least the hash's 256 bits.
-            raise ValueError("subscriber_secret must be at least 32 bytes long")
-        for origin in self.cors_origins:
-            check_origin(origin)
-        _positive("shutdown_timeout", self.shutdown_timeout_s)
-
-    @property
-    def default_timeout_s(self) -> float:
-        """The poll timeout when a request gives none: 50 s, as common long polls use."""
-        return min(50.0, self.max_timeout_s)
-
-
-def _positive(name: str, value: float) -> None:
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive number of seconds")
-
-
 def parse_data_dir(value: str) -> Path | None:
     """A `--data-dir` value: a directory, or None for `none` (no persistence)."""
     if value.strip().lower() == NO_DATA_DIR:
         return None
     if not value.strip():
-        raise ValueError(f"data_dir must name a directory, or be {NO_DATA_DIR} to keep nothing")
+        raise ValueError(f"must name a directory, or be {NO_DATA_DIR} to keep nothing")
     return Path(value)
 
 
 def check_engine_url(url: str) -> None:
     """Reject an engine URL no engine takes, naming what would be accepted."""
-    usage = "engine must be memory:// or redis://host:port/db"
+    usage = "must be memory:// or redis://host:port/db"
     try:
         parts = urlsplit(url)
         _port = parts.port  # raises ValueError unless a number in range
@@ -177,7 +72,7 @@ def check_engine_url(url: str) -> None:
 
 def check_upstream_url(url: str) -> None:
     """Reject an upstream URL that names no web app to pass requests to."""
-    usage = "upstream must be http://host:port (or https://), optionally with a path prefix"
+    usage = "must be http://host:port (or https://), optionally with a path prefix"
     try:
         parts = urlsplit(url)
         _port = parts.port  # raises ValueError unless a number in range
@@ -192,25 +87,29 @@ def check_upstream_url(url: str) -> None:
 def parse_cors_origins(value: str) -> tuple[str, ...]:
     """A `--cors-origins` value: comma-separated origins, `*` for any, empty for none."""
     origins = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    if "*" in origins and len(origins) > 1:
-        raise ValueError("cors_origins is either * or a list of origins, not both")
-    for origin in origins:
-        check_origin(origin)
+    check_cors_origins(origins)
     return origins
 
 
-def check_origin(origin: str) -> None:
-    """An origin as browsers send it: scheme://host[:port], lower case, no path, no
-    default port; anything else would never match and fail silently."""
-    if origin == "*":
-        return
-    usage = f"a CORS origin is scheme://host[:port] as browsers send it, not {origin!r}"
+def check_cors_origins(origins: tuple[str, ...]) -> None:
+    """Either `*` alone or origins as browsers send them: scheme://host[:port], lower
+    case, no path, no default port; anything else would never match and fail silently."""
+    if "*" in origins and len(origins) > 1:
+        raise ValueError("must be either * or a list of origins, not both")
+    for origin in origins:
+        if origin != "*" and not _is_origin(origin):
+            raise ValueError(
+                f"must list origins as browsers send them, scheme://host[:port], not {origin!r}"
+            )
+
+
+def _is_origin(origin: str) -> bool:
     try:
         parts = urlsplit(origin)
         port = parts.port
     except ValueError:
-        raise ValueError(usage) from None
-    if (
+        return False
+    return not (
         not parts.scheme
         or not parts.hostname
         or parts.path
@@ -220,5 +119,245 @@ def check_origin(origin: str) -> None:
         or parts.password
         or origin != origin.lower()
         or (parts.scheme, port) in (("http", 80), ("https", 443))
-    ):
-        raise ValueError(usage)
+    )
+
+
+def _rate(value: float) -> None:
+    if not (0 <= value <= 1e9):  # also false for NaN
+        raise ValueError("must be a number of messages a second up to 1e9, 0 for none")
+
+
+def _hs256_secret(value: str) -> None:
+    # RFC 7518 §3.2: an HS256 key has at least the hash's 256 bits.
+    if len(value.encode()) < 32:
+        raise ValueError("must be at least 32 bytes long")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every `pushup serve` option, one field each (see `pushup.options`), checked once."""
+
+    # -- server ------------------------------------------------------------------------
+    host: str = option("127.0.0.1", "Address to listen on.", group="server", metavar="HOST")
+    port: int = option(
+        7070, "Port to listen on.", group="server", check=between(0, 65535), metavar="PORT"
+    )
+    # Shared by every worker of `--workers N`.
+    fd: int | None = option(
+        None,
+        "Serve on this bound, listening socket instead of host:port.",
+        group="server",
+        check=not_negative,
+        metavar="FD",
+    )
+    keepalive_timeout_s: float = option(
+        75.0, "Seconds an idle keep-alive connection stays open.", group="server", check=seconds
+    )
+    ping_interval_s: float = option(
+        20.0,
+        "Seconds between stream pings; a WebSocket answering none of two is closed.",
+        group="server",
+        check=seconds,
+    )
+    # Parked polls are answered at once with their cursor; the rest may finish.
+    shutdown_timeout_s: float = option(
+        10.0,
+        "Seconds a stop (SIGTERM) waits for requests in flight.",
+        group="server",
+        check=seconds,
+    )
+    # None: requests PushUp does not answer itself get 404.
+    upstream_url: str | None = option(
+        None,
+        "The web app (http://host:port) that gets requests PushUp does not answer.",
+        group="server",
+        name="upstream",
+        parse=none_if_empty,
+        check=check_upstream_url,
+        metavar="URL",
+    )
+    upstream_connect_timeout_s: float = option(
+        5.0, "Seconds to connect to the upstream; then 504.", group="server", check=seconds
+    )
+    # Past it a response already begun is cut short.
+    upstream_timeout_s: float = option(
+        60.0,
+        "Seconds to wait for the upstream's answer or its next body read; then 504.",
+        group="server",
+        check=seconds,
+    )
+    # -- cache -------------------------------------------------------------------------
+    message_ttl_s: float = option(
+        300.0, "Seconds a published message stays cached.", group="cache", check=seconds
+    )
+    max_messages: int = option(
+        1000, "Messages cached per channel; the oldest go first.", group="cache", check=at_least(1)
+    )
+    channel_ttl_s: float = option(
+        3600.0, "Seconds without activity before a channel expires.", group="cache", check=seconds
+    )
+    # Subscribers that miss dropped messages see `gap: true`.
+    max_cache_bytes: int = option(
+        256 * 1024 * 1024,
+        "Bytes of message data cached over all channels; the oldest go first.",
+        group="cache",
+        check=at_least(1024),
+    )
+    # Locked: one server per directory. None: memory only. Redis keeps its data itself.
+    data_dir: Path | None = option(  # noqa: RUF009 (option() is a dataclasses.field)
+        Path(DEFAULT_DATA_DIR),
+        f"Where the embedded engine keeps its data across restarts; {NO_DATA_DIR}: nowhere.",
+        group="cache",
+        parse=parse_data_dir,
+        metavar="DIR",
+    )
+    # -- limits (http/limits.py): what one client may hold or send ---------------------
+    max_timeout_s: float = option(
+        300.0, "Longest poll timeout a subscriber may ask for.", group="limits", check=seconds
+    )
+    # Per process, below the open-files limit (20,000 here).
+    max_connections: int = option(
+        18_000,
+        "Open connections per worker; past it a new one gets 503 and is closed.",
+        group="limits",
+        check=at_least(1),
+    )
+    # Loopback peers (a proxy on this host) are not limited, unless trust_forwarded_for.
+    max_parked_per_ip: int = option(
+        1000,
+        "Polls and streams held per client address and worker (429); 0: no limit.",
+        group="limits",
+        check=not_negative,
+    )
+    trust_forwarded_for: bool = option(
+        False,
+        "Count a proxy's clients on loopback by their X-Forwarded-For address.",
+        group="limits",
+    )
+    header_timeout_s: float = option(
+        10.0,
+        "Seconds to receive a request's line and headers once begun; then 408.",
+        group="limits",
+        check=seconds,
+    )
+    body_timeout_s: float = option(
+        30.0,
+        "Seconds to receive a request's body once its headers are in; then 408.",
+        group="limits",
+        check=seconds,
+    )
+    max_header_bytes: int = option(
+        64 * 1024,
+        "Bytes of a request's line and headers; past it 431.",
+        group="limits",
+        check=at_least(1024),
+    )
+    max_body_bytes: int = option(
+        1024 * 1024, "Bytes of a request body; past it 413.", group="limits", check=at_least(1024)
+    )
+    max_message_bytes: int = option(
+        1024 * 1024,
+        "Bytes of one message's data as JSON; past it 413.",
+        group="limits",
+        check=at_least(1),
+    )
+    max_channels_per_request: int = option(
+        100,
+        "Channels one poll, stream or publication may name; past it 400.",
+        group="limits",
+        check=at_least(1),
+    )
+    publish_rate: float = option(
+        0.0,
+        "Messages a second per publisher key, else address (429); 0: no limit.",
+        group="limits",
+        check=_rate,
+    )
+    publish_burst: int = option(
+        0,
+        "Messages at once above --publish-rate; 0: one second's worth.",
+        group="limits",
+        check=not_negative,
+    )
+    # -- security (http/tokens.py, http/cors.py) ----------------------------------------
+    publisher_key: str | None = option(
+        None,
+        "Bearer key publishers must send; without it only loopback may publish.",
+        group="security",
+        check=not_empty,
+        metavar="KEY",
+    )
+    # Other local users can read a flag, but not the variable, in the process list.
+    # None: subscribers need no token.
+    subscriber_secret: str | None = option(
+        None,
+        "HS256 secret (32+ bytes) of subscribers' JWTs; safer as the variable.",
+        group="security",
+        parse=none_if_empty,
+        check=_hs256_secret,
+        metavar="SECRET",
+    )
+    # ("*",): any origin; (): no CORS headers at all.
+    cors_origins: tuple[str, ...] = option(
+        (),
+        "Origins (https://app.example,...) or * whose pages may read polls/streams.",
+        group="security",
+        parse=parse_cors_origins,
+        check=check_cors_origins,
+        metavar="ORIGINS",
+    )
+    # -- cluster -----------------------------------------------------------------------
+    engine_url: str = option(
+        "memory://",
+        "Where channels and messages live: memory:// or redis://host:port/db.",
+        group="cluster",
+        name="engine",
+        check=check_engine_url,
+        metavar="URL",
+    )
+    # On one port (SO_REUSEPORT); above 1 needs a shared engine.
+    workers: int = option(
+        1,
+        "Worker processes sharing the port; above 1 needs --engine redis://.",
+        group="cluster",
+        check=at_least(1),
+    )
+    # -- logging (observe/logs.py) -----------------------------------------------------
+    log_level: str = option(
+        "info",
+        "debug, info, warning or error.",
+        group="logging",
+        choices=("debug", "info", "warning", "error"),
+        metavar="LEVEL",
+    )
+    # JSON: time, level, logger, message, pid, worker, request_id and extra fields.
+    log_format: str = option(
+        "text",
+        "text, or json: one object per line.",
+        group="logging",
+        choices=("text", "json"),
+        metavar="FORMAT",
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.workers > 1 and urlsplit(self.engine_url).scheme in MEMORY_SCHEMES:
+            raise SettingError(
+                "workers",
+                "above 1 need a shared engine: the embedded engine keeps channels and "
+                "messages inside one process; use --engine redis://host:port/db",
+            )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Settings from `flags` (by field; None when not given), else the `PUSHUP_*`
+        variables in `environ`, else the defaults; OptionError names a bad flag or
+        variable as the user wrote it."""
+        return build(cls, environ, flags or {})
+
+    @property
+    def default_timeout_s(self) -> float:
+        """The poll timeout when a request gives none: 50 s, as common long polls use."""
+        return min(50.0, self.max_timeout_s)

@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pushup import __version__
+from pushup.config import Settings
+from pushup.options import GROUPS, options
 from tests.conftest import ServerFactory
 from tests.helpers import wait_for
 
@@ -42,6 +45,72 @@ def test_bad_environment_value_is_a_usage_error() -> None:
     result = _pushup("serve", env={**os.environ, "PUSHUP_PORT": "not-a-port"})
     assert result.returncode == 2
     assert "port" in result.stderr
+    assert "PUSHUP_PORT" in result.stderr
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single line a usage error is, with no usage text and no traceback."""
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# A flag, a bad value for it, the field behind it (never to be named), and the start
+# of what is wrong with the value.
+BAD_VALUES = [
+    ("--subscriber-secret", "too-short", "subscriber_secret", "must be at least 32 bytes"),
+    ("--engine", "nope://x", "engine_url", "must be memory:// or redis://host:port/db"),
+    ("--workers", "0", "workers", "must be at least 1"),
+    ("--shutdown-timeout", "-1", "shutdown_timeout_s", "must be a positive number"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "field", "problem"), BAD_VALUES)
+def test_a_bad_flag_value_is_one_line_naming_the_flag(
+    flag: str, value: str, field: str, problem: str
+) -> None:
+    line = _one_line(_pushup("serve", flag, value))
+    assert line.startswith(f"Error: {flag} {problem}"), line
+    assert field not in line.replace(flag, "")
+
+
+@pytest.mark.parametrize(("flag", "value", "field", "problem"), BAD_VALUES)
+def test_a_bad_environment_value_is_one_line_naming_the_variable(
+    flag: str, value: str, field: str, problem: str
+) -> None:
+    variable = "PUSHUP_" + flag.removeprefix("--").upper().replace("-", "_")
+    line = _one_line(_pushup("serve", env={**os.environ, variable: value}))
+    assert line.startswith(f"Error: {variable} {problem}"), line
+    assert flag not in line
+    assert field not in line.replace(variable, "")
+
+
+def test_an_unknown_flag_is_one_line() -> None:
+    assert "--prot" in _one_line(_pushup("serve", "--prot", "7070"))
+
+
+def test_help_lists_every_option_under_a_group_with_its_variable() -> None:
+    result = _pushup("serve", "--help")
+    assert result.returncode == 0
+    heading = None
+    seen: dict[str, tuple[str, str]] = {}  # flag: (group, the rest of its line)
+    for line in result.stdout.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            heading = line.removesuffix(":")
+        elif line.startswith("  --"):
+            flag, _, rest = line.strip().partition(" ")
+            assert heading is not None, line
+            seen[flag.replace("--[no-]", "--")] = (heading, rest)
+    expected = {opt.flag: opt for opt in options(Settings)}
+    assert set(seen) == set(expected)
+    for flag, (group, rest) in seen.items():
+        opt = expected[flag]
+        assert group == GROUPS[opt.group]
+        default = "" if opt.shown_default is None else f"={opt.shown_default}"
+        assert rest.split()[-1] == opt.env + default, (flag, rest)
+    assert len(result.stdout.splitlines()) < 100
 
 
 def test_environment_sets_options(server_factory: ServerFactory) -> None:

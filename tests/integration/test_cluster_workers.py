@@ -287,7 +287,8 @@ def test_more_than_one_worker_needs_redis(how: str) -> None:
         env={**os.environ, **env},
     )
     assert result.returncode == 2, result
-    assert "workers above 1 need a shared engine" in result.stderr
+    given_as = "--workers" if how == "flag" else "PUSHUP_WORKERS"
+    assert f"{given_as} above 1 need a shared engine" in result.stderr
     assert "--engine redis://" in result.stderr
 
 

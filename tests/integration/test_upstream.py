@@ -709,4 +709,4 @@ def test_a_bad_upstream_url_is_a_usage_error() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert b"upstream must be http://host:port" in result.stderr
+    assert b"PUSHUP_UPSTREAM must be http://host:port" in result.stderr

@@ -8,7 +8,11 @@ import pathlib
 import click
 
 from pushup.bench.scenarios import SCENARIOS
+from pushup.bench.scenarios.common import Options
 from pushup.bench.targets import TARGET_CHOICES
+
+# The defaults of the options a scenario reads, written once, in `Options`.
+_DEFAULTS = Options()
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -55,7 +59,7 @@ def _extra(intervals: str | None, nodes: str | None, workers: int | None) -> dic
 @click.option(
     "--rounds",
     type=click.IntRange(min=1),
-    default=3,
+    default=_DEFAULTS.rounds,
     show_default=True,
     help="Publications per measurement (fanout, paper-scale), publish intervals "
     "per cell (paper-traffic).",
@@ -80,28 +84,28 @@ def _extra(intervals: str | None, nodes: str | None, workers: int | None) -> dic
 @click.option(
     "--publications",
     type=click.IntRange(min=1),
-    default=20_000,
+    default=_DEFAULTS.publications,
     show_default=True,
     help="Publications per publish-rate run.",
 )
 @click.option(
     "--publishers",
     type=click.IntRange(min=1),
-    default=32,
+    default=_DEFAULTS.publishers,
     show_default=True,
     help="Keep-alive publisher connections (pubrate).",
 )
 @click.option(
     "--client-processes",
     type=click.IntRange(min=1),
-    default=2,
+    default=_DEFAULTS.client_processes,
     show_default=True,
     help="Load-generator processes (more are added past 19,000 connections each).",
 )
 @click.option(
     "--time-scale",
     type=click.FloatRange(min=0.001, max=1.0),
-    default=1.0,
+    default=_DEFAULTS.time_scale,
     show_default=True,
     help="Shrink every interval of the paper scenarios.",
 )
@@ -140,16 +144,14 @@ def bench(
     """Run a benchmark SCENARIO against PushUp and the reference servers."""
     from pushup.bench import report
     from pushup.bench.progress import QuietProgress, RichProgress
-    from pushup.bench.scenarios.common import Options
 
     module = importlib.import_module(f"pushup.bench.scenarios.{scenario.replace('-', '_')}")
-    defaults = Options()
     options = Options(
-        targets=targets or getattr(module, "DEFAULT_TARGETS", defaults.targets),
+        targets=targets or getattr(module, "DEFAULT_TARGETS", _DEFAULTS.targets),
         subscribers=_ints(subscribers)
         if subscribers
-        else getattr(module, "DEFAULT_SUBSCRIBERS", defaults.subscribers),
-        channels=channels or int(getattr(module, "DEFAULT_CHANNELS", defaults.channels)),
+        else getattr(module, "DEFAULT_SUBSCRIBERS", _DEFAULTS.subscribers),
+        channels=channels or int(getattr(module, "DEFAULT_CHANNELS", _DEFAULTS.channels)),
         rounds=rounds,
         publications=publications,
         publishers=publishers,

@@ -1,0 +1,150 @@
+"""Options declared once on `Settings`: flags, variables, defaults and the errors that name
+what the user typed, read from flags and environment without a process."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from pushup.config import Settings
+from pushup.options import GROUPS, Option, OptionError, SettingError, options
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def _option(flag: str) -> Option:
+    return next(opt for opt in options(Settings) if opt.flag == flag)
+
+
+def test_every_setting_is_an_option_in_a_known_group() -> None:
+    specs = options(Settings)
+    assert [opt.field for opt in specs] == [f.name for f in fields(Settings)]
+    assert all(opt.group in GROUPS for opt in specs)
+    assert len({opt.flag for opt in specs}) == len(specs)
+    assert len({opt.env for opt in specs}) == len(specs)
+
+
+def test_flags_and_variables_follow_the_field_names() -> None:
+    by_field = {opt.field: (opt.flag, opt.env) for opt in options(Settings)}
+    assert by_field["message_ttl_s"] == ("--message-ttl", "PUSHUP_MESSAGE_TTL")
+    assert by_field["max_parked_per_ip"] == ("--max-parked-per-ip", "PUSHUP_MAX_PARKED_PER_IP")
+    assert by_field["engine_url"] == ("--engine", "PUSHUP_ENGINE")
+    assert by_field["upstream_url"] == ("--upstream", "PUSHUP_UPSTREAM")
+    assert by_field["subscriber_secret"] == ("--subscriber-secret", "PUSHUP_SUBSCRIBER_SECRET")
+
+
+def test_the_readme_documents_every_option() -> None:
+    table = re.findall(r"^\| `(--[a-z-]+)` \|", README.read_text(), flags=re.MULTILINE)
+    assert sorted(table) == sorted(opt.flag for opt in options(Settings))
+
+
+def test_nothing_given_is_the_defaults() -> None:
+    assert Settings.from_env({}, {}) == Settings()
+
+
+def test_variables_are_read_and_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "PUSHUP_PORT": "8080",
+            "PUSHUP_MESSAGE_TTL": "2.5",
+            "PUSHUP_TRUST_FORWARDED_FOR": "yes",
+            "PUSHUP_DATA_DIR": "none",
+            "PUSHUP_CORS_ORIGINS": "https://a.example, https://b.example",
+            "PUSHUP_UNRELATED": "ignored",
+        }
+    )
+    assert settings.port == 8080
+    assert settings.message_ttl_s == 2.5
+    assert settings.trust_forwarded_for is True
+    assert settings.data_dir is None
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+
+
+def test_a_flag_wins_over_its_variable_and_an_empty_variable_is_unset() -> None:
+    environ = {"PUSHUP_MAX_TIMEOUT": "1", "PUSHUP_HOST": "", "PUSHUP_TRUST_FORWARDED_FOR": "1"}
+    flags = {"max_timeout_s": "5", "host": None, "trust_forwarded_for": False}
+    settings = Settings.from_env(environ, flags)
+    assert settings.max_timeout_s == 5.0
+    assert settings.host == "127.0.0.1"
+    assert settings.trust_forwarded_for is False
+
+
+def test_an_empty_secret_or_upstream_is_none() -> None:
+    settings = Settings.from_env({}, {"subscriber_secret": "", "upstream_url": ""})
+    assert (settings.subscriber_secret, settings.upstream_url) == (None, None)
+
+
+# A flag, a bad value for it, and the start of what is wrong with it.
+BAD_VALUES = [
+    ("--subscriber-secret", "short", "must be at least 32 bytes long"),
+    ("--engine", "nope://x", "must be memory:// or redis://host:port/db, not 'nope://x'"),
+    ("--workers", "0", "must be at least 1"),
+    ("--workers", "2", "above 1 need a shared engine"),
+    ("--message-ttl", "-1", "must be a positive number of seconds"),
+    ("--upstream-timeout", "inf", "must be a positive number of seconds"),
+    ("--port", "not-a-port", "must be a whole number, not 'not-a-port'"),
+    ("--port", "70000", "must be between 0 and 65535"),
+    ("--max-body-bytes", "10", "must be at least 1024"),
+    ("--publish-rate", "nan", "must be a number of messages a second"),
+    ("--log-level", "loud", "must be one of debug, info, warning, error, not 'loud'"),
+    ("--data-dir", " ", "must name a directory"),
+    ("--cors-origins", "*,https://a.example", "must be either * or a list of origins"),
+    ("--cors-origins", "https://A.example", "must list origins as browsers send them"),
+    ("--upstream", "ftp://x", "must be http://host:port"),
+]
+
+
+def _check_names(message: str, name: str, problem: str, field: str) -> None:
+    assert message.startswith(f"{name} {problem}"), message
+    assert "\n" not in message
+    if "_" in field:  # a field named otherwise than its flag
+        assert field not in message
+
+
+@pytest.mark.parametrize(
+    ("flag", "text", "problem"), [*BAD_VALUES, ("--publisher-key", "", "must not be empty")]
+)
+def test_a_bad_flag_is_named(flag: str, text: str, problem: str) -> None:
+    field = _option(flag).field
+    with pytest.raises(OptionError) as caught:
+        Settings.from_env({"PUSHUP_WORKERS": "1"}, {field: text})
+    _check_names(str(caught.value), flag, problem, field)
+    assert caught.value.given_as == flag
+
+
+@pytest.mark.parametrize(
+    ("flag", "text", "problem"),
+    [*BAD_VALUES, ("--trust-forwarded-for", "maybe", "must be true or false")],
+)
+def test_a_bad_variable_is_named(flag: str, text: str, problem: str) -> None:
+    option = _option(flag)
+    with pytest.raises(OptionError) as caught:
+        Settings.from_env({option.env: text}, {option.field: None})
+    _check_names(str(caught.value), option.env, problem, option.field)
+
+
+def test_a_check_across_options_names_the_one_given() -> None:
+    with pytest.raises(OptionError) as caught:
+        Settings.from_env({"PUSHUP_WORKERS": "2"})
+    assert str(caught.value).startswith("PUSHUP_WORKERS above 1 need a shared engine")
+    assert "--engine redis://" in str(caught.value)
+
+
+def test_settings_built_in_python_name_the_field() -> None:
+    with pytest.raises(SettingError) as caught:
+        Settings(subscriber_secret="short")
+    assert str(caught.value) == "subscriber_secret must be at least 32 bytes long"
+    assert caught.value.field == "subscriber_secret"
+
+
+def test_shown_defaults_are_written_as_a_user_would() -> None:
+    shown = {opt.flag: opt.shown_default for opt in options(Settings)}
+    assert shown["--message-ttl"] == "300"
+    assert shown["--max-cache-bytes"] == str(256 * 1024 * 1024)
+    assert shown["--data-dir"] == "pushup-data"
+    assert shown["--trust-forwarded-for"] == "false"
+    assert shown["--publisher-key"] is None
+    assert shown["--cors-origins"] is None

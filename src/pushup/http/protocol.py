@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import httptools
 
@@ -31,11 +31,9 @@ from pushup.http.errors import (
     RequestTimeout,
     TooManySubscriptions,
 )
-from pushup.http.forward import BodyStream, Forward
 from pushup.http.limits import BODY, HEAD, IDLE, client_key
 from pushup.http.request import Request
 from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, Response, frame, frame_outcome
-from pushup.http.router import serves_itself
 from pushup.http.shutdown import release_polls
 from pushup.http.stream import Stream
 from pushup.observe.requests import answered_error, current_request
@@ -85,6 +83,9 @@ class HttpConnection(asyncio.Protocol):
         "_write_paused",
         "peer",
     )
+
+    # Reverse-proxy mode (proxy.py): a request's head may send it to the web app.
+    _proxy: ClassVar[bool] = False
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
@@ -180,8 +181,6 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._server.upstream is not None:
-            self._server.upstream.resume_writing(self)
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -219,12 +218,7 @@ class HttpConnection(asyncio.Protocol):
         assert self._current is not None
         self._grow_head(len(name) + len(value) + 4)
         key = name.decode("latin-1").lower()
-        headers = self._current.headers
-        if key in headers and self._server.upstream is not None:
-            # It may be passed on to the web app: keep every value (RFC 9110 §5.3).
-            headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
-            return
-        headers[key] = value.decode("latin-1")
+        self._current.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         request = self._current
@@ -243,8 +237,7 @@ class HttpConnection(asyncio.Protocol):
             request.mode = CLOSE
         elif parser.get_http_version() == "1.0":
             request.mode = KEEP_ALIVE_10
-        if self._server.upstream is not None and not serves_itself(request.path):
-            self._start_forward(request)
+        if self._proxy and self._forward_head(request):
             return
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.max_body:
@@ -253,12 +246,13 @@ class HttpConnection(asyncio.Protocol):
             request.expect_continue = True
             self._maybe_continue()
 
+    def _forward_head(self, request: Request) -> bool:
+        """In reverse-proxy mode, queue a request for the web app; whether it was one."""
+        return False
+
     def on_body(self, body: bytes) -> None:
         request = self._current
         assert request is not None
-        if isinstance(request, Forward):
-            request.upload.feed(body)
-            return
         if len(request.body) + len(body) > self._server.max_body:
             raise _Fatal(self._too_large())
         request.body += body
@@ -268,9 +262,6 @@ class HttpConnection(asyncio.Protocol):
         assert request is not None
         self._current = None
         self._in_head = True
-        if isinstance(request, Forward):
-            request.upload.end()  # queued when its head came
-            return
         if self._pending is None:
             self._pending = deque()
         self._pending.append(request)
@@ -320,9 +311,6 @@ class HttpConnection(asyncio.Protocol):
         return bool(data)
 
     def _handle(self, request: Request) -> None:
-        if isinstance(request, Forward):
-            self._forward(request)
-            return
         self._busy = True
         self._server.idle.forget(self)
         self._reply_mode = request.mode
@@ -468,61 +456,6 @@ class HttpConnection(asyncio.Protocol):
         self._server.idle.touch(self)
         self._process()
 
-    # -- reverse proxy (forward.py, upstream.py) -------------------------------------
-
-    def _start_forward(self, request: Request) -> None:
-        """Queue a request for the web app as soon as its head is read, so its body
-        streams there as it comes (PushUp's own body limit does not apply to it)."""
-        forward = Forward(request, BodyStream(self._pause_upload, self._resume_upload))
-        self._current = forward
-        if self._pending is None:
-            self._pending = deque()
-        self._pending.append(forward)
-
-    def _forward(self, request: Forward) -> None:
-        upstream = self._server.upstream
-        assert upstream is not None
-        self._busy = True
-        self._server.idle.forget(self)
-        request.mode = self._mode_now(request.mode)
-        # A real Task: the HTTP client's timeouts need one. It inherits the request
-        # variable, so its log lines and error answers name the request.
-        token = current_request.set(request)
-        try:
-            task = asyncio.ensure_future(upstream.forward(request))
-        finally:
-            current_request.reset(token)
-        task.add_done_callback(lambda task: self._forwarded(request, task))
-        self._task = task
-
-    def _forwarded(self, request: Forward, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._closed:
-            return
-        self._task = None
-        exc = task.exception()
-        if exc is not None:  # forward() answers its failures itself: a fault
-            log.error("forwarding a request failed", exc_info=exc)
-            self._close()
-            return
-        self._finish(b"", request.outcome_mode)
-
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
-    def write(self, data: bytes) -> None:
-        """Part of a response the web app is sending."""
-        self._write(data)
-
-    def _pause_upload(self) -> None:
-        if self._transport is not None and not self._closed:
-            self._transport.pause_reading()
-
-    def _resume_upload(self) -> None:
-        # Unless a pipelining backlog keeps reading paused itself.
-        if self._transport is not None and not self._closed and not self._reading_paused:
-            self._transport.resume_reading()
-
     # -- helpers ---------------------------------------------------------------------
 
     def _mode_now(self, mode: int) -> int:
@@ -541,8 +474,6 @@ class HttpConnection(asyncio.Protocol):
     def _fail(self, error: ApiError) -> None:
         """Stop reading; answer `error` after whatever came before it, then close."""
         self._parser = None  # type: ignore[assignment]
-        if isinstance(self._current, Forward):
-            self._current.upload.abort()
         self._current = None
         if self._pending is None:
             self._pending = deque()
@@ -578,14 +509,13 @@ class HttpConnection(asyncio.Protocol):
 
     def _watch(self) -> None:
         """Follow the phase of the request arriving, for the header and body timeouts.
-        A body starts its time once it may be sent (after `100 Continue`); one streamed
-        to the web app (`--upstream`) is bounded there instead."""
+        A body starts its time once it may be sent (after `100 Continue`)."""
         current = self._current
         if current is None or self._parser is None:
             phase = IDLE
         elif self._in_head:
             phase = HEAD
-        elif isinstance(current, Forward) or current.expect_continue:
+        elif current.expect_continue:
             phase = IDLE
         else:
             phase = BODY

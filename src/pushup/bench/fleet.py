@@ -127,7 +127,6 @@ class Fleet:
         *,
         timeout_s: float,
         interval_s: float = 0.0,
-        start: bool = True,
     ) -> int:
         """Open `count` subscribers over `channels`, split evenly; how many failed."""
         shares = [
@@ -142,12 +141,8 @@ class Fleet:
         for share, offset in zip(shares, offsets, strict=True):
             # Rotate so subscriber i of the whole fleet gets channel i % len(channels).
             rotated = [channels[(offset + j) % len(channels)] for j in range(len(channels))]
-            commands.append(("open", rotated, share, timeout_s, interval_s, start))
+            commands.append(("open", rotated, share, timeout_s, interval_s))
         return sum(self._ask(*commands))
-
-    def poll_all(self) -> None:
-        """Send a poll on every idle subscriber (those opened with start=False)."""
-        self._ask(*[("poll",)] * self.processes)
 
     def parked(self) -> int:
         """Subscribers with a poll out and unanswered, as the clients see it."""
@@ -252,7 +247,7 @@ async def _worker(pipe: Connection, target_name: str, host: str, port: int, sour
         name = command[0]
         try:
             if name == "open":
-                _, channels, count, timeout_s, interval_s, start = command
+                _, channels, count, timeout_s, interval_s = command
                 errors_before = recorder.errors
                 clients += await open_pollers(
                     target,
@@ -262,14 +257,8 @@ async def _worker(pipe: Connection, target_name: str, host: str, port: int, sour
                     timeout_s=timeout_s,
                     interval_s=interval_s,
                     source_addresses=(source,),
-                    start=start,
                 )
                 reply: Any = recorder.errors - errors_before
-            elif name == "poll":
-                for client in clients:
-                    if not client.parked:
-                        client.poll()
-                reply = None
             elif name == "parked":
                 reply = sum(1 for client in clients if client.parked)
             elif name == "stats":

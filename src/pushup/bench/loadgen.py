@@ -191,7 +191,6 @@ async def open_pollers(
     source_addresses: Sequence[str] = ("127.0.0.1",),
     per_source: int = 25_000,
     concurrency: int = 200,
-    start: bool = True,
 ) -> list[PollClient]:
     """Open `count` subscriber connections spread round-robin over `channels`.
 
@@ -213,8 +212,7 @@ async def open_pollers(
                 local_addr=(source, 0),
             )
         clients.append(client)
-        if start:
-            client.poll()
+        client.poll()
 
     results = await asyncio.gather(*(connect(i) for i in range(count)), return_exceptions=True)
     recorder.errors += sum(1 for result in results if isinstance(result, BaseException))

@@ -20,7 +20,7 @@ from websockets.server import ServerProtocol
 from pushup.core.hub import Hub
 from pushup.http.cors import Headers
 from pushup.http.sse import SseStream
-from pushup.http.stream import Heartbeat
+from pushup.http.stream import Heartbeat, Stream
 from pushup.http.tokens import Grant
 from pushup.http.websocket import WsStream
 
@@ -51,20 +51,44 @@ def ws_stream(hub: Hub, protocol: ServerProtocol, response: bytes, grant: Grant 
     return _GuardedWs(hub, protocol, response, grant)
 
 
-def _arm(stream: _GuardedSse | _GuardedWs, grant: Grant | None) -> asyncio.TimerHandle | None:
-    if grant is None:
-        return None
-    delay_s = max(0.0, grant.expires_at - time.time())
-    return asyncio.get_running_loop().call_later(delay_s, stream.expire)
+class _Expiring(Stream):
+    """A stream that ends when its token expires, for SSE and WebSocket alike. Its
+    timer is let go of when the stream ends first, or it would keep the stream in
+    memory until then."""
+
+    # The two attributes are slots of each concrete class: a class cannot have two
+    # bases that both add slots (this one and the WebSocket stream), so mypy does
+    # not see them here.
+    __slots__ = ()
+
+    _grant: Grant | None
+    _expiry: asyncio.TimerHandle | None
+
+    def start(self, transport: asyncio.Transport, heartbeat: Heartbeat) -> None:
+        super().start(transport, heartbeat)
+        if not self._done and self._grant is not None:
+            delay_s = max(0.0, self._grant.expires_at - time.time())
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(delay_s, self.expire)  # type: ignore[misc]
+
+    def expire(self) -> None:
+        """The token's time is up: say so, then close."""
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        super()._stop()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None  # type: ignore[misc]
 
 
-class _GuardedSse(SseStream):
+class _GuardedSse(_Expiring, SseStream):
     __slots__ = ("_expiry", "_grant", "_head_lines")
 
     def __init__(self, hub: Hub, grant: Grant | None, cors: Headers) -> None:
         super().__init__(hub)
         self._grant = grant
-        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry = None
         self._head_lines = b"".join(
             f"{name}: {value}\r\n".encode("latin-1") for name, value in cors
         )
@@ -73,35 +97,20 @@ class _GuardedSse(SseStream):
         # The head ends with its blank line: the CORS lines go before it.
         return super()._head()[:-2] + self._head_lines + b"\r\n"
 
-    def start(self, transport: asyncio.Transport, heartbeat: Heartbeat) -> None:
-        super().start(transport, heartbeat)
-        if not self._done:
-            self._expiry = _arm(self, self._grant)
-
     def expire(self) -> None:
-        """The token's time is up: say so, then close."""
         self._expiry = None
         if not self._done:
             self._send(_EXPIRED_EVENT)
             self._close()
 
-    def _stop(self) -> None:
-        super()._stop()
-        _cancel(self)
 
-
-class _GuardedWs(WsStream):
+class _GuardedWs(_Expiring, WsStream):
     __slots__ = ("_expiry", "_grant")
 
     def __init__(self, hub: Hub, protocol: ServerProtocol, response: bytes, grant: Grant) -> None:
         super().__init__(hub, protocol, response)
         self._grant = grant
-        self._expiry: asyncio.TimerHandle | None = None
-
-    def start(self, transport: asyncio.Transport, heartbeat: Heartbeat) -> None:
-        super().start(transport, heartbeat)
-        if not self._done:
-            self._expiry = _arm(self, self._grant)
+        self._expiry = None
 
     def expire(self) -> None:
         """The token's time is up: say why in a text frame, then close with 4401."""
@@ -109,15 +118,3 @@ class _GuardedWs(WsStream):
         if not self._done:
             self._send(_EXPIRED_FRAME)
             self._close_handshake(CLOSE_TOKEN_EXPIRED, "token expired")
-
-    def _stop(self) -> None:
-        super()._stop()
-        _cancel(self)
-
-
-def _cancel(stream: _GuardedSse | _GuardedWs) -> None:
-    """A stream that ends for any reason lets go of its timer, which would otherwise
-    keep it in memory until the token's expiry."""
-    if stream._expiry is not None:
-        stream._expiry.cancel()
-        stream._expiry = None

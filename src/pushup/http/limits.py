@@ -18,8 +18,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pushup.core.ratelimit import TokenBuckets
 from pushup.http.errors import RateLimited, TooManyConnections, TooManySubscriptions
+from pushup.http.ratelimit import TokenBuckets
 from pushup.http.response import CLOSE, frame
 from pushup.observe import metrics
 from pushup.observe.requests import answered_error

@@ -1,18 +1,17 @@
-"""One HTTP/1.1 connection: httptools parsing, in-order answers, parking, limits.
+"""One HTTP/1.1 connection: in-order answers, parking, delivery, streams, its end.
 
 A connection with a parked poll is just this object sitting in the hub's waiters:
 no task, no future, no timer of its own. Pipelined requests queue behind the one in
-progress and are answered in order; reading stops if too many queue up.
+progress and are answered in order. Reading them, within the limits on a request
+arriving, is the base class's part (reader.py); reverse-proxy mode is a subclass
+(proxy.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, cast
-
-import httptools
 
 from pushup.core.errors import EngineUnavailable
 from pushup.core.model import Outcome
@@ -22,83 +21,43 @@ from pushup.http.eager import Running, start_eagerly
 from pushup.http.errors import (
     ApiError,
     BadRequest,
-    HeadersTooLarge,
     InternalError,
-    PayloadTooLarge,
-    RequestTimeout,
     TooManySubscriptions,
     answer,
 )
-from pushup.http.forward import BodyStream, Forward
-from pushup.http.limits import BODY, HEAD, IDLE, client_key
-from pushup.http.request import Request
-from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, Response, frame, frame_outcome
-from pushup.http.router import serves_itself
+from pushup.http.limits import client_key
+from pushup.http.reader import RequestReader
+from pushup.http.response import CLOSE, KEEP_ALIVE, Response, frame, frame_outcome
 from pushup.http.shutdown import dismiss_polls
 from pushup.http.stream import Stream
 from pushup.observe.requests import answered_error, current_request
 
 if TYPE_CHECKING:
     from pushup.http.limits import Quota
+    from pushup.http.request import Request
     from pushup.http.server import HttpServer
 
 log = logging.getLogger("pushup.http")
 
-_MAX_PIPELINED = 16
-# Unparsed bytes held while the pipeline queue is full; past this, reading pauses.
-_MAX_BACKLOG = 256 * 1024
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+class HttpConnection(RequestReader):
+    """One client connection: its requests answered in turn, its poll parked, or its
+    socket handed to a stream."""
 
-class _Fatal(Exception):
-    """Raised inside a parser callback: answer `error`, then close the connection."""
-
-    def __init__(self, error: ApiError) -> None:
-        self.error = error
-
-
-class HttpConnection(asyncio.Protocol):
     __slots__ = (
-        "_backlog",
-        "_busy",
-        "_closed",
         "_cors",
-        "_current",
         "_forwarded_for",
-        "_head_bytes",
-        "_head_size",
-        "_in_head",
         "_parked",
-        "_parser",
-        "_pending",
-        "_phase",
         "_processing",
         "_quota",
-        "_reading_paused",
         "_reply_mode",
-        "_server",
         "_stream",
         "_task",
-        "_transport",
         "_write_paused",
-        "peer",
     )
 
     def __init__(self, server: HttpServer) -> None:
-        self._server = server
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
-        self._current: Request | None = None  # being parsed
-        # Bytes of the request head so far, counted as they arrive: httptools hands
-        # over a header only once it is complete, too late to stop an endless one.
-        self._head_bytes = 0
-        self._head_size = 0  # the same, counted exactly by the parser callbacks
-        self._in_head = True
-        # Bytes received while too many requests wait; parsed once the queue has room.
-        self._backlog: bytearray | None = None
-        # Complete requests not yet handled, or a final error to send in their turn.
-        self._pending: deque[Request | ApiError] | None = None
-        self._busy = False  # a request is being handled or is parked
+        super().__init__(server)
         self._processing = False
         self._parked: Subscription | None = None
         self._reply_mode = KEEP_ALIVE
@@ -106,16 +65,11 @@ class HttpConnection(asyncio.Protocol):
         # without --cors-origins).
         self._cors: cors.Headers | None = None
         self._task: Running | None = None  # the handler, while it waits
-        self._closed = False
         self._write_paused = False
-        self._reading_paused = False
         # An SSE or WebSocket stream that owns the socket once started, until it ends.
         self._stream: Stream | None = None
-        self.peer: str | None = None
-        # Limits (limits.py): the phase of a request still arriving (watched for
-        # slowness), and the count this connection's parked poll or stream holds
-        # against its client's address (whose X-Forwarded-For is kept until then).
-        self._phase = IDLE
+        # The count this connection's parked poll or stream holds against its client's
+        # address (limits.py), whose X-Forwarded-For is kept until then.
         self._quota: Quota | None = None
         self._forwarded_for: str | None = None
 
@@ -137,37 +91,10 @@ class HttpConnection(asyncio.Protocol):
         if not self._busy:
             self._server.idle.touch(self)
         if self._backlog is not None:
-            # Keep reading, so a client that leaves is noticed even now.
-            self._backlog += data
-            if len(self._backlog) > _MAX_BACKLOG and not self._reading_paused:
-                self._reading_paused = True
-                assert self._transport is not None
-                self._transport.pause_reading()
+            self._hold(data)
             return
         self._feed(data)
         self._process()
-
-    def _feed(self, data: bytes | bytearray) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Fatal):
-                self._fail(cause.error)
-            else:
-                log.exception("parser callback failed")
-                self._fail(InternalError("the request could not be read"))
-        except httptools.HttpParserUpgrade:
-            self._refuse_upgrade()
-        except httptools.HttpParserError as exc:
-            self._fail(BadRequest(f"malformed HTTP request: {exc}"))
-        else:
-            if self._in_head and self._head_bytes > self._server.max_header:
-                self._fail(HeadersTooLarge("the request line and headers are too large"))
-        if self._current is not None or self._phase:
-            self._watch()
 
     def eof_received(self) -> bool:
         # A client that stops sending has gone: drop whatever it left parked.
@@ -178,8 +105,6 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._server.upstream is not None:
-            self._server.upstream.resume_writing(self)
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -201,79 +126,6 @@ class HttpConnection(asyncio.Protocol):
             self._task = None
         self._pending = None
         self._current = None
-
-    # -- httptools callbacks ---------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._current = Request(self, self.peer)
-        self._head_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        assert self._current is not None
-        self._grow_head(len(url))
-        self._current.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._current is not None
-        self._grow_head(len(name) + len(value) + 4)
-        key = name.decode("latin-1").lower()
-        headers = self._current.headers
-        if key in headers and self._server.upstream is not None:
-            # It may be passed on to the web app: keep every value (RFC 9110 §5.3).
-            headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
-            return
-        headers[key] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        request = self._current
-        assert request is not None
-        self._in_head = False
-        self._head_bytes = 0
-        parser = self._parser
-        request.method = parser.get_method().decode("latin-1")
-        try:
-            url = httptools.parse_url(bytes(request.url))
-        except httptools.HttpParserInvalidURLError:
-            raise _Fatal(BadRequest("the request target is not a valid URL")) from None
-        request.path = url.path.decode("latin-1") if url.path else "/"
-        request.query = url.query.decode("latin-1") if url.query else ""
-        if not parser.should_keep_alive():
-            request.mode = CLOSE
-        elif parser.get_http_version() == "1.0":
-            request.mode = KEEP_ALIVE_10
-        if self._server.upstream is not None and not serves_itself(request.path):
-            self._start_forward(request)
-            return
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._server.max_body:
-            raise _Fatal(self._too_large())
-        if request.headers.get("expect", "").lower() == "100-continue":
-            request.expect_continue = True
-            self._maybe_continue()
-
-    def on_body(self, body: bytes) -> None:
-        request = self._current
-        assert request is not None
-        if isinstance(request, Forward):
-            request.upload.feed(body)
-            return
-        if len(request.body) + len(body) > self._server.max_body:
-            raise _Fatal(self._too_large())
-        request.body += body
-
-    def on_message_complete(self) -> None:
-        request = self._current
-        assert request is not None
-        self._current = None
-        self._in_head = True
-        if isinstance(request, Forward):
-            request.upload.end()  # queued when its head came
-            return
-        if self._pending is None:
-            self._pending = deque()
-        self._pending.append(request)
-        if len(self._pending) >= _MAX_PIPELINED and self._backlog is None:
-            self._backlog = bytearray()
 
     # -- handling --------------------------------------------------------------------
 
@@ -304,23 +156,7 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self._processing = False
 
-    def _parse_backlog(self) -> bool:
-        """Parse held-back bytes once the queue has room; True if there were any."""
-        if self._backlog is None or (self._pending and len(self._pending) >= _MAX_PIPELINED):
-            return False
-        data, self._backlog = self._backlog, None
-        if self._reading_paused:
-            self._reading_paused = False
-            if self._transport is not None:
-                self._transport.resume_reading()
-        if data and self._parser is not None:
-            self._feed(data)
-        return bool(data)
-
     def _handle(self, request: Request) -> None:
-        if isinstance(request, Forward):
-            self._forward(request)
-            return
         self._busy = True
         self._server.idle.forget(self)
         self._reply_mode = request.mode
@@ -404,22 +240,6 @@ class HttpConnection(asyncio.Protocol):
         if not self._busy:
             self._close()
 
-    def request_timed_out(self, phase: int) -> None:
-        """From the sweep: the request arriving has not finished its head (or body) in
-        time. A client that trickles bytes must not hold a connection forever."""
-        self._phase = IDLE
-        if self._closed or self._parser is None:
-            return
-        limits = self._server.limits
-        if phase == HEAD:
-            limits.hit("header_timeout")
-            what, timeout_s = "line and headers", limits.timeouts.header_timeout_s
-        else:
-            limits.hit("body_timeout")
-            what, timeout_s = "body", limits.timeouts.body_timeout_s
-        self._fail(RequestTimeout(f"the request {what} did not arrive within {timeout_s:g} s"))
-        self._process()
-
     def close_now(self) -> None:
         """Server shutdown: close whatever state the connection is in."""
         if self._stream is not None:
@@ -466,130 +286,16 @@ class HttpConnection(asyncio.Protocol):
         self._server.idle.touch(self)
         self._process()
 
-    # -- reverse proxy (forward.py, upstream.py) -------------------------------------
-
-    def _start_forward(self, request: Request) -> None:
-        """Queue a request for the web app as soon as its head is read, so its body
-        streams there as it comes (PushUp's own body limit does not apply to it)."""
-        forward = Forward(request, BodyStream(self._pause_upload, self._resume_upload))
-        self._current = forward
-        if self._pending is None:
-            self._pending = deque()
-        self._pending.append(forward)
-
-    def _forward(self, request: Forward) -> None:
-        upstream = self._server.upstream
-        assert upstream is not None
-        self._busy = True
-        self._server.idle.forget(self)
-        request.mode = self._mode_now(request.mode)
-        # A real Task: the HTTP client's timeouts need one. It inherits the request
-        # variable, so its log lines and error answers name the request.
-        token = current_request.set(request)
-        try:
-            task = asyncio.ensure_future(upstream.forward(request))
-        finally:
-            current_request.reset(token)
-        task.add_done_callback(lambda task: self._forwarded(request, task))
-        self._task = task
-
-    def _forwarded(self, request: Forward, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._closed:
-            return
-        self._task = None
-        exc = task.exception()
-        if exc is not None:  # forward() answers its failures itself: a fault
-            log.error("forwarding a request failed", exc_info=exc)
-            self._close()
-            return
-        self._finish(b"", request.outcome_mode)
-
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
-    def write(self, data: bytes) -> None:
-        """Part of a response the web app is sending."""
-        self._write(data)
-
-    def _pause_upload(self) -> None:
-        if self._transport is not None and not self._closed:
-            self._transport.pause_reading()
-
-    def _resume_upload(self) -> None:
-        # Unless a pipelining backlog keeps reading paused itself.
-        if self._transport is not None and not self._closed and not self._reading_paused:
-            self._transport.resume_reading()
-
     # -- helpers ---------------------------------------------------------------------
 
     def _mode_now(self, mode: int) -> int:
         return CLOSE if self._server.closing else mode
-
-    def _write(self, data: bytes) -> None:
-        if self._transport is not None and not self._closed:
-            self._transport.write(data)
 
     def _close(self) -> None:
         if not self._closed and self._transport is not None:
             self._closed = True
             self._server.idle.forget(self)
             self._transport.close()
-
-    def _fail(self, error: ApiError) -> None:
-        """Stop reading; answer `error` after whatever came before it, then close."""
-        self._parser = None  # type: ignore[assignment]
-        if isinstance(self._current, Forward):
-            self._current.upload.abort()
-        self._current = None
-        if self._pending is None:
-            self._pending = deque()
-        self._pending.append(error)
-
-    def _refuse_upgrade(self) -> None:
-        """Answer an `Upgrade` request (e.g. h2c) in plain HTTP/1.1, then close: what
-        follows it on the wire would be in the other protocol. Only a WebSocket
-        handshake on its own endpoint is accepted (its handler returns a stream)."""
-        last = self._pending[-1] if self._pending else None
-        if isinstance(last, Request) and self._current is None:
-            last.mode = CLOSE
-            self._parser = None  # type: ignore[assignment]
-        else:
-            self._fail(BadRequest("protocol upgrades are not supported"))
-
-    def _grow_head(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > self._server.max_header:
-            raise _Fatal(HeadersTooLarge("the request line and headers are too large"))
-
-    def _too_large(self) -> PayloadTooLarge:
-        limit = self._server.max_body
-        return PayloadTooLarge(f"the body is larger than {limit} bytes")
-
-    def _maybe_continue(self) -> None:
-        """Send `100 Continue` once the request that asked for it is next in line."""
-        request = self._current
-        if request is not None and request.expect_continue and not self._busy and not self._pending:
-            request.expect_continue = False
-            self._write(_CONTINUE)
-            self._watch()  # the body is due from now on
-
-    def _watch(self) -> None:
-        """Follow the phase of the request arriving, for the header and body timeouts.
-        A body starts its time once it may be sent (after `100 Continue`); one streamed
-        to the web app (`--upstream`) is bounded there instead."""
-        current = self._current
-        if current is None or self._parser is None:
-            phase = IDLE
-        elif self._in_head:
-            phase = HEAD
-        elif isinstance(current, Forward) or current.expect_continue:
-            phase = IDLE
-        else:
-            phase = BODY
-        if phase != self._phase:
-            self._server.limits.timeouts.watch(self, phase, self._phase)
-            self._phase = phase
 
     def _admit(self) -> bool:
         """Count a parked poll or an open stream against its client's address; past

@@ -11,6 +11,7 @@ from pushup.core.hub import Hub
 from pushup.http.idle import IdleConnections
 from pushup.http.limits import Limits, Refused
 from pushup.http.protocol import HttpConnection
+from pushup.http.proxy import ProxyConnection
 from pushup.http.router import Router
 from pushup.http.stream import Heartbeat
 
@@ -74,6 +75,8 @@ class HttpServer:
         # Past the limit, still accept (the client learns why at once) but answer 503.
         if len(self.connections) >= self.limits.max_connections:
             return Refused(self.limits)
+        if self.upstream is not None:
+            return ProxyConnection(self, self.upstream)
         return HttpConnection(self)
 
     def stop_accepting(self) -> None:

@@ -33,11 +33,20 @@ from dataclasses import replace
 from typing import Any
 
 from pushup.bench import procstat
-from pushup.bench.fleet import MAX_PER_PROCESS, Fleet
+from pushup.bench.fleet import Fleet
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, parked_on, wait_progress
-from pushup.bench.scenarios.fanout import publish_one
+from pushup.bench.scenarios.common import (
+    Options,
+    client_processes,
+    failures,
+    line,
+    parked_on,
+    publish_one,
+    received,
+    text,
+    wait_progress,
+)
 from pushup.bench.stats import median, percentile
 from pushup.bench.targets.workers import POLL_TIMEOUT_S, NchanWorkersTarget, WorkersTarget
 
@@ -163,7 +172,7 @@ def _measure_target(
     channel = target.create_channel()
     base_pss = pss_bytes(target.pids())
     row["base_mib"] = procstat.rss_bytes(target.pids()) / 2**20
-    processes = max(options.client_processes, -(-count // MAX_PER_PROCESS))
+    processes = client_processes(options, count)
     with Fleet(target.name, target.host, target.port, processes) as fleet:
         started = time.monotonic()
         refused = fleet.open([channel], count, timeout_s=POLL_TIMEOUT_S)
@@ -192,11 +201,7 @@ def _measure_target(
             published_at = time.monotonic()
             if not publish_one(target, channel, seq, options.payload_pad):
                 problems.append(f"publication {index + 1} not acknowledged")
-            wait_progress(
-                lambda: fleet.stats().received.get(seq, 0),  # noqa: B023
-                connected,
-                options.deadline_s,
-            )
+            wait_progress(received(fleet, seq), connected, options.deadline_s)
             row["rounds"].append(_round(fleet, seq, count, time.monotonic() - published_at))
             progress.advance()
 
@@ -221,7 +226,6 @@ def _record_memory(target: CapacityTarget, row: dict[str, Any], base_pss: int) -
 def _round(fleet: Fleet, seq: int, count: int, waited_s: float) -> dict[str, Any]:
     stats = fleet.stats()
     trips = stats.trips_s
-    non_200 = sum(n for status, n in stats.statuses.items() if status != 200)
 
     def ms(share: float) -> float | None:
         # Against the N asked for: no figure when fewer than that share received.
@@ -235,7 +239,7 @@ def _round(fleet: Fleet, seq: int, count: int, waited_s: float) -> dict[str, Any
         "p50_ms": ms(0.50),
         "p99_ms": ms(0.99),
         "p100_ms": ms(1.0),
-        "errors": stats.errors + non_200,
+        "errors": failures(stats),
         "waited_s": waited_s,
     }
 
@@ -278,20 +282,12 @@ def _checks(result: Run) -> list[Check]:
                 row["rmp_pct"],
                 f"{GOAL:,} parked, RMP 100 %, < {SOCKET_LIMIT:,} sockets per worker",
                 full and spread,
-                f"parked {_n(row['parked'])}, RMP {row['rmp_pct']:.1f} %, "
-                f"busiest worker {_n(row.get('max_worker_fds'))} descriptors, "
-                f"p100 {_ms(row['p100_ms'])}",
+                f"parked {text(row['parked'], ',')}, RMP {row['rmp_pct']:.1f} %, "
+                f"busiest worker {text(row.get('max_worker_fds'), ',')} descriptors, "
+                f"p100 {text(row['p100_ms'], ',.0f', ' ms')}",
             )
         )
     return checks
-
-
-def _n(value: int | None) -> str:
-    return "n/a" if value is None else f"{value:,}"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f} ms"
 
 
 def _notes(result: Run) -> list[str]:
@@ -315,7 +311,7 @@ def _notes(result: Run) -> list[str]:
 
 def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Memory per parked poll and fan-out time against parked polls, a line per server."""
-    from pushup.bench.plots import Series, line_figure
+    from pushup.bench.plots import line_figure
 
     if not run.rows:
         return []
@@ -329,20 +325,16 @@ def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
         ("rmp", "received message percentage", "RMP (%)", "rmp_pct", (0.0, 105.0)),
     )
     for suffix, title, ylabel, key, ylim in figures:
-        series = []
-        for name in names:
-            rows = sorted(
+        series = [
+            line(
                 (row for row in run.rows if row["target"] == name),
-                key=lambda row: row["subscribers"],
+                "subscribers",
+                key,
+                f"{name} ({workers} workers)",
+                name,
             )
-            series.append(
-                Series(
-                    f"{name} ({workers} workers)",
-                    [row["subscribers"] for row in rows],
-                    [row.get(key) for row in rows],
-                    name,
-                )
-            )
+            for name in names
+        ]
         paths.append(
             line_figure(
                 out_dir / f"capacity-{suffix}.png",

@@ -24,10 +24,14 @@ from typing import Any
 from pushup.bench import procstat
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options
-from pushup.bench.scenarios.paper_scale import LP_TIMEOUT_S
-from pushup.bench.scenarios.paper_scale import _measure_target as measure_target
-from pushup.bench.stats import mean
+from pushup.bench.scenarios.common import (
+    LP_TIMEOUT_S,
+    Options,
+    line,
+    measure_rounds,
+    sum_rounds,
+    text,
+)
 from pushup.bench.targets.cluster import ClusterTarget
 from pushup.bench.targets.haproxy import processes_for
 
@@ -94,7 +98,7 @@ def _measure(nodes: int, count: int, options: Options, progress: Progress) -> di
     target = ClusterTarget(nodes=nodes, balancers=row["balancers"])
     try:
         target.start()
-        measure_target(target, count, options, progress, row, problems)
+        measure_rounds(target, count, options, progress, row, problems)
         row["parked_per_node"] = list(target.spread)
         if target.redis.pid is not None:
             row["redis_mib"] = procstat.rss_bytes([target.redis.pid]) / 2**20
@@ -105,22 +109,8 @@ def _measure(nodes: int, count: int, options: Options, progress: Progress) -> di
     finally:
         target.stop()
     spread = row.get("parked_per_node") or []
-    row["node_parked"] = " / ".join("n/a" if n is None else f"{n:,}" for n in spread) or None
-    rounds: list[dict[str, Any]] = row["rounds"]
-    trips = [trip for r in rounds for trip in r.pop("trips_s")]
-    delivered = sum(r["delivered"] for r in rounds)
-    row["mpt_s"] = mean(trips)
-    row["max_s"] = max(trips) if trips else None
-    row["rmp_pct"] = 100.0 * delivered / (count * options.rounds)
-    row["errors"] = row.get("refused", 0) + sum(r["errors"] for r in rounds)
-    row["late"] = sum(1 for trip in trips if trip > LP_TIMEOUT_S)
-    if len(rounds) < options.rounds:
-        problems.append(f"{len(rounds)} of {options.rounds} rounds")
-    if row["rmp_pct"] < 100:
-        problems.append(f"RMP {row['rmp_pct']:.1f} %")
-    if row["late"]:
-        problems.append(f"{row['late']:,} deliveries slower than the {LP_TIMEOUT_S:g} s timeout")
-    row["status"] = "; ".join(problems) or "ok"
+    row["node_parked"] = " / ".join(text(n, ",") for n in spread) or None
+    sum_rounds(row, count, options, problems)
     return row
 
 
@@ -159,7 +149,7 @@ def _nodes(count: int) -> str:
 
 def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Figures 12 and 13: MPT and RMP against connections, a line per node count."""
-    from pushup.bench.plots import Series, line_figure
+    from pushup.bench.plots import line_figure
 
     if not run.rows:
         return []
@@ -171,19 +161,15 @@ def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
         (13, "received message percentage", "RMP (%)", "rmp_pct"),
     )
     for figure, title, ylabel, key in figures:
-        series = []
-        for nodes in sizes:
-            rows = sorted(
+        series = [
+            line(
                 (row for row in run.rows if row["nodes"] == nodes),
-                key=lambda row: row["connections"],
+                "connections",
+                key,
+                _nodes(nodes),
             )
-            series.append(
-                Series(
-                    _nodes(nodes),
-                    [row["connections"] for row in rows],
-                    [row.get(key) for row in rows],
-                )
-            )
+            for nodes in sizes
+        ]
         paths.append(
             line_figure(
                 out_dir / f"cluster-fig{figure}.png",

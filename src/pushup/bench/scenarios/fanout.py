@@ -3,16 +3,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 from pushup.bench.fleet import Fleet
-from pushup.bench.loadgen import Recorder, payload, publish_all
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, parked_on, running, wait_progress
+from pushup.bench.scenarios.common import (
+    Options,
+    against_nchan,
+    client_processes,
+    ms,
+    parked_on,
+    publish_one,
+    ratio,
+    received,
+    running,
+    text,
+    wait_progress,
+)
 from pushup.bench.stats import median, percentile
-from pushup.bench.targets import Target
 
 COLUMNS = ["target", "subscribers", "rounds", "p50_ms", "p99_ms", "p100_ms", "rmp_pct"]
 
@@ -38,45 +47,27 @@ def run(options: Options, progress: Progress) -> Run:
     return result
 
 
-def publish_one(target: Target, channel: str, seq: int, pad: int = 0) -> int:
-    """Publish one timed message; how many were acknowledged (0 or 1)."""
-    sent = [False]
-
-    def one() -> tuple[str, bytes] | None:
-        if sent[0]:
-            return None
-        sent[0] = True
-        return channel, payload(seq, pad)
-
-    return asyncio.run(publish_all(target, one, Recorder()))
-
-
 def _measure(name: str, count: int, options: Options, progress: Progress) -> dict[str, object]:
     rounds: list[dict[str, float | None]] = []
     with running(name) as target:
         channel = target.create_channel()
-        processes = max(options.client_processes, -(-count // 19_000))
-        with Fleet(name, target.host, target.port, processes) as fleet:
+        with Fleet(name, target.host, target.port, client_processes(options, count)) as fleet:
             fleet.open([channel], count, timeout_s=_POLL_TIMEOUT_S)
             for _ in range(options.rounds):
                 wait_progress(lambda: parked_on(target, channel), count, options.deadline_s)
                 fleet.stats(reset=True)
                 seq = next(_seq)
                 publish_one(target, channel, seq, options.payload_pad)
-                wait_progress(
-                    lambda: fleet.stats().received.get(seq, 0),  # noqa: B023
-                    count,
-                    min(options.deadline_s, 60),
-                )
+                wait_progress(received(fleet, seq), count, min(options.deadline_s, 60))
                 stats = fleet.stats()
                 trips = stats.trips_s
                 rounds.append(
                     {
-                        "p50_ms": _ms(percentile(trips, 0.50)) if len(trips) * 2 >= count else None,
-                        "p99_ms": _ms(percentile(trips, 0.99))
+                        "p50_ms": ms(percentile(trips, 0.50)) if len(trips) * 2 >= count else None,
+                        "p99_ms": ms(percentile(trips, 0.99))
                         if len(trips) * 100 >= count * 99
                         else None,
-                        "p100_ms": _ms(max(trips)) if len(trips) >= count else None,
+                        "p100_ms": ms(max(trips)) if len(trips) >= count else None,
                         "rmp_pct": 100.0 * stats.received.get(seq, 0) / count,
                     }
                 )
@@ -91,33 +82,20 @@ def _measure(name: str, count: int, options: Options, progress: Progress) -> dic
     return row
 
 
-def _fmt(ms: float | None) -> str:
-    return "n/a" if ms is None else f"{ms:.0f}"
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
-
-
 def _checks(result: Run) -> list[Check]:
     checks = []
-    for count in sorted({row["subscribers"] for row in result.rows}):
-        rows = {row["target"]: row for row in result.rows if row["subscribers"] == count}
-        ours = rows.get("pushup")
-        if ours is None:
-            continue
-        theirs = rows.get("nchan")
-        ratio = None
-        if theirs and theirs["p100_ms"] and ours["p100_ms"] is not None:
-            ratio = ours["p100_ms"] / theirs["p100_ms"]
-        holds = None if ratio is None else (ratio <= 1.0 and ours["rmp_pct"] == 100.0)
-        note = f"PushUp p100 {_fmt(ours['p100_ms'])} ms, RMP {ours['rmp_pct']:.1f} %"
+    for count, ours, theirs in against_nchan(result.rows, "subscribers"):
+        times = ratio(ours, theirs, "p100_ms")
+        holds = None if times is None else (times <= 1.0 and ours["rmp_pct"] == 100.0)
+        note = f"PushUp p100 {text(ours['p100_ms'], '.0f')} ms, RMP {ours['rmp_pct']:.1f} %"
         if theirs:
-            note += f"; Nchan p100 {_fmt(theirs['p100_ms'])} ms, RMP {theirs['rmp_pct']:.1f} %"
+            note += (
+                f"; Nchan p100 {text(theirs['p100_ms'], '.0f')} ms, RMP {theirs['rmp_pct']:.1f} %"
+            )
         checks.append(
             Check(
                 f"fan-out to {count:,}: time to 100 %",
-                ratio,
+                times,
                 "≤ 1.0x Nchan, RMP 100 %",
                 holds,
                 note,

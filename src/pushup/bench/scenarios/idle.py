@@ -8,7 +8,15 @@ from pushup.bench import procstat
 from pushup.bench.fleet import Fleet
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, running, subscribers_on, wait_until
+from pushup.bench.scenarios.common import (
+    Options,
+    against_nchan,
+    client_processes,
+    ratio,
+    running,
+    subscribers_on,
+    wait_until,
+)
 
 COLUMNS = [
     "target",
@@ -46,7 +54,7 @@ def run(options: Options, progress: Progress) -> Run:
 def _measure(name: str, count: int, options: Options, progress: Progress) -> dict[str, object]:
     with running(name) as target:
         channels = [target.create_channel() for _ in range(options.channels)]
-        processes = max(options.client_processes, -(-count // 19_000))
+        processes = client_processes(options, count)
         with Fleet(name, target.host, target.port, processes) as fleet:
             # Warm up: a few polls answered, so lazily built state is in the baseline.
             fleet.open(channels, 10, timeout_s=0.1)
@@ -80,18 +88,17 @@ def _measure(name: str, count: int, options: Options, progress: Progress) -> dic
 
 def _checks(result: Run) -> list[Check]:
     checks = []
-    for count in sorted({row["subscribers"] for row in result.rows}):
-        rows = {row["target"]: row for row in result.rows if row["subscribers"] == count}
-        ours = rows.get("pushup", {}).get("bytes_per_parked")
-        theirs = rows.get("nchan", {}).get("bytes_per_parked")
+    for count, ours_row, theirs_row in against_nchan(result.rows, "subscribers"):
+        ours = ours_row["bytes_per_parked"]
         if ours is None:
             continue
-        ratio = ours / theirs if theirs else None
-        holds = None if ratio is None else (ratio <= 0.5 and ours < 5000)
+        theirs = theirs_row["bytes_per_parked"] if theirs_row else None
+        share = ratio(ours_row, theirs_row, "bytes_per_parked")
+        holds = None if share is None else (share <= 0.5 and ours < 5000)
         checks.append(
             Check(
                 f"memory per parked poll at {count:,}",
-                ratio,
+                share,
                 "≤ 0.5x Nchan and < 5 KB",
                 holds,
                 f"PushUp {ours:,.0f} B, Nchan {theirs:,.0f} B"

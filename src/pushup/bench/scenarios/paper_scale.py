@@ -28,25 +28,27 @@ it fails". The kernel bounds each connection attempt (SYN retries), not this mod
 
 from __future__ import annotations
 
-import itertools
-import os
 import pathlib
-import time
-from collections.abc import Callable
 from typing import Any
 
-from pushup.bench import procstat
-from pushup.bench.fleet import MAX_PER_PROCESS, Fleet, FleetStats
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, running, wait_progress
-from pushup.bench.scenarios.fanout import publish_one
-from pushup.bench.stats import mean
-from pushup.bench.targets import Target
+from pushup.bench.scenarios.common import (
+    LP_TIMEOUT_S,
+    Options,
+    against_nchan,
+    line,
+    machine_memory_bytes,
+    measure_rounds,
+    ms,
+    ratio,
+    running,
+    sum_rounds,
+    text,
+)
 
 DEFAULT_TARGETS = ("pushup", "mlp", "nchan")
 DEFAULT_SUBSCRIBERS = (500, 1000, 2000, 4000, 8000, 16000)
-LP_TIMEOUT_S = 50.0
 MPT_LIMIT = 1.5  # PushUp's MPT at most this many times Nchan's (issue 3) ...
 CHECKED = (500, 16_000)  # ... over this range of connections (the paper's)
 METHODS = {"pushup": "ELP", "mlp": "MLP", "nchan": "Nchan"}
@@ -66,17 +68,6 @@ COLUMNS = [
     "errors",
     "status",
 ]
-
-_seq = itertools.count(2_000_000)
-
-
-def machine_memory_bytes() -> int:
-    """MemTotal, the denominator of SMU in percent."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def run(options: Options, progress: Progress) -> Run:
@@ -115,126 +106,28 @@ def _measure(name: str, count: int, options: Options, progress: Progress) -> dic
     problems: list[str] = []
     try:
         with running(name) as target:
-            _measure_target(target, count, options, progress, row, problems)
+            measure_rounds(target, count, options, progress, row, problems)
     except Exception as exc:  # a failure is a result here: record it, carry on
         problems.append(f"error: {exc!r}")
-    rounds: list[dict[str, Any]] = row["rounds"]
-    trips = [trip for r in rounds for trip in r.pop("trips_s")]
-    delivered = sum(r["delivered"] for r in rounds)
-    row["mpt_s"] = mean(trips)
-    row["max_s"] = max(trips) if trips else None
-    row["rmp_pct"] = 100.0 * delivered / (count * options.rounds) if options.rounds else None
-    row["errors"] = row.get("refused", 0) + sum(r["errors"] for r in rounds)
-    row["late"] = sum(1 for trip in trips if trip > LP_TIMEOUT_S)
-    if len(rounds) < options.rounds:
-        problems.append(f"{len(rounds)} of {options.rounds} rounds")
-    if row["rmp_pct"] is not None and row["rmp_pct"] < 100:
-        problems.append(f"RMP {row['rmp_pct']:.1f} %")
-    if row["late"]:
-        problems.append(
-            f"{row['late']:,} deliveries slower than the {LP_TIMEOUT_S:g} s poll timeout "
-            "(lost to a client that gives up then)"
-        )
-    row["status"] = "; ".join(problems) or "ok"
+    sum_rounds(row, count, options, problems)
     return row
-
-
-def _measure_target(
-    target: Target,
-    count: int,
-    options: Options,
-    progress: Progress,
-    row: dict[str, Any],
-    problems: list[str],
-) -> None:
-    pids = target.pids
-    channel = target.create_channel()
-    row["base_mib"] = procstat.rss_bytes(pids()) / 2**20
-    processes = max(options.client_processes, -(-count // MAX_PER_PROCESS))
-    with Fleet(target.name, target.host, target.port, processes) as fleet:
-        started = time.monotonic()
-        refused = fleet.open([channel], count, timeout_s=LP_TIMEOUT_S)
-        row["open_s"] = time.monotonic() - started
-        row["connected"] = count - refused
-        row["refused"] = refused
-        if refused:
-            problems.append(f"{refused:,} connections failed")
-        progress.advance()
-        parked = wait_progress(
-            lambda: _parked(target, channel), count - refused, options.deadline_s
-        )
-        row["parked"] = parked
-        if parked is None:
-            problems.append("server stopped answering")
-        elif parked < count - refused:
-            problems.append(f"{parked:,} of {count - refused:,} parked")
-        time.sleep(1.0)  # let the allocator settle before reading memory
-        rss = procstat.rss_bytes(pids())
-        row["smu_mib"] = rss / 2**20
-        row["smu_pct"] = 100.0 * rss / machine_memory_bytes()
-        row["threads"] = procstat.threads(pids())
-        progress.advance()
-        peak = rss
-        for index in range(options.rounds):
-            if index:
-                wait_progress(lambda: _parked(target, channel), count - refused, options.deadline_s)
-            fleet.stats(reset=True)
-            seq = next(_seq)
-            published_at = time.monotonic()
-            if not publish_one(target, channel, seq, options.payload_pad):
-                problems.append(f"publication {index + 1} not acknowledged")
-            wait_progress(_received(fleet, seq), count - refused, options.deadline_s)
-            stats = fleet.stats()
-            row["rounds"].append(_round(stats, seq, count, time.monotonic() - published_at))
-            peak = max(peak, procstat.rss_bytes(pids()))
-            progress.advance()
-        row["peak_mib"] = peak / 2**20
-
-
-def _round(stats: FleetStats, seq: int, count: int, waited_s: float) -> dict[str, Any]:
-    non_200 = sum(n for status, n in stats.statuses.items() if status != 200)
-    return {
-        "delivered": min(stats.received.get(seq, 0), count),
-        "trips_s": list(stats.trips_s),
-        "errors": stats.errors + non_200,
-        "statuses": {str(status): n for status, n in stats.statuses.items()},
-        "waited_s": waited_s,
-    }
-
-
-def _received(fleet: Fleet, seq: int) -> Callable[[], int]:
-    """A probe: deliveries of publication `seq` so far."""
-    return lambda: fleet.stats().received.get(seq, 0)
-
-
-def _parked(target: Target, channel: str) -> int | None:
-    """Polls parked on the channel, as the server says; None if it does not answer."""
-    try:
-        return target.subscribers(channel)
-    except Exception:
-        return None
 
 
 def _checks(result: Run) -> list[Check]:
     checks = []
-    for count in sorted({row["connections"] for row in result.rows}):
-        rows = {row["target"]: row for row in result.rows if row["connections"] == count}
-        ours = rows.get("pushup")
-        if ours is None or not CHECKED[0] <= count <= CHECKED[1]:
+    for count, ours, theirs in against_nchan(result.rows, "connections"):
+        if not CHECKED[0] <= count <= CHECKED[1]:
             continue
-        theirs = rows.get("nchan")
-        ratio = None
-        if theirs and theirs["mpt_s"] and ours["mpt_s"] is not None:
-            ratio = ours["mpt_s"] / theirs["mpt_s"]
+        times = ratio(ours, theirs, "mpt_s")
         full = ours["rmp_pct"] == 100.0
-        holds = (full and ratio <= MPT_LIMIT) if ratio is not None else (None if full else False)
-        note = f"PushUp MPT {_s(ours['mpt_s'])}, RMP {_pct(ours['rmp_pct'])}"
+        holds = (full and times <= MPT_LIMIT) if times is not None else (None if full else False)
+        note = f"PushUp MPT {_mpt(ours)}, RMP {_rmp(ours)}"
         if theirs:
-            note += f"; Nchan MPT {_s(theirs['mpt_s'])}, RMP {_pct(theirs['rmp_pct'])}"
+            note += f"; Nchan MPT {_mpt(theirs)}, RMP {_rmp(theirs)}"
         checks.append(
             Check(
                 f"paper scale at {count:,}: PushUp MPT and RMP",
-                ratio,
+                times,
                 f"MPT ≤ {MPT_LIMIT}x Nchan, RMP 100 %",
                 holds,
                 note,
@@ -243,12 +136,12 @@ def _checks(result: Run) -> list[Check]:
     return checks
 
 
-def _s(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
+def _mpt(row: dict[str, Any]) -> str:
+    return text(ms(row["mpt_s"]), ".0f", " ms")
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} %"
+def _rmp(row: dict[str, Any]) -> str:
+    return text(row["rmp_pct"], ".1f", " %")
 
 
 def _notes(result: Run) -> list[str]:
@@ -270,7 +163,7 @@ def _notes(result: Run) -> list[str]:
 
 def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Figures 9, 10 and 11: SMU, MPT and RMP against connections, a line per server."""
-    from pushup.bench.plots import Series, line_figure
+    from pushup.bench.plots import line_figure
 
     if not run.rows:
         return []
@@ -284,21 +177,16 @@ def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
         (11, "received message percentage", "RMP (%)", "rmp_pct"),
     )
     for figure, title, ylabel, key in figures:
-        series = []
-        for name in names:
-            rows = sorted(
+        series = [
+            line(
                 (row for row in run.rows if row["target"] == name),
-                key=lambda row: row["connections"],
+                "connections",
+                key,
+                f"{METHODS.get(name, name)} ({name})",
+                name,
             )
-            label = f"{METHODS.get(name, name)} ({name})"
-            series.append(
-                Series(
-                    label,
-                    [row["connections"] for row in rows],
-                    [row.get(key) for row in rows],
-                    name,
-                )
-            )
+            for name in names
+        ]
         secondary = None
         if figure == 9:
             secondary = ("% of machine memory", 100.0 / total_mib)

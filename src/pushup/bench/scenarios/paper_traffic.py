@@ -57,8 +57,15 @@ from pushup.bench import procstat
 from pushup.bench.fleet import Fleet, FleetStats
 from pushup.bench.progress import Progress
 from pushup.bench.run import Run
-from pushup.bench.scenarios.common import Options, running, wait_until
-from pushup.bench.scenarios.fanout import publish_one
+from pushup.bench.scenarios.common import (
+    LP_TIMEOUT_S,
+    Options,
+    failures,
+    line,
+    publish_one,
+    running,
+    wait_until,
+)
 from pushup.bench.stats import mean
 from pushup.bench.targets import Target
 
@@ -66,7 +73,6 @@ DEFAULT_TARGETS = ("pushup", "mlp", "nchan")
 DEFAULT_SUBSCRIBERS = (10, 100, 1000)
 INTERVALS_S = (10, 20, 30, 40, 50)  # the paper's publish intervals; options.extra["intervals"]
 CP_POLL_S = 1.0
-LP_TIMEOUT_S = 50.0
 KB = 1024
 STAGGER_BATCHES = 10  # CP clients start in this many batches over one poll interval
 
@@ -246,7 +252,7 @@ def _measure(
             "mpt_s": mean(final.trips_s),
             "cpu_pct": 100.0 * cpu_s / window_s,
             "rmp_pct": 100.0 * delivered / (cc * publications),
-            "errors": failed + final.errors + sum(n for s, n in final.statuses.items() if s != 200),
+            "errors": failed + failures(final),
             "bytes_in": window.bytes_in,
             "bytes_out": window.bytes_out,
             "window_s": window_s,
@@ -352,11 +358,10 @@ def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
         (7, "kb", PAPER_KB, "traffic per publish interval (KB, log scale)", True),
         (8, "mpt_s", PAPER_MPT_S, "mean publish trip time (s, log scale)", True),
     ):
-        series = []
-        for name in methods:
-            mine = sorted((row for row in rows if row["method"] == name), key=_interval)
-            xs = [row["interval_s"] for row in mine]
-            series.append(Series(name, xs, [row.get(key) for row in mine], name))
+        series = [
+            line((row for row in rows if row["method"] == name), "interval_s", key, name, name)
+            for name in methods
+        ]
         for name in methods:
             if (name, cc) in table:
                 xs = [float(i) for i in INTERVALS_S]
@@ -381,7 +386,3 @@ def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
             )
         )
     return paths
-
-
-def _interval(row: dict[str, Any]) -> float:
-    return float(row["interval_s"])

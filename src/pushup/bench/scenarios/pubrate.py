@@ -19,7 +19,15 @@ from pushup.bench import procstat
 from pushup.bench.fleet import Fleet, PublishResult
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
-from pushup.bench.scenarios.common import Options, running, subscribers_on, wait_until
+from pushup.bench.scenarios.common import (
+    Options,
+    against_nchan,
+    ratio,
+    running,
+    subscribers_on,
+    text,
+    wait_until,
+)
 from pushup.bench.stats import median
 from pushup.bench.targets import Target
 
@@ -338,17 +346,10 @@ def _notes(result: Run) -> list[str]:
 
 def _checks(result: Run) -> list[Check]:
     checks = []
-    for count in sorted({row["channels"] for row in result.rows}):
-        rows = {row["target"]: row for row in result.rows if row["channels"] == count}
-        ours = rows.get("pushup")
-        if ours is None:
-            continue
-        theirs = rows.get("nchan")
-        ratio = None
-        if theirs and theirs["pubs_per_s"] and ours["pubs_per_s"] is not None:
-            ratio = ours["pubs_per_s"] / theirs["pubs_per_s"]
+    for count, ours, theirs in against_nchan(result.rows, "channels"):
+        times = ratio(ours, theirs, "pubs_per_s")
         complete = ours["acknowledged"] == ours["publications"]
-        holds = None if ratio is None else (ratio >= 1.0 and complete)
+        holds = None if times is None else (times >= 1.0 and complete)
         note = f"PushUp {_rate(ours)}"
         if theirs:
             note += f"; Nchan {_rate(theirs)}"
@@ -358,11 +359,10 @@ def _checks(result: Run) -> list[Check]:
                 f"; client-bound for {' and '.join(bound)}: the ratio compares the load "
                 "generator's limits, not only the servers'"
             )
-        checks.append(Check(f"publish rate, {_label(count)}", ratio, "≥ 1.0x Nchan", holds, note))
+        checks.append(Check(f"publish rate, {_label(count)}", times, "≥ 1.0x Nchan", holds, note))
     return checks
 
 
 def _rate(row: dict[str, Any]) -> str:
-    us = row["server_us_per_pub"]
-    cpu = "n/a" if us is None else f"{us:.1f}"
+    cpu = text(row["server_us_per_pub"], ".1f")
     return f"{row['pubs_per_s'] or 0:,.0f}/s ({cpu} µs server CPU each)"

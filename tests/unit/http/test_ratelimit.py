@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushup.core.ratelimit import TokenBuckets
+from pushup.http.ratelimit import TokenBuckets
 from tests.unit.fakes import FakeClock
 
 

@@ -17,8 +17,7 @@ from pushup.config import REDIS_SCHEMES, Settings
 from pushup.core.engine import Engine
 from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
-from pushup.engines.journal import Journal
-from pushup.engines.memory import MemoryEngine
+from pushup.engines.memory import Journal, MemoryEngine
 from pushup.http.cors import CorsPolicy
 from pushup.http.limits import Limits, raise_open_files
 from pushup.http.router import Router

@@ -13,8 +13,7 @@ import pytest
 
 from pushup.core.engine import Engine
 from pushup.core.model import ChannelId, Hit, Message, ReadResult
-from pushup.engines.journal import Journal
-from pushup.engines.memory import MemoryEngine
+from pushup.engines.memory import Journal, MemoryEngine
 from pushup.engines.redis import RedisEngine
 from tests.unit import fakes
 from tests.unit.fakes import T0, FakeClock

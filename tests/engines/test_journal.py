@@ -16,8 +16,8 @@ import pytest
 from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import Message
-from pushup.engines.journal import DATABASE, Journal
-from pushup.engines.memory import MemoryEngine
+from pushup.engines.memory import Journal, MemoryEngine
+from pushup.engines.memory.sqlite import DATABASE
 from tests.engines.conftest import MakeEngine, RecordingListener, hits, same
 from tests.engines.test_contract import alive, channel, ids, publish1, read
 from tests.unit.fakes import T0, FakeClock

@@ -1,0 +1,285 @@
+"""The embedded engine's cache: channels by id and name, the messages each holds, and
+the heaps that age them.
+
+Expiry never scans: a heap orders channels by when their oldest message expires, and
+each channel trims from its front (aging costs O(log n) per channel that has
+messages, and a message evicted by the count limit is freed at once rather than held
+until its age runs out); channel expiry uses a heap of deadlines that is corrected
+lazily when a channel was active in the meantime. Every change the journal must keep
+is told to the engine's `Durability`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Collection, Sequence
+
+from pushup.core.engine import CacheStats, Publication
+from pushup.core.errors import ChannelsNotFound
+from pushup.core.ids import IdClock
+from pushup.core.model import ChannelId, ChannelRef, Hit, Message, MessageId
+from pushup.engines.memory.budget import CacheBudget
+from pushup.engines.memory.channel import Channel
+from pushup.engines.memory.durability import Durability
+
+
+class Cache:
+    """Live channels and their cached messages, within the count, age and byte limits."""
+
+    __slots__ = (
+        "_journal",
+        "aging",
+        "budget",
+        "channels",
+        "expiry",
+        "max_messages",
+        "message_ttl_s",
+        "names",
+    )
+
+    def __init__(
+        self, *, message_ttl_s: float, max_messages: int, budget: CacheBudget, journal: Durability
+    ) -> None:
+        self.message_ttl_s = message_ttl_s
+        self.max_messages = max_messages
+        self.channels: dict[ChannelId, Channel] = {}
+        self.names: dict[str, Channel] = {}
+        # Channels by when their oldest cached message expires, and by when they do.
+        self.aging: list[tuple[float, ChannelId]] = []
+        self.expiry: list[tuple[float, ChannelId]] = []
+        # Every cached message once, oldest first, and their bytes: past the limit the
+        # oldest go, over all channels, as they would by age.
+        self.budget = budget
+        self._journal = journal
+
+    # -- channels --------------------------------------------------------------------
+
+    def add(self, channel: Channel) -> None:
+        """A new channel (its name is free)."""
+        self.channels[channel.id] = channel
+        if channel.name is not None:
+            self.names[channel.name] = channel
+        self.push_expiry(channel, channel.expires_at)
+
+    def push_expiry(self, channel: Channel, at: float) -> None:
+        channel.scheduled_at = at
+        heapq.heappush(self.expiry, (at, channel.id))
+
+    def lookup(self, refs: Sequence[ChannelRef]) -> list[Channel]:
+        """The live channels, in the order given; raises ChannelsNotFound for the rest."""
+        found: list[Channel] = []
+        unknown: list[ChannelRef] = []
+        for ref in refs:
+            channel = self.channels.get(ChannelId(ref)) if isinstance(ref, int) else None
+            if channel is None and isinstance(ref, str):
+                channel = self.names.get(ref)
+            if channel is None:
+                unknown.append(ref)
+            else:
+                found.append(channel)
+        if unknown:
+            raise ChannelsNotFound(unknown)
+        return found
+
+    def lookup_all(self, ref_lists: Sequence[Sequence[ChannelRef]]) -> list[list[Channel]]:
+        """Look up several lists at once, naming every unknown channel of all of them."""
+        found: list[list[Channel]] = []
+        unknown: dict[ChannelRef, None] = {}
+        for refs in ref_lists:
+            try:
+                found.append(self.lookup(refs))
+            except ChannelsNotFound as exc:
+                unknown.update(dict.fromkeys(exc.refs))
+        if unknown:
+            raise ChannelsNotFound(list(unknown))
+        return found
+
+    def drop(self, channels: Sequence[Channel]) -> list[ChannelId]:
+        """Forget channels that expired or were closed; their ids."""
+        journal = self._journal
+        for channel in channels:
+            channel.closed = True
+            del self.channels[channel.id]
+            if channel.name is not None:
+                del self.names[channel.name]
+            journal.channel(channel)
+            for message in channel.messages:
+                self.release(message)
+            channel.messages.clear()
+        return [channel.id for channel in channels]
+
+    # -- messages --------------------------------------------------------------------
+
+    def store(
+        self,
+        targets: list[list[Channel]],
+        publications: Sequence[Publication],
+        now: float,
+        told: int,
+        ids: IdClock,
+    ) -> tuple[list[Message], set[ChannelId]]:
+        """Cache one message per publication in its channels (`targets`); the messages,
+        and the channels that dropped one above `told` (not yet told to the listener)."""
+        messages: list[Message] = []
+        evicted: set[ChannelId] = set()
+        max_messages, ttl_s, aging = self.max_messages, self.message_ttl_s, self.aging
+        budget = self.budget
+        for channels, (_, data) in zip(targets, publications, strict=True):
+            message_id = ids.next()
+            if len(channels) > 1:
+                channels = list({channel.id: channel for channel in channels}.values())
+                channel_ids = tuple(sorted(channel.id for channel in channels))
+            else:
+                channel_ids = (channels[0].id,)
+            message = Message(MessageId(message_id), message_id / 1_000_000, channel_ids, data)
+            for channel in channels:
+                cached = channel.messages
+                cached.add(message)
+                channel.last_message_id = message.id
+                channel.expires_at = now + channel.ttl_s
+                if len(cached) > max_messages:
+                    dropped = cached.pop(0)
+                    channel.dropped_through = dropped.id
+                    if dropped.id > told:
+                        evicted.add(channel.id)
+                    self.release(dropped)
+                if not channel.aging:
+                    channel.aging = True
+                    heapq.heappush(aging, (cached[0].time + ttl_s, channel.id))
+            messages.append(message)
+            budget.add(message)
+        if budget.bytes > budget.limit:
+            self.trim_to_budget(told, evicted)
+        return messages, evicted
+
+    def read(
+        self, channel_ids: Sequence[ChannelId], low: int, high: int | None, end: float | None
+    ) -> tuple[list[Hit], bool]:
+        """Cached messages with `low <= id <= high` and `time <= end`, each once, and
+        whether any channel dropped one that could have matched (a gap)."""
+        found: dict[MessageId, Message] = {}
+        matched: dict[MessageId, list[ChannelId]] = {}
+        gap = False
+        channels = [self.channels.get(channel_id) for channel_id in channel_ids]
+        gone = [channel_id for channel_id in channel_ids if channel_id not in self.channels]
+        if gone:  # expired between the caller's lookup and this read
+            raise ChannelsNotFound(gone)
+        for channel in channels:
+            assert channel is not None
+            channel_id = channel.id
+            if channel.dropped_through >= low and (end is None or low / 1_000_000 <= end):
+                gap = True
+            for message in channel.messages.irange_key(min_key=low, max_key=high):
+                if end is not None and message.time > end:
+                    break
+                if message.id not in found:
+                    found[message.id] = message
+                    matched[message.id] = []
+                matched[message.id].append(channel_id)
+        hits: list[Hit] = [
+            (found[message_id], tuple(sorted(matched[message_id]))) for message_id in sorted(found)
+        ]
+        return hits, gap
+
+    def stats(self, leave_out: Collection[ChannelId]) -> CacheStats:
+        # The budget counts each cached message's bytes once, however many channels
+        # hold it: no walk over the cache, only over the channels (and the few
+        # messages of those left out, published to them alone).
+        left_out = set(leave_out)
+        entries = 0
+        channels = 0
+        excluded = 0
+        for channel in self.channels.values():
+            if channel.id in left_out:
+                excluded += sum(
+                    len(message.data)
+                    for message in channel.messages
+                    if left_out.issuperset(message.channels)
+                )
+                continue
+            channels += 1
+            entries += len(channel.messages)
+        return CacheStats(channels, entries, self.budget.bytes - excluded)
+
+    def release(self, message: Message, *, journaled: bool = True) -> None:
+        """A channel dropped `message`: once no live channel caches it, it leaves the
+        byte budget (and, if `journaled`, the journal)."""
+        if len(message.channels) > 1:  # else its only channel just let it go
+            for channel_id in message.channels:
+                channel = self.channels.get(channel_id)
+                if channel is not None and message in channel.messages:
+                    return
+        self.budget.discard(message)
+        if journaled:
+            self._journal.forget(message.id)
+
+    def trim_to_budget(self, told: int, evicted: set[ChannelId]) -> None:
+        """Drop the oldest messages over all channels until the cache fits its bytes.
+        Being the oldest cached anywhere, each is at the front of its channels; their
+        gap marks move past it, so a subscriber that wanted it learns of the gap."""
+        budget, journal = self.budget, self._journal
+        while budget.over() and budget:
+            message = budget.pop_oldest()
+            for channel_id in message.channels:
+                channel = self.channels.get(channel_id)
+                if channel is None:
+                    continue
+                cached = channel.messages
+                if cached and cached[0] is message:
+                    cached.pop(0)
+                elif message in cached:
+                    cached.remove(message)
+                else:
+                    continue
+                channel.dropped_through = max(channel.dropped_through, message.id)
+                if message.id > told:
+                    evicted.add(channel_id)
+                journal.channel(channel)  # its gap mark moved
+            journal.forget(message.id)
+
+    # -- expiry ----------------------------------------------------------------------
+
+    def expire(self, now: float) -> list[ChannelId]:
+        """Drop messages older than the message TTL and channels past their expiry;
+        the ids of the channels dropped."""
+        ttl_s, aging = self.message_ttl_s, self.aging
+        while aging and aging[0][0] <= now:
+            _, channel_id = heapq.heappop(aging)
+            channel = self.channels.get(channel_id)
+            if channel is None:
+                continue
+            cached = channel.messages
+            # The same expression as the heap key, so a trimmed channel's next key is
+            # always past `now` and the loop ends.
+            while cached and cached[0].time + ttl_s <= now:
+                dropped = cached.pop(0)
+                channel.dropped_through = max(channel.dropped_through, dropped.id)
+                # The journal's compaction deletes aged messages in bulk.
+                self.release(dropped, journaled=False)
+            channel.aging = bool(cached)
+            if cached:
+                heapq.heappush(aging, (cached[0].time + ttl_s, channel_id))
+        heap = self.expiry
+        expired: dict[ChannelId, Channel] = {}
+        while heap and heap[0][0] <= now:
+            at, channel_id = heapq.heappop(heap)
+            channel = self.channels.get(channel_id)
+            if channel is None:
+                continue
+            if channel.expires_at <= now:
+                expired[channel_id] = channel
+            elif at == channel.scheduled_at:
+                # Active since this entry was pushed: look again at its new expiry.
+                channel.scheduled_at = channel.expires_at
+                heapq.heappush(heap, (channel.expires_at, channel_id))
+        return self.drop(list(expired.values())) if expired else []
+
+    def next_due(self) -> float:
+        """When the next message or channel expires (inf: nothing will)."""
+        due = math.inf
+        if self.aging:
+            due = self.aging[0][0]
+        if self.expiry:
+            due = min(due, self.expiry[0][0])
+        return due

@@ -1,0 +1,55 @@
+"""One channel of the embedded engine: its settings, expiry, and cached messages."""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+from sortedcontainers import SortedKeyList
+
+from pushup.core.model import ChannelId, ChannelInfo, MessageId
+
+_message_id = attrgetter("id")
+
+
+class Channel:
+    """A live channel (`closed` once it is not); the journal writes it as it is."""
+
+    __slots__ = (
+        "aging",
+        "closed",
+        "dropped_through",
+        "expires_at",
+        "id",
+        "last_message_id",
+        "messages",
+        "name",
+        "scheduled_at",
+        "ttl_s",
+    )
+
+    def __init__(self, id: ChannelId, name: str | None, ttl_s: float, now: float) -> None:
+        self.id = id
+        self.name = name
+        self.ttl_s = ttl_s
+        self.expires_at = now + ttl_s
+        # The time of this channel's authoritative expiry-heap entry; always at or
+        # before `expires_at`. Other entries for it are stale and dropped when popped.
+        self.scheduled_at = self.expires_at
+        # The paper's per-channel B-tree of messages keyed by time (ids order like time).
+        self.messages: SortedKeyList = SortedKeyList(key=_message_id)
+        # Newest id this channel dropped from its cache (by age or count); 0 if none.
+        self.dropped_through = 0
+        self.last_message_id: MessageId | None = None
+        self.closed = False
+        # Whether the cache's aging heap holds an entry for this channel's oldest message.
+        self.aging = False
+
+    def info(self) -> ChannelInfo:
+        return ChannelInfo(
+            id=self.id,
+            name=self.name,
+            expires_at=self.expires_at,
+            ttl_s=self.ttl_s,
+            messages=len(self.messages),
+            last_message_id=self.last_message_id,
+        )

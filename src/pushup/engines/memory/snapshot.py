@@ -1,0 +1,63 @@
+"""What the journal exchanges with the engine: the live state of a channel it writes,
+and everything it holds, read back at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from pushup.core.model import ChannelId, MessageId
+
+
+class ChannelState(Protocol):
+    """What the journal reads of a live channel when it writes it."""
+
+    @property
+    def id(self) -> ChannelId: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def ttl_s(self) -> float: ...
+    @property
+    def expires_at(self) -> float: ...
+    @property
+    def last_message_id(self) -> MessageId | None: ...
+    @property
+    def dropped_through(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChannel:
+    """A channel as the journal last wrote it."""
+
+    id: ChannelId
+    name: str | None
+    ttl_s: float
+    expires_at: float
+    last_message_id: MessageId | None
+    dropped_through: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: MessageId
+    channels: tuple[ChannelId, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the journal holds, in id order; expired entries included (the
+    engine decides what expired while it was down)."""
+
+    channels: list[StoredChannel]
+    messages: list[StoredMessage]
+    # Every id issued before is at or below these, even when its row is gone.
+    last_channel_id: int
+    last_message_id: int
+
+
+# What there is to restore without a journal.
+EMPTY = Snapshot([], [], 0, 0)

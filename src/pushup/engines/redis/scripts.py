@@ -1,0 +1,93 @@
+"""The Lua scripts (`lua/*.lua`): loading, registering and calling them.
+
+Every operation on channels is one script behind the shared head `common.lua` (which
+also holds the key layout), so Redis runs it atomically: no node sees half a
+publication, and ids come from one global sequence. The scripts about nodes
+(`heartbeat.lua`, `ask.lua`) go without the head: they touch no channel.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pushup.core.errors import EngineUnavailable
+from pushup.engines.redis.health import Health
+from pushup.engines.redis.keys import Keys
+from pushup.engines.redis.tasks import need_task
+
+# Errors meaning "Redis is out of reach now" (refused, reset, timed out, loading its
+# data after a restart, a replica that cannot take writes): answered with 503.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+_SCRIPTS = ("init", "create", "renew", "close", "info", "resolve", "publish", "read", "sweep")
+# Scripts about nodes, not channels: without the common head (see heartbeat.lua).
+_NODE_SCRIPTS = ("heartbeat", "ask")
+
+
+def source(name: str, *, head: bool = True) -> str:
+    """A script's text, behind the shared head unless `head` is false."""
+    lua = importlib.resources.files("pushup.engines.redis") / "lua"
+    script = (lua / f"{name}.lua").read_text()
+    return (lua / "common.lua").read_text() + "\n" + script if head else script
+
+
+class Scripts:
+    """The scripts registered on the node's connection pool, with the arguments every
+    channel script takes first (`common.lua`: prefix, event channel, clock, TTL)."""
+
+    __slots__ = ("_channel", "_clock", "_events", "_health", "_message_ttl", "_node", "_prefix")
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        message_ttl_s: float,
+        clock: Callable[[], float] | None,
+        health: Health,
+    ) -> None:
+        register = redis.register_script
+        self._channel = {name: register(source(name)) for name in _SCRIPTS}
+        self._node = {name: register(source(name, head=False)) for name in _NODE_SCRIPTS}
+        self._prefix = keys.prefix
+        self._events = keys.events
+        self._message_ttl = repr(float(message_ttl_s))
+        self._clock = clock
+        self._health = health
+
+    async def init(self) -> list[Any]:
+        """Where the store stands (`init.lua`); Redis errors are the caller's to report."""
+        reply: list[Any] = await self._channel["init"](args=self._args())
+        return reply
+
+    async def run(self, name: str, *args: str | bytes) -> list[Any]:
+        """Run a channel script: its status, the last event it published, its values.
+        Raises EngineUnavailable while Redis is out of reach (and `health` says so)."""
+        await need_task()
+        try:
+            reply: list[Any] = await self._channel[name](args=self._args(*args))
+        except UNREACHABLE as exc:
+            self._health.unreachable(exc)
+            raise EngineUnavailable(f"Redis is unreachable: {exc}") from exc
+        self._health.reachable()
+        return reply
+
+    async def run_node(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run a script about nodes; Redis errors are the caller's to report."""
+        await need_task()
+        return await self._node[name](keys=keys, args=args)
+
+    def _args(self, *args: str | bytes) -> list[str | bytes]:
+        # `clock` replaces Redis TIME (tests drive it by hand); '' lets Redis tell the time.
+        if self._clock is None:
+            now, now_us = "", ""
+        else:
+            now_s = float(self._clock())
+            now, now_us = repr(now_s), str(int(now_s * 1_000_000))
+        return [self._prefix, self._events, now, now_us, self._message_ttl, *args]

@@ -126,6 +126,12 @@ class HttpConnection(RequestReader):
             self._task = None
         self._pending = None
         self._current = None
+        # The parser calls back into this object and the transport holds it: without
+        # these two cycles a closed connection is freed at once, not by a later
+        # cyclic collection (which, with many parked polls alive, comes rarely and let
+        # the dead of a connection churn pile up by the thousand).
+        self._parser = None  # type: ignore[assignment]
+        self._transport = None
 
     # -- handling --------------------------------------------------------------------
 

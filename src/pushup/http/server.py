@@ -14,6 +14,7 @@ from pushup.http.protocol import HttpConnection
 from pushup.http.proxy import ProxyConnection
 from pushup.http.router import Router
 from pushup.http.stream import Heartbeat
+from pushup.http.trim import HeapTrimmer
 
 if TYPE_CHECKING:
     from pushup.http.cors import CorsPolicy
@@ -49,6 +50,10 @@ class HttpServer:
         # The web app that requests PushUp does not answer go to, if any.
         self.upstream = upstream
         self.connections: set[HttpConnection] = set()
+        # Connections closed so far: what was freed with them goes back to the system.
+        self.closed_total = 0
+        self.trimmer = HeapTrimmer(lambda: self.closed_total)
+        self.idle.also_sweep(self.trimmer.check)
         # Which web origins may read subscriber answers (`--cors-origins`); None: no CORS.
         self.cors = cors
         self.closing = False
@@ -62,6 +67,7 @@ class HttpServer:
 
     def connection_lost(self, conn: HttpConnection) -> None:
         self.connections.discard(conn)
+        self.closed_total += 1
         self.idle.forget(conn)
         if self.closing and not self.connections:
             self.all_closed.set()

@@ -1,0 +1,90 @@
+"""Load for the churn test, run as its own process (its sockets count against its own
+open-files limit): `hold N` parks N long polls until stdin closes; `churn RATE SECONDS`
+opens RATE connections a second, each sending a poll and leaving."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import cast
+
+import uvloop
+
+
+class _Client(asyncio.Protocol):
+    """Sends one request and ignores the answer; the connection is closed by its owner."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's.
+        cast(asyncio.WriteTransport, transport).write(self.request)
+
+
+def _poll(port: int, channel: str) -> bytes:
+    target = f"/subscribe?channels={channel}&timeout=290"
+    return f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
+async def hold(port: int, channel: str, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    request = _poll(port, channel)
+    held = []
+    for start in range(0, count, 500):
+        batch = range(start, min(start + 500, count))
+        held += await asyncio.gather(
+            *(loop.create_connection(lambda: _Client(request), "127.0.0.1", port) for _ in batch)
+        )
+    print("ready", len(held), flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    for transport, _ in held:
+        transport.close()
+
+
+async def churn(port: int, channel: str, rate: int, seconds: float) -> None:
+    """`rate` connections a second in ticks of 10 ms; half leave at once, half once
+    their poll is parked (after 20 ms)."""
+    loop = asyncio.get_running_loop()
+    request = _poll(port, channel)
+    opened = failed = 0
+    pending: set[asyncio.Task[None]] = set()
+
+    async def cycle(linger: bool) -> None:
+        nonlocal opened, failed
+        try:
+            transport, _ = await loop.create_connection(lambda: _Client(request), "127.0.0.1", port)
+        except OSError:
+            failed += 1
+            return
+        opened += 1
+        if linger:
+            await asyncio.sleep(0.02)
+        transport.close()
+
+    started = time.monotonic()
+    tick = 0
+    while (now := time.monotonic()) < started + seconds:
+        due = int((now - started) * rate) - tick
+        for n in range(due):
+            task = asyncio.ensure_future(cycle(linger=(tick + n) % 2 == 1))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        tick += due
+        await asyncio.sleep(0.01)
+    if pending:
+        await asyncio.wait(pending)
+    print("churned", opened, failed, flush=True)
+
+
+def main() -> None:
+    command, port, channel, *rest = sys.argv[1:]
+    if command == "hold":
+        uvloop.run(hold(int(port), channel, int(rest[0])))
+    else:
+        uvloop.run(churn(int(port), channel, int(rest[0]), float(rest[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,17 +1,26 @@
-"""`pushup bench <scenario>`: run a scenario, write its JSON, Markdown and plots."""
+"""`pushup bench <scenario>` runs one scenario and writes its JSON, Markdown and plots;
+`pushup bench all` runs every published one, as listed in `pushup.bench.suite`."""
 
 from __future__ import annotations
 
 import importlib
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 import click
 
-from pushup.bench import report
-from pushup.bench.progress import Progress, QuietProgress, RichProgress
+from pushup.bench import report, suite
+from pushup.bench.progress import (
+    LineRunsProgress,
+    Progress,
+    QuietProgress,
+    RichProgress,
+    RichRunsProgress,
+    RunsProgress,
+    duration,
+)
 from pushup.bench.run import Run
 from pushup.bench.scenarios import SCENARIOS
 from pushup.bench.scenarios.common import Options
@@ -197,9 +206,130 @@ def _scenario_command(scenario: str) -> click.Command:
     )
 
 
+def parse(args: Sequence[str]) -> Options:
+    """The options of a `pushup bench <scenario> ...` command given its arguments,
+    checked as the command line checks them."""
+    scenario, *rest = args
+    command = bench.commands[scenario]
+    with command.make_context(f"pushup bench {scenario}", rest) as ctx:
+        return scenario_options(scenario, ctx.params)
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+@click.command(
+    "all", context_settings=_CONTEXT, short_help="Every run of docs/benchmarks.md, at its size."
+)
+@click.option("--list", "show_list", is_flag=True, help="Print the commands, one a line; stop.")
+@click.option(
+    "--only", default="", metavar="NAME[,NAME]", help="Run only these (names: --dry-run)."
+)
+@click.option("--skip", default="", metavar="NAME[,NAME]", help="Leave these runs out.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=pathlib.Path("bench-results"),
+    show_default=True,
+    help="Where every run writes its JSON, Markdown and PNG files (a run sharing its "
+    "scenario with an earlier one, into a directory named after it).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the runs and their estimates; run nothing.")
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True, max=1),
+    default=1.0,
+    show_default=True,
+    help="Shrink subscriber counts, publications, times and estimates by this factor, to "
+    "try the command out in little time (1: the published sizes).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar: a line as each run begins and ends.")
+def all_runs(
+    show_list: bool,
+    only: str,
+    skip: str,
+    out_dir: pathlib.Path,
+    dry_run: bool,
+    scale: float,
+    quiet: bool,
+) -> None:
+    """Reproduce every table and plot of docs/benchmarks.md: its commands, at the
+    published sizes, in order. Exits non-zero if a run crashed (not if a target is
+    missed)."""
+    if show_list:
+        for published in suite.RUNS:
+            click.echo(published.command)
+        return
+    try:
+        chosen = suite.select(suite.RUNS, _names(only), _names(skip))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    planned = []
+    for published in chosen:
+        options = parse(published.args)
+        planned.append(
+            suite.Planned(published, suite.scaled(options, scale), published.estimate_s * scale)
+        )
+    if dry_run:
+        _show(planned, out_dir, scale)
+    needed = [
+        name for item in planned for name in suite.programs(item.published.scenario, item.options)
+    ]
+    problem = suite.missing(needed)
+    if problem:
+        raise click.ClickException(problem)
+    if not dry_run:
+        _run(planned, out_dir, quiet)
+
+
+def _show(planned: Sequence[suite.Planned], out_dir: pathlib.Path, scale: float) -> None:
+    width = max((len(item.published.name) for item in planned), default=0)
+    for item in planned:
+        published = item.published
+        click.echo(
+            f"{published.name:<{width}}  {duration(item.estimate_s):>12}  {published.command}"
+            f"  -> {published.out_dir(out_dir)}"
+        )
+    sizes = "the published sizes" if scale == 1 else f"{scale:g} of the published sizes"
+    total = duration(sum(item.estimate_s for item in planned))
+    click.echo(f"{_runs(len(planned))} at {sizes}: about {total} in all")
+
+
+def _run(planned: Sequence[suite.Planned], out_dir: pathlib.Path, quiet: bool) -> None:
+    def execute_one(
+        scenario: str, options: Options, directory: pathlib.Path, progress: RunsProgress
+    ) -> Run:
+        run, paths = execute(scenario, options, directory, True, progress)
+        progress.note("wrote " + " ".join(map(str, paths)))
+        return run
+
+    plan = suite.Plan([item.estimate_s for item in planned])
+    if quiet:
+        outcomes = suite.run_all(
+            planned, out_dir, plan, LineRunsProgress(plan, click.echo), execute_one
+        )
+    else:
+        with RichRunsProgress(plan) as progress:
+            outcomes = suite.run_all(planned, out_dir, plan, progress, execute_one)
+    crashed = sum(outcome.crashed for outcome in outcomes)
+    took = duration(plan.elapsed_s())
+    click.echo(f"Summary: {_runs(len(outcomes))} in {took}, {crashed} crashed")
+    for outcome in outcomes:
+        click.echo(f"  {suite.line(outcome)}")
+    if crashed:
+        raise SystemExit(1)
+
+
 bench = click.Group(
     "bench",
-    commands=list(map(_scenario_command, SCENARIOS)),
+    commands=[*map(_scenario_command, SCENARIOS), all_runs],
     context_settings=_CONTEXT,
-    help="Run benchmark scenarios against PushUp and the reference servers.",
+    help="Run benchmark scenarios against PushUp and the reference servers; `all` runs "
+    "every one docs/benchmarks.md publishes.",
 )

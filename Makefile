@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 LOCK   := constraints.txt
 PIP    := $(BIN)/pip install --quiet --constraint $(LOCK)
 
-.PHONY: serve test bench lint clean demo lock dist
+.PHONY: serve test bench bench-full lint clean demo lock dist
 
 serve: $(VENV)/.installed
 	$(BIN)/pushup serve
@@ -31,6 +31,12 @@ bench: $(VENV)/.installed-test
 	$(BIN)/pushup bench paper-scale
 	$(BIN)/pushup bench cluster --nodes 1,2,4 --subscribers 500,2000,8000
 	$(BIN)/pushup bench capacity --subscribers 20000,40000
+
+# Every table and plot of docs/benchmarks.md at its published size, one run after another
+# (about 1 h 25 min on the machine described there). BENCH_OUT=docs/bench refreshes them.
+BENCH_OUT ?= bench-results
+bench-full: $(VENV)/.installed-test
+	$(BIN)/pushup bench all --out $(BENCH_OUT)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests examples

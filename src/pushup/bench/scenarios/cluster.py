@@ -35,6 +35,8 @@ from pushup.bench.scenarios.common import (
 from pushup.bench.targets.cluster import ClusterTarget
 from pushup.bench.targets.haproxy import processes_for
 
+# No `--target`: the deployment measured is built here, from `--nodes`.
+DEFAULT_TARGETS: tuple[str, ...] = ()
 DEFAULT_SUBSCRIBERS = (500, 1000, 2000, 4000, 8000, 16000)
 DEFAULT_NODES = (1, 2, 3, 4)
 

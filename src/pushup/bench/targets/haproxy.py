@@ -31,6 +31,7 @@ from pushup.bench.targets.process import free_port, stop_process
 
 DEPLOY_CONFIG = Path(__file__).resolve().parents[4] / "deploy" / "haproxy.cfg"
 INSTALL_HINT = "apt-get install haproxy"
+FALLBACK = "/usr/sbin/haproxy"  # where Debian installs it, used when not on PATH
 # Client connections one process takes: its maxconn (about 9,980), with a margin for the
 # kernel's uneven spread over the processes.
 CONNECTIONS_PER_PROCESS = 9_000
@@ -77,7 +78,7 @@ class HAProxyGroup:
         self.processes = processes
         self.host = host
         self.port = 0
-        self.binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        self.binary = shutil.which("haproxy") or FALLBACK
         self._dir: Path | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from pushup.bench.targets.process import free_port, stop_process
 
 INSTALL_HINT = "apt-get install redis-server"
+FALLBACK = "/usr/bin/redis-server"  # where Debian installs it, used when not on PATH
 
 
 class RedisServer:
@@ -36,7 +37,7 @@ class RedisServer:
         return None if self._proc is None else self._proc.pid
 
     def start(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        binary = shutil.which("redis-server") or FALLBACK
         if not Path(binary).exists():
             raise RuntimeError(f"redis-server is missing: {INSTALL_HINT}")
         self._dir = Path(tempfile.mkdtemp(prefix="pushup-redis-"))

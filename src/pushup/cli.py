@@ -131,3 +131,15 @@ def bench(args: tuple[str, ...]) -> None:
             "pip install 'pushup[bench]'"
         ) from None
     bench_command.main(args=list(args), prog_name="pushup bench")
+
+
+@main.command(
+    context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def stages(args: tuple[str, ...]) -> None:
+    """Time each request path in this process, stage by stage (`pushup stages --help`)."""
+    from pushup.stages import stages as stages_command
+
+    stages_command.main(args=list(args), prog_name="pushup stages")

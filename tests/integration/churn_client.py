@@ -1,6 +1,6 @@
 """Load for the churn test, run as its own process (its sockets count against its own
-open-files limit): `hold N` parks N long polls until stdin closes; `churn RATE SECONDS`
-opens RATE connections a second, each sending a poll and leaving."""
+open-files limit): `hold N` parks N long polls until stdin closes; `churn RATE COUNT`
+opens COUNT connections, RATE a second at most, each sending a poll and leaving."""
 
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ async def hold(port: int, channel: str, count: int) -> None:
         transport.close()
 
 
-async def churn(port: int, channel: str, rate: int, seconds: float) -> None:
-    """`rate` connections a second in ticks of 10 ms; half leave at once, half once
-    their poll is parked (after 20 ms)."""
+async def churn(port: int, channel: str, rate: int, count: int) -> None:
+    """`count` connections, `rate` a second at most, in ticks of 10 ms; half leave at
+    once, half once their poll is parked (after 20 ms). A slower machine takes longer
+    rather than doing less."""
     loop = asyncio.get_running_loop()
     request = _poll(port, channel)
     opened = failed = 0
@@ -65,8 +66,8 @@ async def churn(port: int, channel: str, rate: int, seconds: float) -> None:
 
     started = time.monotonic()
     tick = 0
-    while (now := time.monotonic()) < started + seconds:
-        due = int((now - started) * rate) - tick
+    while tick < count:
+        due = min(int((time.monotonic() - started) * rate), count) - tick
         for n in range(due):
             task = asyncio.ensure_future(cycle(linger=(tick + n) % 2 == 1))
             pending.add(task)
@@ -83,7 +84,7 @@ def main() -> None:
     if command == "hold":
         uvloop.run(hold(int(port), channel, int(rest[0])))
     else:
-        uvloop.run(churn(int(port), channel, int(rest[0]), float(rest[1])))
+        uvloop.run(churn(int(port), channel, int(rest[0]), int(rest[1])))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def clients() -> Iterator[list[subprocess.Popen[str]]]:
     for proc in started:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+        proc.wait()
 
 
 # A minute of churn at least, longer on a slower machine: more than the usual bound.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pushup import __version__
+from pushup import __version__, banner
 from pushup.config import REDIS_SCHEMES, Settings, shown_url
 from pushup.core.engine import Engine
 from pushup.core.errors import EngineUnavailable
@@ -162,10 +162,11 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
     except EngineUnavailable as exc:
         await app.stop()
         raise _unusable(settings, exc) from None
-    host, port = sock.getsockname()[:2]
-    log.info("pushup %s listening on http://%s:%s", __version__, host, port)
-    if settings.upstream_url is not None:
-        log.info("passing every request PushUp does not answer on to %s", settings.upstream_url)
+    base = banner.url(*sock.getsockname()[:2])
+    if settings.workers > 1:
+        log.debug("pushup %s listening on %s", __version__, base)  # the supervisor tells
+    else:
+        banner.log(log, f"pushup {__version__} listening on {base}", settings, base)
     if files_warning is not None:
         log.warning(files_warning)
     stop = asyncio.Event()

@@ -34,6 +34,7 @@ from dataclasses import replace
 
 import orjson
 
+from pushup import __version__, banner
 from pushup.config import Settings
 from pushup.startup import Claim, StartupError, claim, inherited
 
@@ -127,10 +128,13 @@ class Supervisor:
         if settings.fd is None:
             self._claim = claim(settings.host, settings.port, shared=True)
             settings = replace(settings, port=self._claim.port)
-            where = f"http://{_netloc(settings.host, settings.port)} (SO_REUSEPORT)"
+            base = banner.url(settings.host, settings.port)
+            where = f"{base} (SO_REUSEPORT)"
         else:
-            inherited(settings.fd).detach()  # only checked: the workers accept on it
-            where = f"the inherited socket (fd {settings.fd})"
+            sock = inherited(settings.fd)
+            base = banner.url(*sock.getsockname()[:2])
+            sock.detach()  # the workers' to accept on: not closed here
+            where = f"the inherited socket (fd {settings.fd}, {base})"
         failure: StartupError | None = None
         self._started = asyncio.get_running_loop().create_future()
         metrics_dir = self.metrics_dir = tempfile.mkdtemp(prefix="pushup-metrics-")
@@ -143,7 +147,8 @@ class Supervisor:
         try:
             await self._started
             if not self._stopping.is_set():
-                log.info("supervisor %d: %d workers serving on %s", os.getpid(), len(slots), where)
+                headline = f"pushup {__version__}: {len(slots)} workers serving on {where}"
+                banner.log(log, headline, settings, base)
             await self._stopping.wait()
             code = 1 if self._failed else 0
         except StartFailed as exc:
@@ -315,10 +320,6 @@ def _signal(proc: asyncio.subprocess.Process, signum: int) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def supervise(settings: Settings) -> int:

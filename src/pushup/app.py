@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pushup import __version__
-from pushup.config import REDIS_SCHEMES, Settings
+from pushup import __version__, banner
+from pushup.config import REDIS_SCHEMES, Settings, shown_url
 from pushup.core.engine import Engine
 from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
@@ -25,6 +25,15 @@ from pushup.http.server import HttpServer
 from pushup.http.services import Services
 from pushup.http.shutdown import stop_gracefully
 from pushup.observe.observer import Observer
+from pushup.startup import (
+    Claim,
+    StartupError,
+    bind,
+    check_data_dir,
+    claim,
+    inherited,
+    missing_extra,
+)
 
 if TYPE_CHECKING:
     from pushup.http.upstream import Upstream
@@ -54,15 +63,35 @@ class App:
         )
         # Figures for /metrics and /dashboard, shared with the node's other workers.
         self.observer = Observer(self.hub, self.http)
+        self._claim: Claim | None = None
 
     async def start(self) -> socket.socket:
-        await self.hub.start()
-        if self.http.upstream is not None:
-            await self.http.upstream.start()
-        sock = listening_socket(self.settings)
+        """Bind first, so that a taken port fails before the engine opens anything."""
+        sock = self._bind()
+        try:
+            await self.hub.start()
+            if self.http.upstream is not None:
+                await self.http.upstream.start()
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        sock.listen(4096)
         await self.http.start(sock)
         self.observer.start()
         return sock
+
+    def _bind(self) -> socket.socket:
+        """The socket to serve on, bound; raises StartupError when it cannot be."""
+        settings = self.settings
+        if settings.fd is not None:
+            return inherited(settings.fd)
+        if settings.workers > 1:
+            # A worker: the supervisor claimed the port, and the kernel spreads
+            # connections over every worker's socket.
+            return bind(settings.host, settings.port, reuseport=True)
+        self._claim = claim(settings.host, settings.port, shared=False)
+        return self._claim.sock
 
     async def stop(self) -> None:
         await self.observer.stop()
@@ -71,6 +100,8 @@ class App:
         if self.http.upstream is not None:
             await self.http.upstream.close()
         await self.hub.close()
+        if self._claim is not None:
+            self._claim.release()
 
 
 def create_engine(settings: Settings) -> Engine:
@@ -81,10 +112,8 @@ def create_engine(settings: Settings) -> Engine:
         try:
             from pushup.engines.redis import RedisEngine
         except ImportError as exc:
-            raise SystemExit(
-                f"the Redis engine needs the redis extra ({exc.name} is missing): "
-                "pip install 'pushup[redis]'"
-            ) from None
+            url = shown_url(settings.engine_url)
+            raise missing_extra("engine_url", url, exc, "redis") from None
         return RedisEngine(
             settings.engine_url,
             message_ttl_s=settings.message_ttl_s,
@@ -94,6 +123,7 @@ def create_engine(settings: Settings) -> Engine:
         )
     journal = None
     if settings.data_dir is not None:
+        check_data_dir(settings.data_dir)
         journal = Journal(settings.data_dir, message_ttl_s=settings.message_ttl_s)
     return MemoryEngine(
         message_ttl_s=settings.message_ttl_s,
@@ -119,22 +149,6 @@ def create_upstream(settings: Settings) -> Upstream | None:
     )
 
 
-def listening_socket(settings: Settings) -> socket.socket:
-    if settings.fd is not None:
-        sock = socket.socket(fileno=settings.fd)
-    else:
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if settings.workers > 1:
-            # Every worker binds the port; the kernel spreads connections over them.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((settings.host, settings.port))
-    sock.setblocking(False)
-    sock.listen(4096)
-    return sock
-
-
 async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM; `on_ready` is called once serving (a worker tells
     its supervisor)."""
@@ -145,13 +159,13 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
     try:
         sock = await app.start()
     except EngineUnavailable as exc:
-        log.error("cannot start: %s", exc)
         await app.stop()
-        raise SystemExit(1) from None
-    host, port = sock.getsockname()[:2]
-    log.info("pushup %s listening on http://%s:%s", __version__, host, port)
-    if settings.upstream_url is not None:
-        log.info("passing every request PushUp does not answer on to %s", settings.upstream_url)
+        raise _unusable(settings, exc) from None
+    base = banner.url(*sock.getsockname()[:2])
+    if settings.workers > 1:
+        log.debug("pushup %s listening on %s", __version__, base)  # the supervisor tells
+    else:
+        banner.log(log, f"pushup {__version__} listening on {base}", settings, base)
     if files_warning is not None:
         log.warning(files_warning)
     stop = asyncio.Event()
@@ -172,6 +186,13 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
         log.info("pushup stopped")
+
+
+def _unusable(settings: Settings, exc: EngineUnavailable) -> StartupError:
+    """The engine could not start: Redis out of reach, or the data directory taken."""
+    if settings.data_dir is None or urlsplit(settings.engine_url).scheme in REDIS_SCHEMES:
+        return StartupError("engine_url", shown_url(settings.engine_url), f"cannot be used: {exc}")
+    return StartupError("data_dir", settings.data_dir, f"cannot be used: {exc}")
 
 
 def _tune_gc() -> None:

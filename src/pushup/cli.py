@@ -2,11 +2,14 @@
 
 The `serve` options are the `Settings` fields (see `pushup.options`): click only reads
 the flags, `Settings.from_env` adds the `PUSHUP_*` variables and the defaults and checks
-them, so an error names the flag or variable the value came from.
+them, so an error names the flag or variable the value came from: a bad value is a
+usage error (exit status 2), a value that cannot be served with (a taken port, an
+unusable data directory; see `pushup.startup`) an error of the environment (status 1).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
@@ -16,9 +19,12 @@ import click
 from pushup import __version__
 from pushup.config import Settings
 from pushup.observe import logs
-from pushup.options import GROUPS, Option, options
+from pushup.options import GROUPS, Option, given_as, options
+from pushup.startup import StartupError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+# What `pushup bench` needs beyond the server: its progress bars and its plots.
+_BENCH_EXTRA = ("rich", "matplotlib")
 
 
 class OneLineUsageError(click.UsageError):
@@ -109,11 +115,15 @@ def serve(**flags: str | bool | None) -> None:
     except ValueError as exc:
         raise OneLineUsageError(str(exc)) from None
     logs.setup(settings.log_level, settings.log_format)
-    if settings.workers > 1:
-        from pushup.supervisor import supervise
+    try:
+        if settings.workers > 1:
+            from pushup.supervisor import supervise
 
-        raise SystemExit(supervise(settings))
-    run(settings)
+            raise SystemExit(supervise(settings))
+        run(settings)
+    except StartupError as exc:
+        option = given_as(Settings, exc.field, os.environ, flags)
+        raise click.ClickException(f"{option} {exc.value} {exc.problem}") from None
 
 
 @main.command(
@@ -124,6 +134,9 @@ def serve(**flags: str | bool | None) -> None:
 def bench(args: tuple[str, ...]) -> None:
     """Run a benchmark scenario (see `pushup bench --help`)."""
     try:
+        # Imported now, not when the first progress bar or plot is drawn.
+        for module in _BENCH_EXTRA:
+            importlib.import_module(module)
         from pushup.bench.cli import bench as bench_command
     except ImportError as exc:
         raise click.ClickException(

@@ -8,11 +8,13 @@ Python and `--port must be ...` or `PUSHUP_PORT must be ...` from the command li
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pushup.options import (
     SettingError,
@@ -33,6 +35,25 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # The embedded engine's data directory, under the working directory; `none` keeps nothing.
 DEFAULT_DATA_DIR = "pushup-data"
 NO_DATA_DIR = "none"
+# One label of a host name; `_` too, as container names (redis_1) have it.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def check_host(host: str) -> None:
+    """An IP address or a host name. Dotted numbers that are no address (999.1.1.1)
+    would be looked up as a name, and fail only at start-up, less clearly."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if (
+        len(host) > 253
+        or all(label.isdigit() for label in labels)
+        or not all(_HOST_LABEL.fullmatch(label) for label in labels)
+    ):
+        raise ValueError(f"must be an IP address or a host name, not {host!r}")
 
 
 def parse_data_dir(value: str) -> Path | None:
@@ -68,6 +89,22 @@ def check_engine_url(url: str) -> None:
     db = parts.path.lstrip("/")
     if db and not (db.isascii() and db.isdigit()):
         raise ValueError(f"{usage}: the database in {url!r} must be a number")
+
+
+def shown_url(url: str) -> str:
+    """`url` without its password (in the authority or as `?password=`), to log or show."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        netloc = (user + "@" if user else "") + netloc.rpartition("@")[2]
+    query = parts.query
+    if "password" in query:
+        query = urlencode([(k, v) for k, v in parse_qsl(query) if k != "password"])
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # Not urlunsplit: it drops the empty authority of unix:///path.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def check_upstream_url(url: str) -> None:
@@ -138,7 +175,9 @@ class Settings:
     """Every `pushup serve` option, one field each (see `pushup.options`), checked once."""
 
     # -- server ------------------------------------------------------------------------
-    host: str = option("127.0.0.1", "Address to listen on.", group="server", metavar="HOST")
+    host: str = option(
+        "127.0.0.1", "Address to listen on.", group="server", check=check_host, metavar="HOST"
+    )
     port: int = option(
         7070, "Port to listen on.", group="server", check=between(0, 65535), metavar="PORT"
     )

@@ -176,17 +176,10 @@ def build(cls: type[S], environ: Mapping[str, str], given: Mapping[str, Any]) ->
     Raises OptionError naming the flag or variable a bad value came from."""
     specs = options(cls)
     values: dict[str, Any] = {}
-    given_as: dict[str, str] = {}
     for opt in specs:
-        raw = given.get(opt.field)
-        where = opt.flag
-        if raw is None:
-            # Blank is unset, as click has it: a unit file may blank a variable.
-            raw = environ.get(opt.env) or None
-            where = opt.env
+        raw, where = _given(opt, environ, given)
         if raw is None:
             continue
-        given_as[opt.field] = where
         try:
             values[opt.field] = raw if isinstance(raw, bool) else opt.parse(raw)
         except ValueError as exc:
@@ -194,8 +187,26 @@ def build(cls: type[S], environ: Mapping[str, str], given: Mapping[str, Any]) ->
     try:
         return cls(**values)
     except SettingError as exc:
-        flag = next((opt.flag for opt in specs if opt.field == exc.field), exc.field)
-        raise OptionError(given_as.get(exc.field, flag), exc.problem) from None
+        raise OptionError(given_as(cls, exc.field, environ, given), exc.problem) from None
+
+
+def given_as(cls: type, field: str, environ: Mapping[str, str], given: Mapping[str, Any]) -> str:
+    """How the user gave `field`: its flag if given, else its variable if set, else (a
+    default) its flag; so a later error about the value names what to change."""
+    for opt in options(cls):
+        if opt.field == field:
+            return _given(opt, environ, given)[1]
+    return field
+
+
+def _given(opt: Option, environ: Mapping[str, str], given: Mapping[str, Any]) -> tuple[Any, str]:
+    """The raw value of `opt` (None when unset) and the flag or variable it came from."""
+    raw = given.get(opt.field)
+    if raw is not None:
+        return raw, opt.flag
+    # Blank is unset, as click has it: a unit file may blank a variable.
+    raw = environ.get(opt.env) or None
+    return raw, opt.flag if raw is None else opt.env
 
 
 # -- checks: each raises ValueError with a phrase that follows the option's name ---------

@@ -4,10 +4,12 @@ Workers are fresh interpreters (`python -m pushup.worker`), not forks, so none i
 an event loop or a Redis connection; each gets its `Settings` through a pipe rather than
 argv, which any local user can read and which would show the publisher key. Each worker
 binds its own socket with SO_REUSEPORT and the kernel spreads new connections over
-them; a dying worker takes only its own connections along. The supervisor binds one
-more such socket without listening on it (so it never takes a connection): it resolves
-port 0 once for every worker, fails early on a taken port, and keeps the port ours
-while a worker restarts. With `--fd`, every worker accepts on the inherited socket.
+them; a dying worker takes only its own connections along. The supervisor first claims
+the port (`pushup.startup.claim`): it binds one more such socket without listening on it
+(so it never takes a connection), which resolves port 0 once for every worker and keeps
+the port ours while a worker restarts, and it refuses a port another server listens on
+(SO_REUSEPORT would let the workers join that server's group). With `--fd`, every worker
+accepts on the inherited socket.
 
 A worker that dies is restarted after a delay that doubles while it keeps dying soon
 after starting, so a crash loop costs little. SIGTERM or SIGINT is passed to every
@@ -24,14 +26,17 @@ import pickle
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+import orjson
+
+from pushup import __version__, banner
 from pushup.config import Settings
+from pushup.startup import Claim, StartupError, claim, inherited
 
 log = logging.getLogger("pushup.supervisor")
 
@@ -47,11 +52,13 @@ WORKER_COMMAND = (sys.executable, "-m", "pushup.worker")
 
 
 class StartFailed(Exception):
-    """A worker of the first generation exited before it was serving."""
+    """A worker of the first generation exited before it was serving; `reason` when it
+    said why (see `pushup.worker`)."""
 
-    def __init__(self, slot: int, returncode: int) -> None:
+    def __init__(self, slot: int, returncode: int, reason: StartupError | None = None) -> None:
         super().__init__(f"worker {slot} exited before serving ({describe_exit(returncode)})")
         self.returncode = returncode
+        self.reason = reason
 
 
 class Supervisor:
@@ -85,7 +92,7 @@ class Supervisor:
         self._started: asyncio.Future[None] | None = None
         self._starting = settings.workers
         self._failed = False
-        self._reserved: socket.socket | None = None
+        self._claim: Claim | None = None
         # Where the workers share their metrics (pushup.observe.peers), made fresh for
         # this run and removed after it; and the name of the node's stats channel.
         self.metrics_dir: str | None = None
@@ -114,14 +121,21 @@ class Supervisor:
             _signal(proc, signum)
 
     async def run(self) -> int:
-        """Serve until `stop`; 0 then, or 1 when the workers could not start."""
+        """Serve until `stop`; 0 then, or 1 when the workers could not start. Raises
+        StartupError when the port cannot be had, or a worker said why it could not
+        start."""
         settings = self.settings
         if settings.fd is None:
-            self._reserved = reserve_port(settings.host, settings.port)
-            settings = replace(settings, port=self._reserved.getsockname()[1])
-            where = f"http://{_netloc(settings.host, settings.port)} (SO_REUSEPORT)"
+            self._claim = claim(settings.host, settings.port, shared=True)
+            settings = replace(settings, port=self._claim.port)
+            base = banner.url(settings.host, settings.port)
+            where = f"{base} (SO_REUSEPORT)"
         else:
-            where = f"the inherited socket (fd {settings.fd})"
+            sock = inherited(settings.fd)
+            base = banner.url(*sock.getsockname()[:2])
+            sock.detach()  # the workers' to accept on: not closed here
+            where = f"the inherited socket (fd {settings.fd}, {base})"
+        failure: StartupError | None = None
         self._started = asyncio.get_running_loop().create_future()
         metrics_dir = self.metrics_dir = tempfile.mkdtemp(prefix="pushup-metrics-")
         slots = [
@@ -133,18 +147,24 @@ class Supervisor:
         try:
             await self._started
             if not self._stopping.is_set():
-                log.info("supervisor %d: %d workers serving on %s", os.getpid(), len(slots), where)
+                headline = f"pushup {__version__}: {len(slots)} workers serving on {where}"
+                banner.log(log, headline, settings, base)
             await self._stopping.wait()
             code = 1 if self._failed else 0
         except StartFailed as exc:
-            log.error("cannot start: %s; stopping the other workers", exc)
+            if exc.reason is None:
+                log.error("cannot start: %s; stopping the other workers", exc)
+            failure = exc.reason
             self.stop()
             code = 1
         finally:
             await self._wait_stopped(slots)
-            if self._reserved is not None:
-                self._reserved.close()
+            if self._claim is not None:
+                self._claim.sock.close()
+                self._claim.release()
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if failure is not None:
+            raise failure  # every worker would have said the same: once is enough
         log.info("supervisor %d: every worker has stopped", os.getpid())
         return code
 
@@ -161,10 +181,11 @@ class Supervisor:
             serving = await ready
             if first:
                 first = False
-                if serving:
+                if serving is True:
                     self._note_started()
                 elif not self._stopping.is_set():
-                    self._fail_start(StartFailed(slot, await proc.wait()))
+                    reason = serving if isinstance(serving, StartupError) else None
+                    self._fail_start(StartFailed(slot, await proc.wait(), reason))
                     del self._procs[slot]
                     return
             code = await proc.wait()
@@ -190,8 +211,8 @@ class Supervisor:
 
     async def _spawn(
         self, settings: Settings, slot: int = 0
-    ) -> tuple[asyncio.subprocess.Process, asyncio.Task[bool]]:
-        """Start one worker; the task tells whether it got to serving."""
+    ) -> tuple[asyncio.subprocess.Process, asyncio.Task[bool | StartupError]]:
+        """Start one worker; the task tells whether it got to serving, or why not."""
         read_end, write_end = os.pipe()
         keep = [write_end] if settings.fd is None else [write_end, settings.fd]
         spec = {
@@ -257,20 +278,6 @@ class Supervisor:
             await asyncio.wait(running)
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (but do not listen on) host:port with SO_REUSEPORT, as the workers will."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise SystemExit(f"cannot listen on {_netloc(host, port)}: {exc.strerror}") from None
-    return sock
-
-
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -281,14 +288,15 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-async def _read_ready(fd: int) -> bool:
-    """True when the worker wrote its ready byte, False when it exited first (EOF)."""
+async def _read_ready(fd: int) -> bool | StartupError:
+    """True when the worker wrote its ready byte, False when it exited first (EOF), or
+    the reason it gave for not starting."""
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[bool] = loop.create_future()
+    done: asyncio.Future[bool | StartupError] = loop.create_future()
 
     def readable() -> None:
         if not done.done():
-            done.set_result(os.read(fd, 1) == b"1")
+            done.set_result(_ready_or_reason(os.read(fd, 4096)))
 
     loop.add_reader(fd, readable)
     try:
@@ -298,14 +306,20 @@ async def _read_ready(fd: int) -> bool:
         os.close(fd)
 
 
+def _ready_or_reason(written: bytes) -> bool | StartupError:
+    if written[:1] == b"0":
+        try:
+            field, value, problem = orjson.loads(written[1:])
+        except (ValueError, TypeError):  # not what a worker writes
+            return False
+        return StartupError(str(field), value, str(problem))
+    return written[:1] == b"1"
+
+
 def _signal(proc: asyncio.subprocess.Process, signum: int) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def supervise(settings: Settings) -> int:

@@ -4,13 +4,16 @@
 The spec on stdin is a pickle from the parent process (trusted, never from a socket):
 `{"settings": Settings, "ready_fd": int, "supervisor": pid, "slot": int, "metrics_dir": str,
 "stats_secret": str}` (the last three: which worker it is, where the workers share their
-metrics, and the node's stats channel; see `pushup.observe`). The worker writes one byte
-to `ready_fd` once it serves, so the supervisor can tell a worker that could not start
-(Redis unreachable, say) from one that died later.
+metrics, and the node's stats channel; see `pushup.observe`). The worker writes `1` to
+`ready_fd` once it serves, so the supervisor can tell a worker that could not start from
+one that died later; or, when it cannot start for a reason the user can fix (Redis out
+of reach, a missing extra), `0` and that reason as JSON, which the supervisor reports
+once, as `pushup serve` alone would, rather than every worker logging its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
@@ -19,9 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from pushup.app import run
 from pushup.config import Settings
 from pushup.observe import logs, observer
+from pushup.startup import StartupError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -46,7 +52,14 @@ def main() -> None:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
 
-    run(settings, on_ready=ready)
+    try:
+        run(settings, on_ready=ready)
+    except StartupError as exc:
+        # Cut to arrive whole: one write of at most PIPE_BUF (4096) bytes.
+        reason = orjson.dumps([exc.field, exc.value[:200], exc.problem[:600]])
+        with contextlib.suppress(OSError):  # the supervisor is gone: no one to tell
+            os.write(ready_fd, b"0" + reason)
+        raise SystemExit(1) from None
 
 
 def _die_with_parent(supervisor: int) -> None:

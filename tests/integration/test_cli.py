@@ -165,8 +165,11 @@ def test_serves_on_host_and_port_and_stops_on_sigterm(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
-    lines = output.strip().splitlines()
-    assert len(lines) == 2, output  # one line to start, one to stop, none per request
-    assert f"listening on http://127.0.0.1:{port}" in lines[0]
-    assert "stopped" in lines[1]
+    # The banner to start (a line, then one indented line per fact), one line to stop,
+    # none per request.
+    records = [line for line in output.strip().splitlines() if not line.startswith("  ")]
+    assert len(records) == 2, output
+    assert f"listening on http://127.0.0.1:{port}" in records[0]
+    assert f"  data dir:    {tmp_path / 'pushup-data'}" in output
+    assert "stopped" in records[1]
     assert (tmp_path / "pushup-data" / "journal.sqlite3").is_file()

@@ -58,7 +58,14 @@ def test_dist_holds_an_sdist_and_a_wheel_with_the_package_data(dist: Path) -> No
     (wheel,) = dist.glob("pushup-*.whl")
     assert sdist.stat().st_size > 0
     names = zipfile.ZipFile(wheel).namelist()
-    for asset in ("static/pushup.js", "static/dashboard.html", "static/openapi.yaml", "py.typed"):
+    assets = (
+        "static/pushup.js",
+        "static/dashboard.html",
+        "static/home.html",
+        "static/openapi.yaml",
+        "py.typed",
+    )
+    for asset in assets:
         assert f"pushup/{asset}" in names
     assert sum(name.endswith(".lua") for name in names) >= 10, "the Redis engine's scripts"
 

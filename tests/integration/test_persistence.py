@@ -78,10 +78,10 @@ def test_a_second_server_on_the_same_data_directory_exits_with_a_clear_error(
     assert second.returncode == 1
     lines = (second.stdout + second.stderr).strip().splitlines()
     assert len(lines) == 1, lines
-    assert (
-        f"cannot start: the data directory {data_dir} is in use by another pushup server "
-        f"(pid {first.proc.pid})"
-    ) in lines[0]
+    assert lines[0] == (
+        f"Error: --data-dir {data_dir} cannot be used: the data directory {data_dir} is in use "
+        f"by another pushup server (pid {first.proc.pid}); give each server its own --data-dir"
+    )
     # The first one goes on serving.
     assert first.client().get("/health").status_code == 200
 

@@ -33,3 +33,14 @@ def test_publish_reaches_parked_subscriber(server: ServerProcess) -> None:
     ]
     assert answer["cursor"] == published.json()["id"]
     assert answer["gap"] is False
+
+
+def test_the_start_page_links_to_what_a_new_user_needs(server: ServerProcess) -> None:
+    response = server.client().get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    for target in ("/dashboard", "/openapi.yaml", "/health", "/metrics"):
+        assert f'<a href="{target}">' in response.text
+    # The how-to: create, subscribe, publish.
+    for call in ("-X POST $url/channels", "$url/subscribe?channels=news", "-X POST $url/publish"):
+        assert call in response.text

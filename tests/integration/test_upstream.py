@@ -572,8 +572,10 @@ def test_pushup_paths_are_answered_by_pushup(api: httpx.Client, app: App) -> Non
     assert_error(api.get("/%73ubscribe", params={"channels": "nope"}), 404, "channel_not_found")
     assert_error(api.get("/health/more"), 404, "not_found")
     assert len(app.get("/state")["seen"]) == before, "none of them reached the app"
-    # A path that merely starts like one of PushUp's is the app's.
+    # A path that merely starts like one of PushUp's is the app's; and `/` is the app's
+    # page, not PushUp's start page.
     assert api.get("/channelsX").json()["target"] == "/channelsX"
+    assert api.get("/", params={"q": "1"}).json()["target"] == "/?q=1"
     assert api.get("/healthz").status_code == 404  # the app's 404, not PushUp's JSON
     assert "application/json" not in api.get("/healthz").headers["content-type"]
 

@@ -146,6 +146,7 @@ async def record(request: web.Request, handler: Any) -> web.StreamResponse:
 
 def build() -> web.Application:
     app = web.Application(middlewares=[record])
+    app.router.add_route("*", "/", echo)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_route("*", "/channelsX", echo)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pushup.config import Settings
-from pushup.options import GROUPS, Option, OptionError, SettingError, options
+from pushup.config import Settings, shown_url
+from pushup.options import GROUPS, Option, OptionError, SettingError, given_as, options
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -94,6 +94,8 @@ BAD_VALUES = [
     ("--cors-origins", "*,https://a.example", "must be either * or a list of origins"),
     ("--cors-origins", "https://A.example", "must list origins as browsers send them"),
     ("--upstream", "ftp://x", "must be http://host:port"),
+    ("--host", "999.1.1.1", "must be an IP address or a host name, not '999.1.1.1'"),
+    ("--host", "[::1]", "must be an IP address or a host name"),
 ]
 
 
@@ -148,3 +150,33 @@ def test_shown_defaults_are_written_as_a_user_would() -> None:
     assert shown["--trust-forwarded-for"] == "false"
     assert shown["--publisher-key"] is None
     assert shown["--cors-origins"] is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "0.0.0.0", "localhost", "redis_1", "a.b-c."])
+def test_addresses_and_host_names_are_hosts(host: str) -> None:
+    assert Settings.from_env({}, {"host": host}).host == host
+
+
+def test_a_later_error_names_the_flag_or_variable_the_value_came_from() -> None:
+    """A start-up error (a taken port) names what the user would change."""
+    assert given_as(Settings, "port", {"PUSHUP_PORT": "80"}, {"port": "81"}) == "--port"
+    assert given_as(Settings, "port", {"PUSHUP_PORT": "80"}, {"port": None}) == "PUSHUP_PORT"
+    assert given_as(Settings, "port", {"PUSHUP_PORT": ""}, {}) == "--port"
+    assert given_as(Settings, "engine_url", {"PUSHUP_ENGINE": "redis://r"}, {}) == "PUSHUP_ENGINE"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@r:6379/0", "redis://r:6379/0"),
+        (
+            "rediss://user:s3cret@[::1]:6379/0?password=s3cret&ssl_cert_reqs=none",
+            "rediss://user@[::1]:6379/0?ssl_cert_reqs=none",
+        ),
+        ("unix:///run/redis.sock?password=s3cret", "unix:///run/redis.sock"),
+        ("redis://r:6379/0", "redis://r:6379/0"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_an_engine_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown

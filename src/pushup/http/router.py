@@ -28,6 +28,7 @@ Handler = Callable[..., Awaitable[Reply]]
 
 # Path patterns: literal segments, or None for a channel id or name.
 _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
+    (("",), {"GET": assets.home}, False),
     (("channels",), {"POST": publisher.create_channel}, True),
     (
         ("channels", None),
@@ -72,8 +73,9 @@ _SUBSCRIBER_HANDLERS = frozenset(
 # In front of a web app (`--upstream`), PushUp answers every path under its routes'
 # first segments itself, the publisher ones too: without a key those stay loopback-only
 # (403 to anyone else) instead of going to the app, so publishing is never reachable
-# from the public side and the app never shadows a PushUp path. The rest goes to the app.
-_OWN_SEGMENTS = frozenset(pattern[0] for pattern, _, _ in _ROUTES if pattern[0] is not None)
+# from the public side and the app never shadows a PushUp path. The rest goes to the app,
+# `/` too: PushUp's start page gives way to the app's own.
+_OWN_SEGMENTS = frozenset(pattern[0] for pattern, _, _ in _ROUTES if pattern[0])
 
 
 def serves_itself(path: str) -> bool:

@@ -1,5 +1,9 @@
 """Logging set-up: plain text or one JSON object per line (`--log-format json`),
-each line naming its process and, while a request is handled, the request's id."""
+each line naming its process and, while a request is handled, the request's id.
+
+A record may carry `facts` (`extra={"facts": {name: value}}`), as the start-up banner
+does: text logs write one indented `name: value` line for each under the message,
+JSON logs make each a field of the record's one object."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import orjson
 from pushup.observe.requests import current_id
 
 FORMATS = ("text", "json")
+FACTS = "facts"
 
 # What every LogRecord has; anything else on a record came as `extra` and is logged.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -41,7 +46,13 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         rid = getattr(record, "request_id", None)
-        return text if rid is None else f"{text} [request {rid}]"
+        if rid is not None:
+            text = f"{text} [request {rid}]"
+        facts: dict[str, Any] = getattr(record, FACTS, None) or {}
+        width = max((len(name) for name in facts), default=0) + 1
+        for name, value in facts.items():
+            text += f"\n  {name.replace('_', ' ') + ':':<{width}} {value}"
+        return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,7 +67,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process or os.getpid(),
         }
-        for key, value in record.__dict__.items():
+        extra = dict(record.__dict__)
+        extra.update(extra.pop(FACTS, None) or {})
+        for key, value in extra.items():
             if key not in _STANDARD and value is not None and key not in entry:
                 entry[key] = value
         if record.exc_info:

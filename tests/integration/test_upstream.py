@@ -436,6 +436,21 @@ def test_an_answer_before_the_whole_body_closes_the_connection(
         assert api.get("/echo?after").json()["target"] == "/echo?after"
 
 
+def test_an_early_answer_is_read_by_a_client_still_sending(
+    proxy: ServerProcess, wire: Callable[[ServerProcess], Wire]
+) -> None:
+    """A client that writes its whole body before it reads (urllib): PushUp goes on
+    reading after the app's early answer, or the client would get a reset instead."""
+    conn = wire(proxy)
+    conn.send(raw("POST", "/early", ("Content-Length", str(2 * MiB))))
+    conn.send(b"x" * (64 * KiB))
+    head, body = conn.response()
+    assert head.status == 413 and json.loads(body) == {"error": "too large"}
+    assert conn.closed()  # PushUp's side: the answer is all
+    for _ in range(31):  # still read: no reset
+        conn.send(b"x" * (64 * KiB))
+
+
 def test_a_malformed_chunked_body_is_a_400(
     proxy: ServerProcess, api: httpx.Client, app: App, wire: Callable[[ServerProcess], Wire]
 ) -> None:

@@ -141,6 +141,13 @@ class ProxyConnection(HttpConnection):
             log.error("forwarding a request failed", exc_info=exc)
             self._close()
             return
+        upload = request.upload
+        if not upload.ended and not upload.aborted:
+            # The app answered before the whole body came: the client may still be
+            # sending it, and must be able to read the answer.
+            self._busy = False
+            self._linger()
+            return
         self._finish(b"", request.outcome_mode)
 
     # -- what upstream.py writes to (its `Client`) -----------------------------------

@@ -706,6 +706,23 @@ def test_a_client_that_trickles_forever_is_cut_off(
     wait_for(lambda: server.connections() == 0, what="the connection to end")
 
 
+def test_http11_without_host_gets_400_then_close(
+    connect: Callable[..., Wire], shared_server: ServerProcess
+) -> None:
+    """RFC 9112 3.2. HTTP/1.0 had no Host header: it is served without one."""
+    wire = connect()
+    wire.send(b"GET /health HTTP/1.1\r\n\r\n")
+    response = wire.read_response()
+    assert_error(response, 400)
+    assert response.json()["error"] == "bad_request"
+    wire.assert_closed()
+    old = connect()
+    old.send(b"GET /health HTTP/1.0\r\n\r\n")
+    assert old.read_response().json() == {"status": "ok"}
+    old.assert_closed()
+    assert_serves(shared_server)
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -183,6 +183,9 @@ class RequestReader(asyncio.Protocol):
             raise _Fatal(BadRequest("the request target is not a valid URL")) from None
         request.path = url.path.decode("latin-1") if url.path else "/"
         request.query = url.query.decode("latin-1") if url.query else ""
+        if "host" not in request.headers and parser.get_http_version() != "1.0":
+            # RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
+            raise _Fatal(BadRequest("an HTTP/1.1 request needs a Host header"))
         if not parser.should_keep_alive():
             request.mode = CLOSE
         elif parser.get_http_version() == "1.0":

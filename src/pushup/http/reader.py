@@ -120,8 +120,8 @@ class RequestReader(asyncio.Protocol):
             else:
                 log.exception("parser callback failed")
                 self._fail(InternalError("the request could not be read"))
-        except httptools.HttpParserUpgrade:
-            self._refuse_upgrade()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(bytes(data[exc.args[0] :]))
         except httptools.HttpParserError as exc:
             self._fail(BadRequest(f"malformed HTTP request: {exc}"))
         else:
@@ -258,10 +258,11 @@ class RequestReader(asyncio.Protocol):
         self._server.idle.forget(self)
         _Lingering(self, transport)
 
-    def _refuse_upgrade(self) -> None:
+    def _upgrade(self, rest: bytes) -> None:
         """Answer an `Upgrade` request (e.g. h2c) in plain HTTP/1.1, then close: what
-        follows it on the wire would be in the other protocol. Only a WebSocket
-        handshake on its own endpoint is accepted (its handler returns a stream)."""
+        follows it on the wire (`rest`, then more) would be in the other protocol.
+        Only a WebSocket handshake on its own endpoint is accepted (its handler
+        returns a stream), or one for the web app in reverse-proxy mode (proxy.py)."""
         last = self._pending[-1] if self._pending else None
         if isinstance(last, Request) and self._current is None:
             last.mode = CLOSE

@@ -11,6 +11,8 @@ import itertools
 import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -623,6 +625,101 @@ def test_chunked_body_over_1_mib_gets_413(
     assert_error(wire.read_response(), 413)
     wire.assert_closed()
     assert cached_data(api, channel) == []
+    assert_serves(shared_server)
+
+
+def urllib_refusal(url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """The error status and JSON body urllib reads for a request the server refuses;
+    fails with the OSError urllib raises if it cannot read them."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, **kwargs), timeout=30):
+            pass
+    except urllib.error.HTTPError as error:
+        with error:
+            payload: dict[str, Any] = json.loads(error.read())
+        return error.code, payload
+    raise AssertionError("the request was accepted")
+
+
+def test_a_client_still_sending_its_body_reads_the_413(shared_server: ServerProcess) -> None:
+    """urllib sends the whole 2 MiB body before it reads anything: the server answers
+    after the head and must go on reading, or the client gets a reset instead."""
+    body = b"x" * (2 * MiB)
+    for _ in range(20):
+        status, payload = urllib_refusal(
+            shared_server.url + "/publish",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert (status, payload["error"]) == (413, "payload_too_large"), payload
+    assert_serves(shared_server)
+
+
+def test_a_client_still_sending_its_head_reads_the_431(
+    connect: Callable[..., Wire], shared_server: ServerProcess
+) -> None:
+    """As above with a head: the client sends 2 MiB more once the answer is there, as
+    one that writes before it reads would, then reads it."""
+    wire = connect()
+    wire.send(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * (MAX_HEAD + 16))
+    wire.sock.recv(1, socket.MSG_PEEK)  # the answer has come (the server is done)
+    for _ in range(32):
+        wire.send(b"b" * (64 * KiB))
+    assert_error(wire.read_response(), 431)
+    wire.assert_closed()
+    assert_serves(shared_server)
+
+
+def test_a_client_that_never_stops_sending_is_cut_off(
+    server_factory: ServerFactory, connect: Callable[..., Wire]
+) -> None:
+    """After the answer the server reads and drops what comes, but only so much."""
+    server = server_factory()
+    wire = connect(server)
+    wire.send(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Endless: " + b"e" * (MAX_HEAD + 16))
+    assert_error(wire.read_response(), 431)  # readable while the client still sends
+    sent = 0
+    with pytest.raises(OSError):  # a reset, or a broken pipe
+        while sent < 256 * MiB:
+            wire.sock.sendall(b"e" * (64 * KiB))
+            sent += 64 * KiB
+    # Read for a while after the answer, up to the bound (4 MiB) plus what the two
+    # sockets' buffers held.
+    assert 2 * MiB < sent < 48 * MiB, sent
+    wait_for(lambda: server.connections() == 0, what="the connection to end")
+
+
+def test_a_client_that_trickles_forever_is_cut_off(
+    server_factory: ServerFactory, connect: Callable[..., Wire]
+) -> None:
+    server = server_factory()
+    wire = connect(server)
+    wire.send(request("POST", "/publish", headers=[("Content-Length", str(MAX_BODY + 1))]))
+    assert_error(wire.read_response(), 413)
+    answered = time.monotonic()
+    with pytest.raises(OSError):
+        while time.monotonic() - answered < 30:
+            wire.sock.sendall(b"{")
+            time.sleep(0.05)  # the pace of a slow client, not a wait for state
+    # Cut off by the time bound (5 s), not by the bytes it sent.
+    assert 4 < time.monotonic() - answered < 15
+    wait_for(lambda: server.connections() == 0, what="the connection to end")
+
+
+def test_http11_without_host_gets_400_then_close(
+    connect: Callable[..., Wire], shared_server: ServerProcess
+) -> None:
+    """RFC 9112 3.2. HTTP/1.0 had no Host header: it is served without one."""
+    wire = connect()
+    wire.send(b"GET /health HTTP/1.1\r\n\r\n")
+    response = wire.read_response()
+    assert_error(response, 400)
+    assert response.json()["error"] == "bad_request"
+    wire.assert_closed()
+    old = connect()
+    old.send(b"GET /health HTTP/1.0\r\n\r\n")
+    assert old.read_response().json() == {"status": "ok"}
+    old.assert_closed()
     assert_serves(shared_server)
 
 

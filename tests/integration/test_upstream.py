@@ -22,6 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.sync.client import ClientConnection, connect
 
 from tests.helpers import ServerProcess, start_server, wait_for
 from tests.integration.upstream_app import pattern
@@ -357,7 +360,7 @@ def test_hop_by_hop_headers_dropped_and_forwarding_headers_set(
     assert "user-agent" not in headers and "accept-encoding" not in headers
 
 
-def test_an_upgrade_is_not_passed_on(
+def test_an_upgrade_other_than_websocket_is_not_passed_on(
     proxy: ServerProcess, wire: Callable[[ServerProcess], Wire]
 ) -> None:
     """The app answers in plain HTTP; what follows on the wire would be another
@@ -366,17 +369,139 @@ def test_an_upgrade_is_not_passed_on(
     conn.send(
         raw(
             "GET",
-            "/echo?ws",
-            ("Connection", "Upgrade"),
-            ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            "/echo?h2c",
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQ"),
         )
     )
     head, body = conn.response()
     assert head.status == 200 and head.get("connection") == "close"
     headers = echoed_headers(json.loads(body))
     assert "upgrade" not in headers and "connection" not in headers
+    assert conn.closed()
+
+
+# -- WebSocket pass-through ----------------------------------------------------------
+
+HANDSHAKE = (
+    ("Connection", "Upgrade"),
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+)
+
+
+def ws_connect(server: ServerProcess, target: str) -> ClientConnection:
+    return connect(
+        f"ws://127.0.0.1:{server.port}{target}",
+        open_timeout=10,
+        close_timeout=10,
+        max_size=None,
+    )
+
+
+def test_the_apps_websocket_works_through_pushup(server_factory: ServerFactory, app: App) -> None:
+    server = server_factory("--upstream", app.url)
+    with ws_connect(server, "/ws?room=1") as ws:
+        ws.send("handshake")
+        reached = json.loads(ws.recv(timeout=10))
+        assert reached["target"] == "/ws?room=1"
+        headers = echoed_headers(reached)
+        assert headers["upgrade"] == ["websocket"]
+        assert headers["connection"] == ["Upgrade"]
+        assert headers["x-forwarded-for"] == ["127.0.0.1"]
+        assert headers["x-forwarded-proto"] == ["http"]
+        assert headers["x-forwarded-host"] == headers["host"] == [f"127.0.0.1:{server.port}"]
+        large_text = "é" + "t" * (100 * KiB)
+        large_binary = pattern(300 * KiB)
+        sent: list[str | bytes] = ["hello", b"\x00\x01\xff", large_text, large_binary, "", b"b"]
+        for message in sent:
+            ws.send(message)
+        assert [ws.recv(timeout=10) for _ in sent] == sent
+        ws.close()  # from the client's side
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000
+    # Both of PushUp's sockets, the client's and the app's, are closed.
+    wait_for(lambda: server.connections() == 0, what="the tunnel's sockets to close")
+
+
+def test_the_app_closing_its_websocket_closes_the_clients(
+    server_factory: ServerFactory, app: App
+) -> None:
+    server = server_factory("--upstream", app.url)
+    with ws_connect(server, "/ws") as ws:
+        ws.send("close")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "the app is done")
+    wait_for(lambda: server.connections() == 0, what="the tunnel's sockets to close")
+
+
+def test_a_websocket_reader_that_stops_holds_the_app_back(
+    proxy: ServerProcess, app: App, wire: Callable[[ServerProcess], Wire]
+) -> None:
+    """Backpressure: a client that reads nothing stops the app's writes once the
+    buffers on the way are full, instead of PushUp's memory taking it all. A raw
+    socket, since a WebSocket library would read ahead into a queue of its own."""
+    name = token()
+    count = 64  # messages of 1 MiB
+    conn = wire(proxy)
+    conn.send(raw("GET", "/ws", *HANDSHAKE))
+    assert conn.head().status == 101
+    conn.send(Frame(Opcode.TEXT, f"flood {name} {count}".encode()).serialize(mask=True))
+    written: list[int] = []
+
+    def stalled() -> bool:
+        written.append(app.get(f"/progress?token={name}")["received"])
+        return len(written) > 10 and written[-1] == written[-10] > 0
+
+    wait_for(stalled, timeout=30, interval=0.05, what="the app's writes to stall")
+    assert written[-1] < count // 2, f"{written[-1]} MiB written before the client read"
+    # Reading goes on: all of it comes, each 1 MiB message in a frame with a
+    # 10-byte header.
+    data = conn._take(count * (MiB + 10))
+    assert data[:10] == b"\x82\x7f" + MiB.to_bytes(8, "big")
+    assert data[10 : 10 + MiB] == pattern(MiB)
+    assert app.get(f"/progress?token={name}")["received"] == count
+
+
+def test_a_frame_sent_with_the_handshake_reaches_the_app(
+    proxy: ServerProcess, wire: Callable[[ServerProcess], Wire]
+) -> None:
+    """Bytes after the handshake in the same write are the WebSocket's, not lost."""
+    conn = wire(proxy)
+    conn.send(raw("GET", "/ws", *HANDSHAKE) + Frame(Opcode.TEXT, b"early").serialize(mask=True))
+    assert conn.head().status == 101
+    assert conn._take(7) == Frame(Opcode.TEXT, b"early").serialize(mask=False)
+
+
+def test_pushups_own_websocket_is_still_pushups(
+    proxy: ServerProcess, api: httpx.Client, app: App
+) -> None:
+    channel = new_channel(api)
+    before = len(app.get("/state")["seen"])
+    with ws_connect(proxy, f"/subscribe/ws?channels={channel}") as ws:
+        wait_for(
+            lambda: api.get(f"/channels/{channel}").json()["subscribers"] == 1,
+            what="the WebSocket subscription",
+        )
+        assert api.post("/publish", json={"channels": [channel], "data": "hi"}).status_code == 201
+        assert json.loads(ws.recv(timeout=10))["data"] == "hi"
+    assert len(app.get("/state")["seen"]) == before, "it never reached the app"
+
+
+def test_a_websocket_the_app_refuses_gets_its_answer_then_close(
+    proxy: ServerProcess, wire: Callable[[ServerProcess], Wire]
+) -> None:
+    """/echo is no WebSocket: its plain answer comes back as it is, then the
+    connection closes (what would follow on it is no longer HTTP)."""
+    conn = wire(proxy)
+    conn.send(raw("GET", "/echo?ws", *HANDSHAKE))
+    head, body = conn.response()
+    assert head.status == 200 and head.get("x-upstream") == "echo"
+    headers = echoed_headers(json.loads(body))
+    assert headers["upgrade"] == ["websocket"] and headers["connection"] == ["Upgrade"]
     assert conn.closed()
 
 
@@ -434,6 +559,21 @@ def test_an_answer_before_the_whole_body_closes_the_connection(
     assert conn.closed()
     for _ in range(3):  # the app's connections in the pool are still in step
         assert api.get("/echo?after").json()["target"] == "/echo?after"
+
+
+def test_an_early_answer_is_read_by_a_client_still_sending(
+    proxy: ServerProcess, wire: Callable[[ServerProcess], Wire]
+) -> None:
+    """A client that writes its whole body before it reads (urllib): PushUp goes on
+    reading after the app's early answer, or the client would get a reset instead."""
+    conn = wire(proxy)
+    conn.send(raw("POST", "/early", ("Content-Length", str(2 * MiB))))
+    conn.send(b"x" * (64 * KiB))
+    head, body = conn.response()
+    assert head.status == 413 and json.loads(body) == {"error": "too large"}
+    assert conn.closed()  # PushUp's side: the answer is all
+    for _ in range(31):  # still read: no reset
+        conn.send(b"x" * (64 * KiB))
 
 
 def test_a_malformed_chunked_body_is_a_400(
@@ -646,7 +786,9 @@ def test_with_a_key_publishing_needs_it(server_factory: ServerFactory, app: App)
 # -- failures ------------------------------------------------------------------------
 
 
-def test_a_dead_upstream_is_a_502(server_factory: ServerFactory) -> None:
+def test_a_dead_upstream_is_a_502(
+    server_factory: ServerFactory, wire: Callable[[ServerProcess], Wire]
+) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -655,14 +797,27 @@ def test_a_dead_upstream_is_a_502(server_factory: ServerFactory) -> None:
     assert_error(api.get("/anything"), 502, "bad_gateway")
     assert_error(api.post("/form", content=b"x" * 100_000), 502, "bad_gateway")
     assert api.get("/health").json() == {"status": "ok"}
+    conn = wire(server)  # a WebSocket handshake: the same, then the connection closes
+    conn.send(raw("GET", "/ws", *HANDSHAKE))
+    head, body = conn.response()
+    assert head.status == 502 and json.loads(body)["error"] == "bad_gateway"
+    assert conn.closed()
 
 
-def test_a_slow_upstream_is_a_504(server_factory: ServerFactory, app: App) -> None:
+def test_a_slow_upstream_is_a_504(
+    server_factory: ServerFactory, app: App, wire: Callable[[ServerProcess], Wire]
+) -> None:
     server = server_factory("--upstream", app.url, "--upstream-timeout", "0.3")
     api = server.client()
     assert_error(api.get("/hang"), 504, "gateway_timeout")
     wait_for(lambda: app.get("/state")["hanging"] == 0, what="the app to see the request end")
     assert api.get("/echo").status_code == 200
+    conn = wire(server)  # a WebSocket handshake: the same, then the connection closes
+    conn.send(raw("GET", "/hang", *HANDSHAKE))
+    head, body = conn.response()
+    assert head.status == 504 and json.loads(body)["error"] == "gateway_timeout"
+    assert conn.closed()
+    wait_for(lambda: app.get("/state")["hanging"] == 0, what="the app to see it end")
 
 
 def test_a_hanging_upstream_does_not_delay_polls_or_publications(

@@ -2,7 +2,8 @@
 `python -m tests.integration.upstream_app --fd N` serves on an inherited listening socket.
 
 It reports what it received (method, target, headers, body, which connection) and can
-answer slowly, in gated chunks, or never, so the tests can watch PushUp in between.
+answer slowly, in gated chunks, or never, so the tests can watch PushUp in between. It
+has a WebSocket of its own (`/ws`), to be reached through PushUp.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 from collections import defaultdict
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 # Per test token: body bytes received so far, releases of a gated stream.
 progress: defaultdict[str, int] = defaultdict(int)
@@ -136,6 +137,33 @@ async def conn(request: web.Request) -> web.Response:
     return web.json_response({"port": _peer_port(request)})
 
 
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """Echoes every message, text or binary. Text commands: `handshake` answers what
+    reached the app; `close` closes from the app's side (code 4000); `flood T N`
+    sends N binary messages of 1 MiB, each counted in progress[T] once written (the
+    writer waits while the socket is full)."""
+    ws = web.WebSocketResponse(max_msg_size=8 * 1024 * 1024)
+    await ws.prepare(request)
+    async for message in ws:
+        if message.type == WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+        elif message.type != WSMsgType.TEXT:
+            break
+        elif message.data == "handshake":
+            headers = [[name.decode(), value.decode()] for name, value in request.raw_headers]
+            await ws.send_json({"target": request.raw_path, "headers": headers})
+        elif message.data == "close":
+            await ws.close(code=4000, message=b"the app is done")
+        elif message.data.startswith("flood "):
+            _, token, count = message.data.split()
+            for _ in range(int(count)):
+                await ws.send_bytes(pattern(1024 * 1024))
+                progress[token] += 1
+        else:
+            await ws.send_str(message.data)
+    return ws
+
+
 @web.middleware
 async def record(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path != "/state":
@@ -161,6 +189,7 @@ def build() -> web.Application:
     app.router.add_get("/hang", hang)
     app.router.add_get("/state", state)
     app.router.add_get("/conn", conn)
+    app.router.add_get("/ws", websocket)
     return app
 
 

@@ -112,7 +112,7 @@ class BodyStream:
 class Forward(Request):
     """A request PushUp does not answer itself: its head, and its body as a stream."""
 
-    __slots__ = ("has_body", "outcome_mode", "upload")
+    __slots__ = ("has_body", "outcome_mode", "upgrade", "upload")
 
     def __init__(self, request: Request, upload: BodyStream) -> None:
         super().__init__(request.connection, request.peer)
@@ -130,3 +130,6 @@ class Forward(Request):
         )
         # How the connection goes on once the upstream's answer is sent.
         self.outcome_mode = request.mode
+        # A WebSocket handshake (tunnel.py): what the client sent after it, for the
+        # app once it has switched protocols. None for any other request.
+        self.upgrade: bytes | None = None

@@ -150,7 +150,7 @@ class HttpConnection(RequestReader):
                             self._server.limits.hit(item.limit)
                         headers = item.headers + answered_error(item, in_request=False)
                         self._write(frame(item.status, item.body(), CLOSE, headers))
-                        self._close()
+                        self._linger()
                         return
                     self._handle(item)
                 if self._closed or not self._parse_backlog():

@@ -6,7 +6,9 @@ The server makes its connections of this kind only in that mode, so the plain on
 (`router.serves_itself`); one for the web app is queued in the pipeline right then as
 a `Forward` (forward.py), so its body streams there as it arrives, and its task
 (upstream.py) writes the app's answer straight to this connection. Both kinds keep
-their turn: answers go out in the order the requests came.
+their turn: answers go out in the order the requests came. A WebSocket handshake for
+the app ends the HTTP on the connection: once the app has answered it, the socket is
+spliced with the app's (tunnel.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from pushup.http.forward import BodyStream, Forward
 from pushup.http.limits import IDLE
 from pushup.http.protocol import HttpConnection
+from pushup.http.response import CLOSE
 from pushup.http.router import serves_itself
 from pushup.observe.requests import current_request
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from pushup.http.errors import ApiError
     from pushup.http.request import Request
     from pushup.http.server import HttpServer
+    from pushup.http.tunnel import AppEnd
     from pushup.http.upstream import Upstream
 
 log = logging.getLogger("pushup.http")
@@ -88,6 +92,25 @@ class ProxyConnection(HttpConnection):
             return
         super().on_message_complete()
 
+    def _upgrade(self, rest: bytes) -> None:
+        last = self._pending[-1] if self._pending else None
+        if (
+            not isinstance(last, Forward)
+            or self._current is not None
+            or last.headers.get("upgrade", "").lower() != "websocket"
+        ):
+            super()._upgrade(rest)
+            return
+        # The app's WebSocket: nothing after this request is HTTP. Reading waits for
+        # the app's answer, so no byte the client sends meanwhile is lost.
+        last.upgrade = rest
+        last.mode = CLOSE
+        self._parser = None  # type: ignore[assignment]
+        self._backlog = None
+        self._reading_paused = False
+        assert self._transport is not None
+        self._transport.pause_reading()
+
     def _fail(self, error: ApiError) -> None:
         if isinstance(self._current, Forward):
             self._current.upload.abort()
@@ -126,6 +149,11 @@ class ProxyConnection(HttpConnection):
         # variable, so its log lines and error answers name the request.
         token = current_request.set(request)
         try:
+            if request.upgrade is not None:
+                upgrade = asyncio.ensure_future(self._upstream.upgrade(request))
+                upgrade.add_done_callback(lambda task: self._upgraded(request, task))
+                self._task = upgrade
+                return
             task = asyncio.ensure_future(self._upstream.forward(request))
         finally:
             current_request.reset(token)
@@ -141,7 +169,35 @@ class ProxyConnection(HttpConnection):
             log.error("forwarding a request failed", exc_info=exc)
             self._close()
             return
+        upload = request.upload
+        if not upload.ended and not upload.aborted:
+            # The app answered before the whole body came: the client may still be
+            # sending it, and must be able to read the answer.
+            self._busy = False
+            self._linger()
+            return
         self._finish(b"", request.outcome_mode)
+
+    def _upgraded(self, request: Forward, task: asyncio.Task[AppEnd | None]) -> None:
+        """The app has answered a WebSocket handshake: splice the sockets, which the
+        tunnel owns from now on (the connection stays busy, never idle, until it
+        ends). Or it could not be reached: that answer is out, close."""
+        if task.cancelled():
+            return
+        self._task = None
+        exc = task.exception()
+        app = None if exc is not None else task.result()
+        if self._closed or self._transport is None or app is None:
+            if exc is not None:
+                log.error("passing a WebSocket handshake on failed", exc_info=exc)
+            if app is not None:
+                app.abort()
+            self._linger()  # reading was paused: the client may have sent more
+            return
+        assert request.upgrade is not None
+        app.splice(self._transport, self, request.upgrade)
+        if self._server.closing:  # opened while stopping: ended at once, as the others
+            self.close_now()
 
     # -- what upstream.py writes to (its `Client`) -----------------------------------
 

@@ -5,7 +5,8 @@ This is the reading half of `HttpConnection` (protocol.py), which answers what i
 queued here. Pipelined requests wait in the queue; past `_MAX_PIPELINED`, further
 bytes wait unparsed, and past `_MAX_BACKLOG` of those, reading pauses. A request that
 breaks a limit (a head or body too large, one too slow to arrive, bytes that are not
-HTTP) is queued as the error to answer in its turn, after which the connection closes.
+HTTP) is queued as the error to answer in its turn, after which the connection
+closes, lingering (`_Lingering`) so that a client still sending can read the answer.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ _MAX_PIPELINED = 16
 # Unparsed bytes held while the pipeline queue is full; past this, reading pauses.
 _MAX_BACKLOG = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# After a fatal answer, what the client still sends is read and dropped, up to these
+# bounds, before the connection closes: closing with unread bytes makes the kernel
+# reset it, and the reset discards the answer at a client still sending its request
+# (urllib uploading a body over the limit). 4 MiB covers a body a few times the
+# default limit, read in milliseconds; 5 s covers that on a slow link. A client that
+# sends more, or for longer, is cut off: it was refused anyway.
+_LINGER_BYTES = 4 * 1024 * 1024
+_LINGER_S = 5.0
 
 
 class _Fatal(Exception):
@@ -95,6 +104,10 @@ class RequestReader(asyncio.Protocol):
         """Answer what is queued, in order: the connection's part."""
         raise NotImplementedError
 
+    def close_idle(self) -> None:
+        """Called by the idle sweep: the connection's part."""
+        raise NotImplementedError
+
     def _feed(self, data: bytes | bytearray) -> None:
         if self._in_head:
             self._head_bytes += len(data)
@@ -107,8 +120,8 @@ class RequestReader(asyncio.Protocol):
             else:
                 log.exception("parser callback failed")
                 self._fail(InternalError("the request could not be read"))
-        except httptools.HttpParserUpgrade:
-            self._refuse_upgrade()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(bytes(data[exc.args[0] :]))
         except httptools.HttpParserError as exc:
             self._fail(BadRequest(f"malformed HTTP request: {exc}"))
         else:
@@ -170,6 +183,9 @@ class RequestReader(asyncio.Protocol):
             raise _Fatal(BadRequest("the request target is not a valid URL")) from None
         request.path = url.path.decode("latin-1") if url.path else "/"
         request.query = url.query.decode("latin-1") if url.query else ""
+        if "host" not in request.headers and parser.get_http_version() != "1.0":
+            # RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
+            raise _Fatal(BadRequest("an HTTP/1.1 request needs a Host header"))
         if not parser.should_keep_alive():
             request.mode = CLOSE
         elif parser.get_http_version() == "1.0":
@@ -231,10 +247,22 @@ class RequestReader(asyncio.Protocol):
             self._pending = deque()
         self._pending.append(error)
 
-    def _refuse_upgrade(self) -> None:
+    def _linger(self) -> None:
+        """Close once a fatal answer is written, without losing it: send the end of
+        the stream after the answer, then read and drop what the client still sends
+        until it stops or a bound is reached ("lingering close")."""
+        transport = self._transport
+        if self._closed or transport is None:
+            return
+        self._closed = True
+        self._server.idle.forget(self)
+        _Lingering(self, transport)
+
+    def _upgrade(self, rest: bytes) -> None:
         """Answer an `Upgrade` request (e.g. h2c) in plain HTTP/1.1, then close: what
-        follows it on the wire would be in the other protocol. Only a WebSocket
-        handshake on its own endpoint is accepted (its handler returns a stream)."""
+        follows it on the wire (`rest`, then more) would be in the other protocol.
+        Only a WebSocket handshake on its own endpoint is accepted (its handler
+        returns a stream), or one for the web app in reverse-proxy mode (proxy.py)."""
         last = self._pending[-1] if self._pending else None
         if isinstance(last, Request) and self._current is None:
             last.mode = CLOSE
@@ -278,3 +306,33 @@ class RequestReader(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._closed:
             self._transport.write(data)
+
+
+class _Lingering(asyncio.Protocol):
+    """A connection's transport after its fatal answer, until it closes. The
+    connection still hears of the end (`connection_lost`), so it counts as open
+    until then, as the connection limit expects."""
+
+    __slots__ = ("_conn", "_left", "_timer", "_transport")
+
+    def __init__(self, conn: asyncio.BaseProtocol, transport: asyncio.Transport) -> None:
+        self._conn = conn
+        self._transport = transport
+        self._left = _LINGER_BYTES
+        self._timer = asyncio.get_running_loop().call_later(_LINGER_S, transport.abort)
+        transport.set_protocol(self)
+        transport.resume_reading()  # paused by a pipelining backlog or a slow upstream
+        if transport.can_write_eof():
+            transport.write_eof()  # once the answer is out: the client sees it end
+
+    def data_received(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left < 0:
+            self._transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # the client has stopped sending: close now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
+        self._conn.connection_lost(exc)

@@ -7,6 +7,7 @@ client still sends it (see forward.py), the response chunk by chunk, flushed at 
 an upstream event stream works through it. Every wait is asynchronous: a slow upstream
 holds its own request only, never a parked poll or a publication. A refused or broken
 upstream connection is answered 502, no answer within the read timeout 504.
+A WebSocket handshake goes to the app on a connection of its own (tunnel.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Protocol, cast
 import aiohttp
 from yarl import URL
 
+from pushup.http import tunnel
 from pushup.http.errors import ApiError, InternalError
 from pushup.http.forward import Forward
 from pushup.http.response import CLOSE, KEEP_ALIVE, KEEP_ALIVE_10, frame
@@ -78,6 +80,12 @@ class Upstream:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout_s, sock_read=read_timeout_s
         )
+        # Where a WebSocket handshake goes (tunnel.py): the same app, without aiohttp.
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        parts = URL(self.url)
+        self._address = (parts.raw_host or "", parts.port or 80, parts.scheme == "https")
+        self._prefix = parts.raw_path.rstrip("/")
         self._max_header = max_header
         self._session: aiohttp.ClientSession | None = None
         # Responses waiting for a slow client to take more bytes, by connection.
@@ -152,6 +160,38 @@ class Upstream:
                     mode = CLOSE
         request.outcome_mode = mode
 
+    async def upgrade(self, request: Forward) -> tunnel.AppEnd | None:
+        """Send a WebSocket handshake to the app on a connection of its own: that
+        connection, holding the app's answer, to splice with the client's; or None
+        once a failure is answered (the client connection then closes)."""
+        host, port, tls = self._address
+        try:
+            return await tunnel.connect(
+                host,
+                port,
+                tls=tls,
+                head=self._handshake(request),
+                connect_timeout_s=self._connect_timeout_s,
+                read_timeout_s=self._read_timeout_s,
+                max_header=self._max_header,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = self._error(request, exc)
+        headers = error.headers + answered_error(error)
+        cast(Client, request.connection).write(frame(error.status, error.body(), CLOSE, headers))
+        return None
+
+    def _handshake(self, request: Forward) -> bytes:
+        """The request's head for the app, as `forward` would send it, with the
+        upgrade it asks for: hop-by-hop headers, but this hop is the one upgraded."""
+        target = request.path if not request.query else f"{request.path}?{request.query}"
+        lines = [f"{request.method} {self._prefix}{target} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in _request_headers(request)]
+        lines += ["Connection: Upgrade", f"Upgrade: {request.headers['upgrade']}", "", ""]
+        return "\r\n".join(lines).encode("latin-1")
+
     def _target(self, request: Forward) -> URL:
         target = request.path if not request.query else f"{request.path}?{request.query}"
         # As the client sent it: already percent-encoded, passed on unchanged.
@@ -190,27 +230,30 @@ class Upstream:
         if request.upload.aborted:
             # The client's own framing broke: the connection answers that itself.
             return CLOSE if started else mode
-        what = f"{request.method} {request.path} to {self.url}"  # logged, never sent
         if started:
             # Part of the answer is out: ending the connection is the only way to say
             # it is cut short (no last chunk, or fewer bytes than Content-Length).
+            what = f"{request.method} {request.path} to {self.url}"
             log.warning("upstream response to %s cut short: %r", what, exc)
             return CLOSE
-        error: ApiError
-        if isinstance(exc, TimeoutError):
-            log.warning("upstream did not answer %s in time: %r", what, exc)
-            error = GatewayTimeout("the web app did not answer in time")
-        elif isinstance(exc, aiohttp.ClientError | OSError):
-            log.warning("upstream failed on %s: %r", what, exc)
-            error = BadGateway("the web app could not be reached, or failed to answer")
-        else:
-            log.error("unexpected error while forwarding %s", what, exc_info=exc)
-            error = InternalError("the server failed to forward this request")
+        error = self._error(request, exc)
         if not request.upload.ended:
             mode = CLOSE
         headers = error.headers + answered_error(error)
         client.write(frame(error.status, error.body(), mode, headers))
         return mode
+
+    def _error(self, request: Forward, exc: Exception) -> ApiError:
+        """The answer to an exchange with the app that failed before its answer."""
+        what = f"{request.method} {request.path} to {self.url}"  # logged, never sent
+        if isinstance(exc, TimeoutError):
+            log.warning("upstream did not answer %s in time: %r", what, exc)
+            return GatewayTimeout("the web app did not answer in time")
+        if isinstance(exc, aiohttp.ClientError | OSError | tunnel.BadAnswer):
+            log.warning("upstream failed on %s: %r", what, exc)
+            return BadGateway("the web app could not be reached, or failed to answer")
+        log.error("unexpected error while forwarding %s", what, exc_info=exc)
+        return InternalError("the server failed to forward this request")
 
 
 def _request_headers(request: Forward) -> list[tuple[str, str]]:

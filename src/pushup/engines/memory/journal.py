@@ -374,11 +374,15 @@ class Journal:
         pending, self._collecting = self._collecting, None
         if pending is not None:
             self._drop(pending, self._error(self._failure or OSError("stopping")))
+            failure = self._failure
+            count = len(pending.channels)
             log.warning(
-                "stopping without writing %d channel changes to the journal in %s: %s",
-                len(pending.channels),
+                "stopping with the latest changes to %d channel%s not written to the journal "
+                "in %s (%s); the publications among them were answered 503",
+                count,
+                "" if count == 1 else "s",
                 self.directory,
-                self._failure,
+                "the disk is full" if failure is not None and _is_full(failure) else failure,
             )
         self._idle.set()
 

@@ -127,8 +127,10 @@ class Cache:
         for channels, (_, data) in zip(targets, publications):  # noqa: B905
             message_id = ids.next()
             if len(channels) > 1:
-                channels[:] = {c.id: c for c in channels}.values()
-                channel_ids = tuple(sorted(channel.id for channel in channels))
+                unique = {channel.id: channel for channel in channels}
+                channel_ids = tuple(sorted(unique))
+                if len(unique) < len(channels):  # a channel named twice
+                    channels[:] = unique.values()
             else:
                 channel_ids = (channels[0].id,)
             messages.append(

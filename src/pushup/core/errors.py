@@ -31,3 +31,8 @@ class EngineUnavailable(PushUpError):
     """The engine's backing store cannot be reached now; the request may be retried.
 
     Raised instead of waiting without bound or dropping the request silently."""
+
+
+class StorageFull(EngineUnavailable):
+    """The disk the engine writes to is full: nothing was stored; it may be retried once
+    there is space again."""

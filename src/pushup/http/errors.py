@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken, StorageFull
 
 # Sent with every 503: the node (or the store behind it) may serve again in a moment.
 RETRY_SOON = (("Retry-After", "1"),)
@@ -157,6 +157,9 @@ def answer(exc: BaseException) -> ApiError | None:
         return ApiError(
             f"a live channel is already named {exc.name!r}", status=409, code="name_taken"
         )
+    if isinstance(exc, StorageFull):
+        # The operator's problem, not the client's: the client only learns to wait.
+        return store_unreachable("the server's disk is full: nothing was stored; retry later")
     if isinstance(exc, EngineUnavailable):
         # Its own sentence names the store's internals: it is logged, never sent.
         return store_unreachable("the message store is unreachable; retry shortly")

@@ -4,12 +4,13 @@ optionally journaled to a local data directory so a restart loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
 
 from pushup.core.engine import CacheStats, EngineListener, Publication
-from pushup.core.errors import NameTaken
+from pushup.core.errors import EngineUnavailable, NameTaken
 from pushup.core.ids import IdClock
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
 from pushup.engines.memory.budget import CacheBudget
@@ -44,7 +45,7 @@ class MemoryEngine:
         self._channel_ids = IdClock(clock)
         self._message_ids = IdClock(clock)
         # Chosen once: the engine calls it the same way with a journal or without.
-        self._journal: Durability = (
+        self._journal: Durability[Channel] = (
             Volatile(self._message_ids)
             if journal is None
             else Journaled(journal, self._message_ids)
@@ -56,6 +57,9 @@ class MemoryEngine:
             budget=self._budget,
             journal=self._journal,
         )
+        # What caches a publication once it counts: without a journal, at once (and
+        # `publish` arms the sweep after it); with one, on commit (arming it there).
+        self._journal.store = self._cache.insert if journal is None else self._cached
         self._listener: EngineListener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
@@ -94,8 +98,23 @@ class MemoryEngine:
         info = channel.info()
         journal.channel(channel)
         if (committed := journal.committed()) is not None:
-            await committed
+            try:
+                await committed
+            except EngineUnavailable:
+                self._unmake(channel)
+                raise
         return info
+
+    def _unmake(self, channel: Channel) -> None:
+        """A creation answered with an error is undone: a retry must not find the
+        name taken."""
+        if channel.closed:
+            return
+        # The journal may be closed already (the server stops): nothing to write then.
+        with contextlib.suppress(EngineUnavailable):
+            self._cache.drop([channel])
+        if self._listener is not None:
+            self._listener.closed([channel.id])
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         journal = self._journal
@@ -142,17 +161,23 @@ class MemoryEngine:
         else:
             self._expire(now)
             targets = self._cache.lookup_all([refs for refs, _ in publications])
-        # Messages above `told` are not yet told to the listener: dropping one evicts.
-        messages, evicted = self._cache.store(
-            targets, publications, now, journal.told(), self._message_ids
-        )
-        journal.published(targets, messages, evicted)
+        messages = self._cache.issue(targets, publications, self._message_ids)
+        # Cached now, or once committed.
+        journal.published(targets, messages, now)
         self._schedule_sweep()
         # Only a journal makes the caller wait (for its group commit): without one a
         # publication never suspends, so the HTTP server runs it without a Task.
         if (committed := journal.committed()) is not None:
             await committed
         return messages
+
+    def _cached(
+        self, targets: list[list[Channel]], messages: list[Message], now: float
+    ) -> set[ChannelId]:
+        """Cache committed messages; the channels that dropped one of them."""
+        evicted = self._cache.insert(targets, messages, now)
+        self._schedule_sweep()
+        return evicted
 
     async def read(
         self,
@@ -163,8 +188,8 @@ class MemoryEngine:
     ) -> ReadResult:
         self._expire(self._clock())
         low = _lowest_wanted_id(since, start)
-        # With a journal, messages not yet committed stay hidden.
-        hits, gap = self._cache.read(channel_ids, low, self._journal.read_bound(), end)
+        # Only what counts is cached: with a journal, what is committed.
+        hits, gap = self._cache.read(channel_ids, low, end)
         return ReadResult(hits, gap, self.high_water())
 
     def cache_stats(self, leave_out: Collection[ChannelId] = ()) -> CacheStats:

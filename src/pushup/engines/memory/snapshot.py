@@ -3,7 +3,7 @@ and everything it holds, read back at start."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pushup.core.model import ChannelId, MessageId
@@ -18,8 +18,10 @@ class ChannelState(Protocol):
     def name(self) -> str | None: ...
     @property
     def ttl_s(self) -> float: ...
-    @property
-    def expires_at(self) -> float: ...
+
+    # Set by a publication before its commit: its row keeps the channel alive as long.
+    expires_at: float
+
     @property
     def last_message_id(self) -> MessageId | None: ...
     @property
@@ -50,13 +52,19 @@ class StoredMessage:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the journal holds, in id order; expired entries included (the
-    engine decides what expired while it was down)."""
+    engine decides what expired while it was down). Damaged rows are left out and
+    counted."""
 
     channels: list[StoredChannel]
     messages: list[StoredMessage]
     # Every id issued before is at or below these, even when its row is gone.
     last_channel_id: int
     last_message_id: int
+    # The ids of rows that failed their checksum or did not decode.
+    damaged_channels: list[int] = field(default_factory=list)
+    damaged_messages: list[int] = field(default_factory=list)
+    # Messages ever committed to this journal (its own count, beside `acknowledged`).
+    committed_messages: int = 0
 
 
 # What there is to restore without a journal.

@@ -9,6 +9,12 @@ commit affordable.
 Compaction keeps the file about as large as the cache: it deletes messages past their
 age and channels past their expiry, and messages no channel holds any more, and hands
 freed pages back to the file system.
+
+Every row carries a CRC32 of its values, computed as it is written; `read` checks it
+and decodes every message as JSON, and leaves out (and counts) rows that fail, so
+damage that SQLite cannot see (its own checks cover only the file's structure) is never
+served. Rows written before version 2 have no checksum: they are checked by decoding
+alone.
 """
 
 from __future__ import annotations
@@ -16,55 +22,88 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import struct
+import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from pushup.core.model import ChannelId, Message, MessageId
 from pushup.engines.memory.snapshot import ChannelState, Snapshot, StoredChannel, StoredMessage
 
 DATABASE = "journal.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = (
     "CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT, ttl_s REAL NOT NULL,"
-    " expires_at REAL NOT NULL, last_message_id INTEGER, dropped_through INTEGER NOT NULL)",
+    " expires_at REAL NOT NULL, last_message_id INTEGER, dropped_through INTEGER NOT NULL,"
+    " crc INTEGER)",
     # `channels`: the message's channel ids, comma-separated.
-    "CREATE TABLE messages (id INTEGER PRIMARY KEY, channels TEXT NOT NULL, data BLOB NOT NULL)",
-    # The highest ids ever issued, kept after compaction deleted their rows.
+    "CREATE TABLE messages (id INTEGER PRIMARY KEY, channels TEXT NOT NULL, data BLOB NOT NULL,"
+    " crc INTEGER)",
+    # The highest ids ever issued, kept after compaction deleted their rows; and
+    # `messages`, how many were ever committed.
     "CREATE TABLE marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
 )
+# From each older version to the next; rows already there keep a NULL checksum.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE channels ADD COLUMN crc INTEGER",
+        "ALTER TABLE messages ADD COLUMN crc INTEGER",
+    ),
+}
 # A channel's `dropped_through` only grows: compaction raises it for messages it
-# deletes, and a later write of the channel from memory must not lower it again.
+# deletes, and a later write of the channel from memory must not lower it again. The
+# checksum, computed by the writer with the row, is computed again by SQLite in that
+# rare case, for the row as it ends up.
 _UPSERT_CHANNEL = (
-    "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
     " name = excluded.name, ttl_s = excluded.ttl_s, expires_at = excluded.expires_at,"
     " last_message_id = excluded.last_message_id,"
-    " dropped_through = max(dropped_through, excluded.dropped_through)"
+    " dropped_through = max(dropped_through, excluded.dropped_through),"
+    " crc = CASE WHEN dropped_through > excluded.dropped_through"
+    " THEN channel_crc(excluded.id, excluded.name, excluded.ttl_s, excluded.expires_at,"
+    " excluded.last_message_id, dropped_through) ELSE excluded.crc END"
+)
+# A damaged row keeps a checksum that does not match: compaction never blesses it.
+_RAISE_GAP_MARK = (
+    "UPDATE channels SET dropped_through = max(dropped_through, ?1), crc = CASE"
+    " WHEN crc = channel_crc(id, name, ttl_s, expires_at, last_message_id, dropped_through)"
+    " THEN channel_crc(id, name, ttl_s, expires_at, last_message_id,"
+    " max(dropped_through, ?1)) ELSE crc END WHERE id = ?2"
 )
 _UPSERT_MARK = (
     "INSERT INTO marks VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
     " value = max(value, excluded.value)"
 )
+_CHANNEL_ROW = struct.Struct("<qddqq")
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL is cut back to this after checkpoints
 # Rows of each kind one compaction step deletes, so a group never waits long for it.
 COMPACT_ROWS = 5_000
-_INSERT_ROWS = 256  # messages per INSERT statement (3 parameters each, at most 999)
+_INSERT_ROWS = 200  # messages per INSERT statement (4 parameters each, at most 999)
 
 # One transaction's rows, taken from memory on the loop thread when the group closes.
 Rows = tuple[list[tuple[Any, ...]], list[tuple[int]], list[Message]]
 
 
+class Damaged(sqlite3.DatabaseError):
+    """The file is damaged where SQLite itself can see it: it cannot be trusted."""
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    """Open the journal, creating it if need be."""
+    """Open the journal, creating it if need be, or bringing an older one up to date.
+    Raises Damaged when SQLite finds the file damaged."""
     # Opened here, then used only by the writer thread (and at close, once it is idle).
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
+        db.create_function("channel_crc", 6, channel_crc, deterministic=True)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             # Must come before the first table: lets compaction shrink the file.
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        elif version != SCHEMA_VERSION:
+        elif not 0 < version <= SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"unknown journal version {version}")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -76,6 +115,19 @@ def connect(path: Path) -> sqlite3.Connection:
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        else:
+            _check_structure(db)
+        if 0 < version < SCHEMA_VERSION:
+            with _transaction(db):
+                for older in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[older]:
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if _says_damaged(exc):
+            raise Damaged(str(exc)) from None
+        raise
     except BaseException:
         db.close()
         raise
@@ -90,42 +142,141 @@ def close(db: sqlite3.Connection) -> None:
 
 
 def read(db: sqlite3.Connection) -> Snapshot:
-    """Everything the journal holds."""
-    channels = [
-        StoredChannel(
-            ChannelId(channel_id),
-            name,
-            ttl_s,
-            expires_at,
-            None if last is None else MessageId(last),
-            dropped,
-        )
-        for channel_id, name, ttl_s, expires_at, last, dropped in db.execute(
-            "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through"
-            " FROM channels ORDER BY id"
-        )
-    ]
-    messages = [
-        StoredMessage(
-            MessageId(message_id), tuple(ChannelId(int(c)) for c in text.split(",")), bytes(data)
-        )
-        for message_id, text, data in db.execute(
-            "SELECT id, channels, data FROM messages ORDER BY id"
-        )
-    ]
-    marks = dict(db.execute("SELECT name, value FROM marks").fetchall())
-    last_channel = max(int(marks.get("channel_id", 0)), channels[-1].id if channels else 0)
+    """Everything the journal holds that passes its checks; raises Damaged when SQLite
+    finds the file damaged while reading it."""
+    # Raw bytes for text too: a damaged text value may not even be UTF-8.
+    db.text_factory = bytes
+    try:
+        channels, damaged_channels = _read_channels(db)
+        messages, damaged_messages = _read_messages(db)
+        marks = {
+            name.decode(errors="replace"): value
+            for name, value in db.execute("SELECT name, value FROM marks")
+            if isinstance(name, bytes) and isinstance(value, int)
+        }
+    except sqlite3.DatabaseError as exc:
+        if _says_damaged(exc):
+            raise Damaged(str(exc)) from None
+        raise
+    finally:
+        db.text_factory = str
+    last_channel = max(marks.get("channel_id", 0), channels[-1].id if channels else 0)
     last_message = max(
-        int(marks.get("message_id", 0)),
+        marks.get("message_id", 0),
         messages[-1].id if messages else 0,
         *(c.last_message_id or 0 for c in channels),
     )
-    return Snapshot(channels, messages, last_channel, last_message)
+    return Snapshot(
+        channels,
+        messages,
+        last_channel,
+        last_message,
+        damaged_channels,
+        damaged_messages,
+        marks.get("messages", 0),
+    )
+
+
+def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[int]]:
+    """The channel rows that pass their checks, and the ids of those that do not."""
+    channels: list[StoredChannel] = []
+    damaged: list[int] = []
+    for row in db.execute(
+        "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through, crc"
+        " FROM channels ORDER BY id"
+    ):
+        channel_id, raw_name, ttl_s, expires_at, last, dropped, crc = row
+        try:
+            name = None if raw_name is None else raw_name.decode()
+            if not (
+                isinstance(ttl_s, float)
+                and isinstance(expires_at, float)
+                and isinstance(last, int | None)
+                and isinstance(dropped, int)
+                and (crc is None or crc == channel_crc(*row[:6]))
+            ):
+                raise ValueError("not as written")
+        except (ValueError, AttributeError, struct.error):  # UnicodeDecodeError is one
+            damaged.append(channel_id)
+            continue
+        channels.append(
+            StoredChannel(
+                ChannelId(channel_id),
+                name,
+                ttl_s,
+                expires_at,
+                None if last is None else MessageId(last),
+                dropped,
+            )
+        )
+    return channels, damaged
+
+
+def _read_messages(db: sqlite3.Connection) -> tuple[list[StoredMessage], list[int]]:
+    """The message rows that pass their checks, and the ids of those that do not."""
+    messages: list[StoredMessage] = []
+    damaged: list[int] = []
+    loads = orjson.loads
+    for message_id, channels, data, crc in db.execute(
+        "SELECT id, channels, data, crc FROM messages ORDER BY id"
+    ):
+        try:
+            if not isinstance(channels, bytes) or not isinstance(data, bytes):
+                raise ValueError("not as written")
+            if crc is not None and crc != message_crc(message_id, channels, data):
+                raise ValueError("checksum")
+            channel_ids = tuple(ChannelId(int(c)) for c in channels.split(b","))
+            loads(data)  # what is served must be JSON, whatever the checksum said
+        except ValueError:  # orjson.JSONDecodeError is one
+            damaged.append(message_id)
+            continue
+        messages.append(StoredMessage(MessageId(message_id), channel_ids, data))
+    return messages, damaged
+
+
+def drop_damaged(db: sqlite3.Connection, channel_ids: list[int], message_ids: list[int]) -> None:
+    """Delete rows that failed their checks: reported once, never read again, and no
+    later statement meets their damaged values."""
+    with _transaction(db):
+        db.executemany("DELETE FROM channels WHERE id = ?", ((i,) for i in channel_ids))
+        db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in message_ids))
+
+
+def channel_crc(
+    channel_id: int,
+    name: str | bytes | None,
+    ttl_s: float,
+    expires_at: float,
+    last_message_id: int | None,
+    dropped_through: int,
+) -> int:
+    """The checksum of a channel row: over its values as the engine wrote them."""
+    head = _CHANNEL_ROW.pack(
+        channel_id,
+        ttl_s,
+        expires_at,
+        -1 if last_message_id is None else last_message_id,
+        dropped_through,
+    )
+    # 0xFF never occurs in UTF-8: no name differs from every name.
+    tail = b"\xff" if name is None else name if isinstance(name, bytes) else name.encode()
+    return zlib.crc32(tail, zlib.crc32(head))
+
+
+def message_crc(message_id: int, channels: bytes, data: bytes) -> int:
+    """The checksum of a message row: its id, channel list and data."""
+    head = zlib.crc32(channels, zlib.crc32(message_id.to_bytes(8, "little", signed=True)))
+    return zlib.crc32(data, head)
 
 
 def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
     """A group's rows, read from the live channels now, on the loop thread: a
-    channel changed several times in one group is written once, as it ends up."""
+    channel changed several times in one group is written once, as it ends up. Its
+    newest message is the group's, which the cache takes only once committed."""
+    newest: dict[int, int] = {}
+    for message in messages:
+        for channel_id in message.channels:
+            newest[channel_id] = message.id
     upserts: list[tuple[Any, ...]] = []
     deletes: list[tuple[int]] = []
     for channel in channels:
@@ -136,9 +287,9 @@ def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
                 (
                     channel.id,
                     channel.name,
-                    channel.ttl_s,
-                    channel.expires_at,
-                    channel.last_message_id,
+                    float(channel.ttl_s),
+                    float(channel.expires_at),
+                    newest.get(channel.id, channel.last_message_id),
                     channel.dropped_through,
                 )
             )
@@ -146,8 +297,9 @@ def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
     return upserts, deletes, messages
 
 
-def write(db: sqlite3.Connection, rows: Rows) -> None:
-    """One group in one transaction: one fsync of the WAL at its commit."""
+def write(db: sqlite3.Connection, rows: Rows, committed_messages: int) -> None:
+    """One group in one transaction: one fsync of the WAL at its commit.
+    `committed_messages`: how many messages the journal holds committed with it."""
     upserts, deletes, messages = rows
     # Few statements, each for many rows: every statement hands the GIL to the
     # event loop and takes it back, which costs the most when the loop is busy.
@@ -157,19 +309,29 @@ def write(db: sqlite3.Connection, rows: Rows) -> None:
             db.execute(_UPSERT_MARK, ("channel_id", max(row[0] for row in deletes)))
             db.executemany("DELETE FROM channels WHERE id = ?", deletes)
         if upserts:
-            db.executemany(_UPSERT_CHANNEL, upserts)
+            db.executemany(_UPSERT_CHANNEL, [(*row, channel_crc(*row)) for row in upserts])
+        if messages:
+            db.execute(_UPSERT_MARK, ("messages", committed_messages))
         for start in range(0, len(messages), _INSERT_ROWS):
             chunk = messages[start : start + _INSERT_ROWS]
             params: list[object] = []
             for m in chunk:
-                params += (m.id, _encode_channels(m.channels), m.data)
+                channels = _encode_channels(m.channels)
+                params += (m.id, channels, m.data, message_crc(m.id, channels.encode(), m.data))
             db.execute(_insert_messages(len(chunk)), params)
 
 
+def keep_marks(db: sqlite3.Connection, marks: dict[str, int]) -> None:
+    """Raise the marks to at least these values (ids issued, messages committed)."""
+    with _transaction(db):
+        db.executemany(_UPSERT_MARK, list(marks.items()))
+
+
 def compact_step(db: sqlite3.Connection, forgotten: array[int], horizon: int, now: float) -> bool:
-    """Delete up to `COMPACT_ROWS` messages past their age (first raising each of
-    their channels' `dropped_through`, so a restart still reports the gap), the
-    forgotten ones, and expired channels. True if more messages are past their age."""
+    """Delete up to `COMPACT_ROWS` messages past their age and the forgotten ones (first
+    raising each of their channels' `dropped_through`, so a restart still reports the
+    gap even if the channel's own row was not written since), and expired channels.
+    True if more messages are past their age."""
     with _transaction(db):
         # Rows about to go no longer show which ids were issued: the marks do.
         for mark, table in (("message_id", "messages"), ("channel_id", "channels")):
@@ -183,12 +345,22 @@ def compact_step(db: sqlite3.Connection, forgotten: array[int], horizon: int, no
             "SELECT id, channels FROM messages WHERE id <= ? ORDER BY id LIMIT ?",
             (horizon, COMPACT_ROWS),
         ).fetchall()
+        going = aged
+        if forgotten:
+            going = (
+                aged
+                + db.execute(
+                    "SELECT id, channels FROM messages WHERE id IN (SELECT value FROM json_each(?))"
+                    " ORDER BY id",
+                    (orjson.dumps(forgotten.tolist()).decode(),),
+                ).fetchall()
+            )
         newest: dict[int, int] = {}
-        for message_id, channels in aged:
+        for message_id, channels in going:
             for channel_id in channels.split(","):
-                newest[int(channel_id)] = message_id
+                newest[int(channel_id)] = max(newest.get(int(channel_id), 0), message_id)
         db.executemany(
-            "UPDATE channels SET dropped_through = max(dropped_through, ?) WHERE id = ?",
+            _RAISE_GAP_MARK,
             [(message_id, channel_id) for channel_id, message_id in newest.items()],
         )
         if aged:
@@ -203,7 +375,7 @@ def compact_step(db: sqlite3.Connection, forgotten: array[int], horizon: int, no
 
 @functools.cache
 def _insert_messages(rows: int) -> str:
-    return "INSERT OR REPLACE INTO messages VALUES " + ",".join(["(?, ?, ?)"] * rows)
+    return "INSERT OR REPLACE INTO messages VALUES " + ",".join(["(?, ?, ?, ?)"] * rows)
 
 
 def _encode_channels(channels: tuple[ChannelId, ...]) -> str:
@@ -229,3 +401,19 @@ def _give_back_free_pages(db: sqlite3.Connection) -> None:
     total = db.execute("PRAGMA page_count").fetchone()[0]
     if free >= 256 and free * 4 >= total:
         db.execute("PRAGMA incremental_vacuum")
+
+
+def _check_structure(db: sqlite3.Connection) -> None:
+    """Raise Damaged if SQLite finds the file's structure damaged (its pages, lists
+    and counts; not the values in the rows, which `read` checks)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        # One line, without the heading SQLite puts above its first finding.
+        raise Damaged(" ".join(problems[0].replace("*** in database main ***", "").split()))
+
+
+def _says_damaged(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, Damaged) or (
+        code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    )

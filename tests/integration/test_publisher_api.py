@@ -1047,7 +1047,6 @@ def test_without_key_subscribers_may_come_through_a_proxy(pub: httpx.Client) -> 
 @pytest.mark.parametrize(
     ("method", "url"),
     [
-        ("GET", "/"),
         ("GET", "/nope"),
         ("POST", "/nope"),
         ("GET", "/health/"),

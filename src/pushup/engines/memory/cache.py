@@ -154,18 +154,18 @@ class Cache:
         for channels, message in zip(targets, messages):  # noqa: B905 (as in issue)
             for channel in channels:
                 cached = channel.messages
-                cached.add(message)
+                cached.append(message)
                 channel.last_message_id = message.id
                 channel.expires_at = now + channel.ttl_s
                 if len(cached) > max_messages:
-                    dropped = cached.pop(0)
+                    dropped = cached.pop_oldest()
                     channel.dropped_through = dropped.id
                     if dropped.id > told:
                         evicted.add(channel.id)
                     self.release(dropped)
                 if not channel.aging:
                     channel.aging = True
-                    heapq.heappush(aging, (cached[0].time + ttl_s, channel.id))
+                    heapq.heappush(aging, (cached.oldest().time + ttl_s, channel.id))
             budget.add(message)
         if budget.bytes > budget.limit:
             self.trim_to_budget(told, evicted)
@@ -188,7 +188,7 @@ class Cache:
             channel_id = channel.id
             if channel.dropped_through >= low and (end is None or low / 1_000_000 <= end):
                 gap = True
-            for message in channel.messages.irange_key(min_key=low):
+            for message in channel.messages.since(low):
                 if end is not None and message.time > end:
                     break
                 if message.id not in found:
@@ -244,8 +244,8 @@ class Cache:
                 if channel is None:
                     continue
                 cached = channel.messages
-                if cached and cached[0] is message:
-                    cached.pop(0)
+                if cached and cached.oldest() is message:
+                    cached.pop_oldest()
                 elif message in cached:
                     cached.remove(message)
                 else:
@@ -270,14 +270,14 @@ class Cache:
             cached = channel.messages
             # The same expression as the heap key, so a trimmed channel's next key is
             # always past `now` and the loop ends.
-            while cached and cached[0].time + ttl_s <= now:
-                dropped = cached.pop(0)
+            while cached and cached.oldest().time + ttl_s <= now:
+                dropped = cached.pop_oldest()
                 channel.dropped_through = max(channel.dropped_through, dropped.id)
                 # The journal's compaction deletes aged messages in bulk.
                 self.release(dropped, journaled=False)
             channel.aging = bool(cached)
             if cached:
-                heapq.heappush(aging, (cached[0].time + ttl_s, channel_id))
+                heapq.heappush(aging, (cached.oldest().time + ttl_s, channel_id))
         heap = self.expiry
         expired: dict[ChannelId, Channel] = {}
         while heap and heap[0][0] <= now:

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from operator import attrgetter
-
-from sortedcontainers import SortedKeyList
-
 from pushup.core.model import ChannelId, ChannelInfo, MessageId
-
-_message_id = attrgetter("id")
+from pushup.engines.memory.message_log import MessageLog
 
 
 class Channel:
@@ -35,8 +30,9 @@ class Channel:
         # The time of this channel's authoritative expiry-heap entry; always at or
         # before `expires_at`. Other entries for it are stale and dropped when popped.
         self.scheduled_at = self.expires_at
-        # The paper's per-channel B-tree of messages keyed by time (ids order like time).
-        self.messages: SortedKeyList = SortedKeyList(key=_message_id)
+        # The paper's per-channel B-tree of messages keyed by time (ids order like
+        # time); ids only grow, so an array searched by bisection (message_log.py).
+        self.messages = MessageLog()
         # Newest id this channel dropped from its cache (by age or count); 0 if none.
         self.dropped_through = 0
         self.last_message_id: MessageId | None = None

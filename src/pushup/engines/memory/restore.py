@@ -52,17 +52,17 @@ def restore(
                 channel.dropped_through = message_id
             continue
         for channel in holders:
-            channel.messages.add(message)
+            channel.messages.append(message)
         cache.budget.add(message)
     for channel in channels.values():
         cached = channel.messages
         while len(cached) > cache.max_messages:
-            dropped = cached.pop(0)
+            dropped = cached.pop_oldest()
             channel.dropped_through = dropped.id
             cache.release(dropped, journaled=False)
         if cached:
             channel.aging = True
-            heapq.heappush(cache.aging, (cached[0].time + ttl_s, channel.id))
+            heapq.heappush(cache.aging, (cached.oldest().time + ttl_s, channel.id))
         heapq.heappush(cache.expiry, (channel.expires_at, channel.id))
     # Started with a smaller --max-cache-bytes than the journal holds; every message
     # restored counts as told.

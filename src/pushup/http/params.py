@@ -51,9 +51,12 @@ def channel_ref(value: object, error: type[InvalidBody | InvalidParameter]) -> C
         if is_digits(value):
             # Longer than any id: out of range, and never converted (a 5,000-digit
             # string would cost a quadratic int() and hit Python's digit limit).
-            if len(value.lstrip("0")) > _ID_DIGITS:
+            if len(value) > _ID_DIGITS and len(value.lstrip("0")) > _ID_DIGITS:
                 raise error(f"channel id {value[:20]}... is out of range")
-            return channel_ref(int(value), error)
+            number = int(value)
+            if not 1 <= number <= MAX_ID:
+                raise error(f"channel id {number} is out of range")
+            return number
         check_name(value, error)
         return value
     raise error(f"channel {value!r} is neither an id nor a name")
@@ -191,7 +194,7 @@ def channel_list(
     if len(values) > max_channels:
         raise TooManyChannels(f"at most {max_channels} channels per request, not {len(values)}")
     refs = [channel_ref(value, error) for value in values]
-    if len(set(refs)) != len(refs):
+    if len(refs) > 1 and len(set(refs)) != len(refs):
         raise error("channels must not repeat")
     return refs
 
@@ -238,6 +241,8 @@ def query(text: str, known: set[str]) -> dict[str, str]:
 
 def seconds(text: str, param: str) -> float:
     """A non-negative, finite number of (epoch) seconds from a query parameter."""
+    if text.isascii() and text.isdigit() and len(text) < 16:  # most timeouts: "30"
+        return min(float(text), _LATEST_S)
     if not _NUMBER.fullmatch(text):
         raise InvalidParameter(f"{param} must be a number")
     value = float(text)
@@ -254,6 +259,6 @@ _LATEST_S = MAX_ID / 1_000_000
 
 
 def cursor(text: str) -> MessageId:
-    if not is_digits(text) or len(text) > 16 or int(text) > MAX_ID:
+    if not is_digits(text) or len(text) > 16 or (value := int(text)) > MAX_ID:
         raise InvalidCursor("since must be a cursor from an earlier response")
-    return MessageId(int(text))
+    return MessageId(value)

@@ -65,7 +65,15 @@ async def subscribe(
     `grant` (and, with CORS on, the answer's `cors` headers) to each transport."""
     if "text/event-stream" in request.headers.get("accept", ""):
         return await subscribe_sse(request, services, grant, cors)
-    query = await _authorized_query(request, services, grant)
+    settings = services.settings
+    query = poll_query(
+        request.query,
+        settings.max_timeout_s,
+        settings.default_timeout_s,
+        settings.max_channels_per_request,
+    )
+    if grant is not None:
+        query = await grant.authorize(query, services.hub)
     return await services.hub.poll(query, request.connection)
 
 

@@ -160,15 +160,19 @@ class RequestReader(asyncio.Protocol):
         self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
-        assert self._current is not None
+        request = self._current
+        assert request is not None
         self._grow_head(len(url))
-        self._current.url += url
+        request.url = request.url + url if request.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._current is not None
-        self._grow_head(len(name) + len(value) + 4)
-        key = name.decode("latin-1").lower()
-        self._current.headers[key] = value.decode("latin-1")
+        # Called once per header of every request: the size check inlined.
+        request = self._current
+        assert request is not None
+        size = self._head_size = self._head_size + len(name) + len(value) + 4
+        if size > self._server.max_header:
+            raise _Fatal(HeadersTooLarge("the request line and headers are too large"))
+        request.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         request = self._current
@@ -178,7 +182,7 @@ class RequestReader(asyncio.Protocol):
         parser = self._parser
         request.method = parser.get_method().decode("latin-1")
         try:
-            url = httptools.parse_url(bytes(request.url))
+            url = httptools.parse_url(request.url)
         except httptools.HttpParserInvalidURLError:
             raise _Fatal(BadRequest("the request target is not a valid URL")) from None
         request.path = url.path.decode("latin-1") if url.path else "/"
@@ -206,9 +210,15 @@ class RequestReader(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         request = self._current
         assert request is not None
-        if len(request.body) + len(body) > self._server.max_body:
+        had = request.body
+        if len(had) + len(body) > self._server.max_body:
             raise _Fatal(self._too_large())
-        request.body += body
+        if not had:
+            request.body = body
+        elif isinstance(had, bytearray):
+            had += body
+        else:
+            request.body = bytearray(had) + body
 
     def on_message_complete(self) -> None:
         request = self._current

@@ -22,9 +22,10 @@ class Request:
     def __init__(self, connection: Any, peer: str | None) -> None:
         self.connection = connection
         self.peer = peer
-        self.url = bytearray()
+        self.url = b""  # the request target as it came
         self.headers: dict[str, str] = {}
-        self.body = bytearray()
+        # Most bodies come in one piece: bytes as they came, a bytearray from the second.
+        self.body: bytes | bytearray = b""
         self.method = ""
         self.path = ""
         self.query = ""

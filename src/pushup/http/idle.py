@@ -16,7 +16,9 @@ class IdleConnections:
     """Connections ordered by last activity: the oldest are always at the front.
 
     `touch` moves a connection to the back in O(1); a sweep every second closes those
-    idle longer than the timeout. Connections busy with a request are not tracked.
+    idle longer than the timeout. A connection busy with a request is not taken out
+    when it starts one (that would cost every request): the sweep drops it when it
+    reaches it, `close_idle` leaves it open, and its answer touches it again.
     """
 
     def __init__(self, timeout_s: float, clock: Callable[[], float]) -> None:

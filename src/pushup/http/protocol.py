@@ -88,13 +88,15 @@ class HttpConnection(RequestReader):
             if self._stream is not None and not self._closed:
                 self._stream.data_received(data)
             return
-        if not self._busy:
-            self._server.idle.touch(self)
         if self._backlog is not None:
             self._hold(data)
             return
         self._feed(data)
         self._process()
+        # A request still arriving keeps the connection from idling out; one answered
+        # was touched by its answer (`_finish`), the common case costs nothing here.
+        if self._current is not None and not self._busy and not self._closed:
+            self._server.idle.touch(self)
 
     def eof_received(self) -> bool:
         # A client that stops sending has gone: drop whatever it left parked.
@@ -163,8 +165,9 @@ class HttpConnection(RequestReader):
             self._processing = False
 
     def _handle(self, request: Request) -> None:
+        # Not taken out of the idle sweep: it passes over a busy connection (and
+        # forgets it until its answer touches it again), which costs a request nothing.
         self._busy = True
-        self._server.idle.forget(self)
         self._reply_mode = request.mode
         if self._server.cors is not None:
             self._cors = self._server.cors.response_headers(request)

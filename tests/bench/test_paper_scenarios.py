@@ -119,13 +119,25 @@ def test_paper_scale_records_a_server_that_fails(monkeypatch: pytest.MonkeyPatch
     assert any("MLP at 500" in note for note in run.notes)
 
 
-def _scale_run(rows: list[tuple[str, int, float | None, float]]) -> Run:
+def _scale_run(
+    rows: list[tuple[str, int, float | None, float]], cpu_us: float | None = None
+) -> Run:
     run = Run("paper-scale", {}, paper_scale.COLUMNS)
     for target, count, mpt_s, rmp_pct in rows:
         run.rows.append(
-            {"target": target, "connections": count, "mpt_s": mpt_s, "rmp_pct": rmp_pct}
+            {
+                "target": target,
+                "connections": count,
+                "mpt_s": mpt_s,
+                "rmp_pct": rmp_pct,
+                "server_us_per_repoll": cpu_us,
+            }
         )
     return run
+
+
+def _judged(run: Run, what: str) -> list[bool | None]:
+    return [check.holds for check in paper_scale._checks(run) if what in check.name]
 
 
 def test_paper_scale_checks_judge_pushup_against_nchan() -> None:
@@ -141,8 +153,17 @@ def test_paper_scale_checks_judge_pushup_against_nchan() -> None:
             ("pushup", 100, 1.0, 100.0),  # outside the paper's range: no check
         ]
     )
-    holds = [check.holds for check in paper_scale._checks(run)]
-    assert holds == [True, False, False, None]
+    assert _judged(run, "MPT") == [True, False, False, None]
+
+
+def test_paper_scale_judges_the_cpu_of_a_repoll_against_nchan() -> None:
+    run = _scale_run([("pushup", 500, 0.1, 100.0), ("nchan", 500, 0.1, 100.0)])
+    run.rows[0]["server_us_per_repoll"], run.rows[1]["server_us_per_repoll"] = 30.0, 20.0
+    assert _judged(run, "re-poll") == [True]  # 1.5x
+    run.rows[0]["server_us_per_repoll"] = 31.0
+    assert _judged(run, "re-poll") == [False]
+    run.rows[1]["server_us_per_repoll"] = None  # Nchan's not measured
+    assert _judged(run, "re-poll") == [None]
 
 
 def test_paper_traffic_reads_the_papers_tables() -> None:

@@ -49,6 +49,7 @@ COLUMNS = [
     "mpt_s",
     "max_s",
     "rmp_pct",
+    "server_us_per_repoll",
     "errors",
     "status",
 ]

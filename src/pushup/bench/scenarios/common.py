@@ -187,19 +187,28 @@ def measure_rounds(
                 )
             fleet.stats(reset=True)
             seq = next(_seq)
+            cpu_before = procstat.cpu_seconds(pids())
             published_at = time.monotonic()
             if not publish_one(target, channel, seq, options.payload_pad):
                 problems.append(f"publication {index + 1} not acknowledged")
             wait_progress(received(fleet, seq), count - refused, options.deadline_s)
+            waited_s = time.monotonic() - published_at
             stats = fleet.stats()
-            row["rounds"].append(_round(stats, seq, count, time.monotonic() - published_at))
+            # The server's CPU for the round: the publication, every answer, and every
+            # re-poll parked again.
+            wait_progress(lambda: parked_on(target, channel), count - refused, options.deadline_s)
+            cpu_s = procstat.cpu_seconds(pids()) - cpu_before
+            row["rounds"].append(_round(stats, seq, count, waited_s, cpu_s))
             peak = max(peak, procstat.rss_bytes(pids()))
             progress.advance()
         row["peak_mib"] = peak / 2**20
 
 
-def _round(stats: FleetStats, seq: int, count: int, waited_s: float) -> dict[str, Any]:
+def _round(
+    stats: FleetStats, seq: int, count: int, waited_s: float, cpu_s: float
+) -> dict[str, Any]:
     return {
+        "cpu_s": cpu_s,
         "delivered": min(stats.received.get(seq, 0), count),
         "trips_s": list(stats.trips_s),
         "errors": failures(stats),
@@ -215,6 +224,10 @@ def sum_rounds(row: dict[str, Any], count: int, options: Options, problems: list
     trips = [trip for r in rounds for trip in r.pop("trips_s")]
     delivered = sum(r["delivered"] for r in rounds)
     row["mpt_s"] = mean(trips)
+    # Per delivery: its answer and the re-poll that parks again (with the round's one
+    # publication spread over them).
+    cpu_s = sum(r.get("cpu_s", 0.0) for r in rounds)
+    row["server_us_per_repoll"] = 1e6 * cpu_s / delivered if delivered else None
     row["max_s"] = max(trips) if trips else None
     row["rmp_pct"] = 100.0 * delivered / (count * options.rounds) if options.rounds else None
     row["errors"] = row.get("refused", 0) + sum(r["errors"] for r in rounds)
@@ -248,7 +261,7 @@ def against_nchan(
 
 def ratio(ours: dict[str, Any], theirs: dict[str, Any] | None, key: str) -> float | None:
     """PushUp's figure over Nchan's, when both have one (and Nchan's is not 0)."""
-    if theirs and theirs[key] and ours[key] is not None:
+    if theirs and theirs.get(key) and ours.get(key) is not None:
         return float(ours[key] / theirs[key])
     return None
 

@@ -49,7 +49,8 @@ from pushup.bench.scenarios.common import (
 
 DEFAULT_TARGETS = ("pushup", "mlp", "nchan")
 DEFAULT_SUBSCRIBERS = (500, 1000, 2000, 4000, 8000, 16000)
-MPT_LIMIT = 1.5  # PushUp's MPT at most this many times Nchan's (issue 3) ...
+MPT_LIMIT = 1.5  # PushUp's MPT at most this many times Nchan's ...
+REPOLL_CPU_LIMIT = 1.5  # ... and its server CPU per re-poll
 CHECKED = (500, 16_000)  # ... over this range of connections (the paper's)
 METHODS = {"pushup": "ELP", "mlp": "MLP", "nchan": "Nchan"}
 
@@ -65,6 +66,7 @@ COLUMNS = [
     "mpt_s",
     "max_s",
     "rmp_pct",
+    "server_us_per_repoll",
     "errors",
     "status",
 ]
@@ -133,7 +135,21 @@ def _checks(result: Run) -> list[Check]:
                 note,
             )
         )
+        cpu = ratio(ours, theirs, "server_us_per_repoll")
+        checks.append(
+            Check(
+                f"paper scale at {count:,}: server CPU per re-poll",
+                cpu,
+                f"≤ {REPOLL_CPU_LIMIT}x Nchan",
+                None if cpu is None else cpu <= REPOLL_CPU_LIMIT,
+                f"PushUp {_cpu(ours)}" + (f"; Nchan {_cpu(theirs)}" if theirs else ""),
+            )
+        )
     return checks
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    return text(row["server_us_per_repoll"], ".1f", " µs")
 
 
 def _mpt(row: dict[str, Any]) -> str:
@@ -149,7 +165,9 @@ def _notes(result: Run) -> list[str]:
         "SMU: resident memory of the server's process tree with every poll parked "
         f"(% of this machine's {machine_memory_bytes() / 2**30:.1f} GiB); MPT: mean time "
         "from creating a message to a subscriber parsing it, over every delivery of every "
-        "round; RMP: deliveries / (connections asked for x rounds).",
+        "round; RMP: deliveries / (connections asked for x rounds); server_us_per_repoll: "
+        "the server's CPU (all its processes) per delivery, from each publication until "
+        "every re-poll parked again: an answer written and a poll parked.",
         "The paper gives Figures 9-11 as plots only; its text says MLP's memory 'reaches "
         "100 %' (of 8 GB) at 8,000 connections and ELP 'significantly excels' MLP in MPT "
         "and RMP.",

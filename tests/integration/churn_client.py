@@ -59,14 +59,16 @@ async def churn(port: int, channel: str, rate: int, count: int) -> None:
     loop = asyncio.get_running_loop()
     request = _poll(port, channel)
     opened = failed = 0
+    reasons: dict[str, int] = {}
     pending: set[asyncio.Task[None]] = set()
 
     async def cycle(linger: bool) -> None:
         nonlocal opened, failed
         try:
             transport, _ = await loop.create_connection(lambda: _Client(request), "127.0.0.1", port)
-        except OSError:
+        except OSError as exc:
             failed += 1
+            reasons[exc.strerror or type(exc).__name__] = reasons.get(exc.strerror or "", 0) + 1
             return
         opened += 1
         if linger:
@@ -86,6 +88,8 @@ async def churn(port: int, channel: str, rate: int, count: int) -> None:
     if pending:
         await asyncio.wait(pending)
     print("churned", opened, failed, flush=True)
+    if reasons:
+        print("failures:", reasons, file=sys.stderr, flush=True)
 
 
 def main() -> None:

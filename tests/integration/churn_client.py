@@ -68,7 +68,8 @@ async def churn(port: int, channel: str, rate: int, count: int) -> None:
             transport, _ = await loop.create_connection(lambda: _Client(request), "127.0.0.1", port)
         except OSError as exc:
             failed += 1
-            reasons[exc.strerror or type(exc).__name__] = reasons.get(exc.strerror or "", 0) + 1
+            reason = exc.strerror or type(exc).__name__
+            reasons[reason] = reasons.get(reason, 0) + 1
             return
         opened += 1
         if linger:

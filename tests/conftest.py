@@ -202,3 +202,9 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def nats_url(nats_server: NatsServer) -> str:
     """The session's NATS, with a stream (and node subjects) no other test uses."""
     return f"{nats_server.url}?stream=T{uuid.uuid4().hex[:16].upper()}"
+
+
+@pytest.fixture(params=["redis", "nats"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """An engine URL for each shared engine in turn, on the session's server."""
+    return str(request.getfixturevalue(f"{request.param}_url"))

@@ -69,6 +69,8 @@ class Nodes:
             await nc.subscribe(self._count, cb=self._on_question),
         ]
         await nc.publish(self._beat, self.node_id.encode())
+        # The others answer a newcomer's first beat with theirs.
+        await nc.flush(timeout=2)
         self._beating = asyncio.create_task(self._beat_forever(), name="pushup-nats-beat")
 
     async def stop(self) -> None:
@@ -80,6 +82,11 @@ class Nodes:
             with contextlib.suppress(*UNREACHABLE):
                 await sub.unsubscribe()
         self._subs = []
+        if self._nc is not None:
+            # Leave at once rather than be counted as live until the beats are missed.
+            with contextlib.suppress(*UNREACHABLE):
+                await self._nc.publish(self._beat, b"-" + self.node_id.encode())
+                await self._nc.flush(timeout=1)
 
     async def count(self, channel_id: ChannelId) -> SubscriberCount:
         """This node's count plus each live node's that answers within the timeout."""
@@ -115,8 +122,15 @@ class Nodes:
 
     async def _on_beat(self, msg: Msg) -> None:
         node = msg.data.decode()
-        if node != self.node_id:
+        if node.startswith("-"):
+            self._seen.pop(node[1:], None)
+        elif node != self.node_id:
+            new = node not in self._seen
             self._seen[node] = time.monotonic()
+            if new and self._nc is not None:
+                # A newcomer learns of this node now, not a heartbeat later.
+                with contextlib.suppress(*UNREACHABLE):
+                    await self._nc.publish(self._beat, self.node_id.encode())
 
     async def _on_question(self, msg: Msg) -> None:
         asker, _, channel = msg.data.decode().partition(" ")

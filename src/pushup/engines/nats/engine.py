@@ -16,7 +16,6 @@ cluster of three) have it on file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -26,7 +25,7 @@ from collections.abc import Callable, Collection, Sequence
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from pushup.core.engine import (
     CacheStats,
@@ -124,7 +123,7 @@ class NatsEngine:
         self._nc = nc
         js = nc.jetstream(timeout=self._timeout_s)
         try:
-            await self._ensure_stream(js)
+            await self._ensure_stream(js, deadline=time.monotonic() + 3 * self._timeout_s)
             self._log = Log(nc, js, self._servers.stream, self._subjects, self._replica)
             self._writer = Writer(js, self._servers.stream, self._log, self._timeout_s)
             await self._log.open(self._timeout_s)
@@ -146,19 +145,31 @@ class NatsEngine:
         if self._log is not None:
             await self._log.close()
         if self._nc is not None:
-            with contextlib.suppress(*UNREACHABLE):
+            try:
                 async with asyncio.timeout(2.0):
                     await self._nc.close()
+            except Exception as exc:  # reconnecting, its transport gone: nothing to flush
+                log.debug("closing the NATS connection: %r", exc)
 
-    async def _ensure_stream(self, js: JetStreamContext) -> None:
+    async def _ensure_stream(self, js: JetStreamContext, deadline: float) -> None:
+        """Make the stream unless it exists; a cluster that is still electing its
+        JetStream leader (just started, or a server lost) is given until `deadline`."""
         config = layout.stream_config(self._servers, self._subjects)
-        try:
-            await js.stream_info(self._servers.stream)
-        except NotFoundError:
+        while True:
             try:
-                await js.add_stream(config)
-            except BadRequestError:  # another node made it meanwhile
-                await js.stream_info(self._servers.stream)
+                try:
+                    await js.stream_info(self._servers.stream)
+                except NotFoundError:
+                    try:
+                        await js.add_stream(config)
+                    except BadRequestError:  # another node made it meanwhile
+                        await js.stream_info(self._servers.stream)
+                return
+            except (*UNREACHABLE, ServiceUnavailableError) as exc:
+                if isinstance(exc, NotFoundError | BadRequestError) or time.monotonic() > deadline:
+                    raise
+                log.info("waiting for NATS JetStream: %r", exc)
+                await asyncio.sleep(0.5)
 
     def _raise_floor(self) -> Append:
         """Ids issued by any node from now on are above this node's clock."""

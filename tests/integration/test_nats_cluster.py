@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +23,7 @@ from tests.helpers import ServerProcess, at_least, until, wait_for
 from tests.integration import test_cluster_haproxy as balanced
 from tests.integration import test_no_loss as no_loss
 from tests.natsservers import NatsServer, cluster, cluster_url
+from tests.proxies import free_port
 
 DEADLINE_S = 30.0
 
@@ -217,3 +220,18 @@ async def _publisher(
             no_loss.Published(int(result["id"]), result["time"], frozenset(targets), data)
         )
         await asyncio.sleep(rng.uniform(0, 0.01))
+
+
+def test_a_node_that_cannot_reach_nats_stops_its_start_with_one_line() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pushup", "serve", "--port", "0", "--engine", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0, result
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Error: --engine {url} cannot be used: cannot reach NATS")
+    assert "Traceback" not in result.stderr

@@ -108,16 +108,9 @@ class NatsEngine:
     async def start(self, listener: EngineListener) -> None:
         self._replica.listener = listener
         try:
-            nc = await nats.connect(
-                servers=list(self._servers.urls),
-                connect_timeout=min(self._timeout_s, 2.0),
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                allow_reconnect=True,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
+            # nats-py would try the first connection again and again: bound it.
+            async with asyncio.timeout(self._timeout_s):
+                nc = await self._connect()
         except (*UNREACHABLE, nats.errors.NoServersError) as exc:
             raise EngineUnavailable(f"cannot reach NATS: {exc!r}") from exc
         self._nc = nc
@@ -132,6 +125,18 @@ class NatsEngine:
         except UNREACHABLE as exc:
             raise EngineUnavailable(f"cannot use NATS JetStream: {exc!r}") from exc
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pushup-nats-sweep")
+
+    async def _connect(self) -> Client:
+        return await nats.connect(
+            servers=list(self._servers.urls),
+            connect_timeout=min(self._timeout_s, 2.0),
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            allow_reconnect=True,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
 
     async def close(self) -> None:
         if self._closed:

@@ -1,5 +1,5 @@
 """Fixtures: real PushUp processes, stopped and checked for crashes after each test, and
-real Redis servers for the Redis engine."""
+real Redis and NATS servers for the shared engines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import redis
 
 from tests.helpers import ServerProcess, start_server, wait_for
+from tests.natsservers import NatsServer
 
 ServerFactory = Callable[..., ServerProcess]
 
@@ -181,3 +183,28 @@ def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
     yield start
     for server in started:
         server.stop()
+
+
+# -- NATS --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One nats-server with JetStream for the whole session; each test that uses it
+    gets a stream of its own (`nats_url`)."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    """The session's NATS, with a stream (and node subjects) no other test uses."""
+    return f"{nats_server.url}?stream=T{uuid.uuid4().hex[:16].upper()}"
+
+
+@pytest.fixture(params=["redis", "nats"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """An engine URL for each shared engine in turn, on the session's server."""
+    return str(request.getfixturevalue(f"{request.param}_url"))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pushup import __version__, banner
-from pushup.config import REDIS_SCHEMES, Settings, shown_url
+from pushup.config import NATS_SCHEMES, REDIS_SCHEMES, Settings, shown_url
 from pushup.core.engine import Engine
 from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
@@ -105,9 +105,22 @@ class App:
 
 
 def create_engine(settings: Settings) -> Engine:
-    """The engine the settings' URL names; Redis is imported only when chosen, so it
-    stays an optional extra."""
+    """The engine the settings' URL names; Redis and NATS are imported only when
+    chosen, so they stay optional extras."""
     scheme = urlsplit(settings.engine_url).scheme
+    if scheme in NATS_SCHEMES:
+        try:
+            from pushup.engines.nats import NatsEngine
+        except ImportError as exc:
+            url = shown_url(settings.engine_url)
+            raise missing_extra("engine_url", url, exc, "nats") from None
+        return NatsEngine(
+            settings.engine_url,
+            message_ttl_s=settings.message_ttl_s,
+            max_messages=settings.max_messages,
+            channel_ttl_s=settings.channel_ttl_s,
+            max_cache_bytes=settings.max_cache_bytes,
+        )
     if scheme in REDIS_SCHEMES:
         try:
             from pushup.engines.redis import RedisEngine
@@ -190,7 +203,10 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
 
 def _unusable(settings: Settings, exc: EngineUnavailable) -> StartupError:
     """The engine could not start: Redis out of reach, or the data directory taken."""
-    if settings.data_dir is None or urlsplit(settings.engine_url).scheme in REDIS_SCHEMES:
+    if settings.data_dir is None or urlsplit(settings.engine_url).scheme in (
+        *REDIS_SCHEMES,
+        *NATS_SCHEMES,
+    ):
         return StartupError("engine_url", shown_url(settings.engine_url), f"cannot be used: {exc}")
     return StartupError("data_dir", settings.data_dir, f"cannot be used: {exc}")
 

@@ -32,6 +32,7 @@ from pushup.options import (
 # Engines by URL scheme: the embedded one, or Redis shared by several nodes.
 MEMORY_SCHEMES = ("memory",)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+NATS_SCHEMES = ("nats",)
 # The embedded engine's data directory, under the working directory; `none` keeps nothing.
 DEFAULT_DATA_DIR = "pushup-data"
 NO_DATA_DIR = "none"
@@ -67,7 +68,10 @@ def parse_data_dir(value: str) -> Path | None:
 
 def check_engine_url(url: str) -> None:
     """Reject an engine URL no engine takes, naming what would be accepted."""
-    usage = "must be memory:// or redis://host:port/db"
+    usage = "must be memory://, redis://host:port/db or nats://host:port[,host:port...]"
+    if urlsplit(url).scheme in NATS_SCHEMES:
+        check_nats_url(url, usage)
+        return
     try:
         parts = urlsplit(url)
         _port = parts.port  # raises ValueError unless a number in range
@@ -89,6 +93,32 @@ def check_engine_url(url: str) -> None:
     db = parts.path.lstrip("/")
     if db and not (db.isascii() and db.isdigit()):
         raise ValueError(f"{usage}: the database in {url!r} must be a number")
+
+
+def check_nats_url(url: str, usage: str) -> None:
+    """`nats://host:port[,host:port...]`, optionally `?stream=NAME&replicas=N`."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.split(",")
+    if not parts.netloc or not all(hosts):
+        raise ValueError(f"{usage}: {url!r} names no host")
+    for host in hosts:
+        name, colon, port = host.rpartition("@")[2].rpartition(":")
+        if not colon or not name or not (port.isascii() and port.isdigit()):
+            raise ValueError(f"{usage}: {host!r} in {url!r} must be host:port")
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"{usage}: the port of {host!r} is out of range")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"{usage}: nats:// takes no path")
+    options = dict(parse_qsl(parts.query))
+    unknown = set(options) - {"stream", "replicas"}
+    if unknown:
+        raise ValueError(f"{usage}: unknown option {sorted(unknown)[0]!r} in {url!r}")
+    stream = options.get("stream", "PUSHUP")
+    if not (stream.isascii() and stream.replace("_", "").replace("-", "").isalnum()):
+        raise ValueError(f"{usage}: stream names are letters, digits, - and _")
+    replicas = options.get("replicas", "1")
+    if not (replicas.isdigit() and 1 <= int(replicas) <= 5):
+        raise ValueError(f"{usage}: replicas must be 1 to 5")
 
 
 def shown_url(url: str) -> str:
@@ -348,7 +378,7 @@ class Settings:
     # -- cluster -----------------------------------------------------------------------
     engine_url: str = option(
         "memory://",
-        "Where channels and messages live: memory:// or redis://host:port/db.",
+        "Where channels and messages live: memory://, redis://host:port/db or nats://host:port.",
         group="cluster",
         name="engine",
         check=check_engine_url,
@@ -357,7 +387,7 @@ class Settings:
     # On one port (SO_REUSEPORT); above 1 needs a shared engine.
     workers: int = option(
         1,
-        "Worker processes sharing the port; above 1 needs --engine redis://.",
+        "Worker processes sharing the port; above 1 needs --engine redis:// or nats://.",
         group="cluster",
         check=at_least(1),
     )
@@ -384,7 +414,7 @@ class Settings:
             raise SettingError(
                 "workers",
                 "above 1 need a shared engine: the embedded engine keeps channels and "
-                "messages inside one process; use --engine redis://host:port/db",
+                "messages inside one process; use --engine redis://host:port/db or nats://host:port",
             )
 
     @classmethod

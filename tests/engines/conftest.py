@@ -1,5 +1,6 @@
 """The engines under contract: every test here runs once per engine, against a fake
-clock; the Redis engine runs on the session's real Redis, flushed for each test, and the
+clock; the Redis engine runs on the session's real Redis, flushed for each test, the
+NATS engine on the session's real nats-server, with a stream of its own per test, and the
 journaled memory engine on a data directory of its own per test (engines made one
 after another in a test share it, as a restarted server would)."""
 
@@ -14,6 +15,7 @@ import pytest
 from pushup.core.engine import Engine
 from pushup.core.model import ChannelId, Hit, Message, ReadResult
 from pushup.engines.memory import Journal, MemoryEngine
+from pushup.engines.nats import NatsEngine
 from pushup.engines.redis import RedisEngine
 from tests.unit import fakes
 from tests.unit.fakes import T0, FakeClock
@@ -53,7 +55,7 @@ def published(listener: RecordingListener) -> list[tuple[list[Same], frozenset[C
     ]
 
 
-@pytest.fixture(params=["memory", "journal", "redis"])
+@pytest.fixture(params=["memory", "journal", "redis", "nats"])
 def engine_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -62,7 +64,7 @@ def engine_kind(request: pytest.FixtureRequest) -> str:
 def engine_url(engine_kind: str, request: pytest.FixtureRequest) -> str:
     if engine_kind in ("memory", "journal"):
         return "memory://"
-    return str(request.getfixturevalue("redis_url"))
+    return str(request.getfixturevalue(f"{engine_kind}_url"))
 
 
 @pytest.fixture
@@ -107,6 +109,16 @@ async def make_engine(
                 clock=clock,
                 journal=journal,
                 max_cache_bytes=max_cache_bytes,
+            )
+        elif engine_kind == "nats":
+            engine = NatsEngine(
+                engine_url,
+                message_ttl_s=message_ttl_s,
+                max_messages=max_messages,
+                channel_ttl_s=channel_ttl_s,
+                max_cache_bytes=max_cache_bytes,
+                clock=clock,
+                **options,
             )
         else:
             engine = RedisEngine(

@@ -61,7 +61,12 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
 # of what is wrong with the value.
 BAD_VALUES = [
     ("--subscriber-secret", "too-short", "subscriber_secret", "must be at least 32 bytes"),
-    ("--engine", "nope://x", "engine_url", "must be memory:// or redis://host:port/db"),
+    (
+        "--engine",
+        "nope://x",
+        "engine_url",
+        "must be memory://, redis://host:port/db or nats://host:port[,host:port...]",
+    ),
     ("--workers", "0", "workers", "must be at least 1"),
     ("--shutdown-timeout", "-1", "shutdown_timeout_s", "must be a positive number"),
 ]

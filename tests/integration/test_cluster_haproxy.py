@@ -1,8 +1,8 @@
-"""Three PushUp nodes on one Redis behind a real HAProxy running deploy/haproxy.cfg (the
-paper's section 4.4): a publication through any node reaches polls on every node, the
-randomized no-loss workload holds through the balancer, and a node killed with -9 while
-subscribers poll costs none of them a message: they re-poll with their cursor, HAProxy
-sends them to a live node and its health checks take the dead one out."""
+"""Three PushUp nodes on one Redis (and on one NATS) behind a real HAProxy running
+deploy/haproxy.cfg (the paper's section 4.4): a publication through any node reaches
+polls on every node, the randomized no-loss workload holds through the balancer, and a
+node killed with -9 while subscribers poll costs none of them a message: they re-poll
+with their cursor, HAProxy sends them to a live node and its health checks take the dead one out."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ NODE_FLAGS = ("--publisher-key", KEY, "--max-timeout", "60")
 class Cluster:
     nodes: list[ServerProcess]
     proxy: HAProxy
-    redis_url: str
+    engine_url: str
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self) -> httpx.Client:
@@ -45,11 +45,12 @@ class Cluster:
         return client
 
 
-@pytest.fixture
-def cluster(server_factory: ServerFactory, redis_url: str) -> Iterator[Cluster]:
-    nodes = [server_factory("--engine", redis_url, *NODE_FLAGS) for _ in range(3)]
+@pytest.fixture(params=["redis", "nats"])
+def cluster(server_factory: ServerFactory, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    engine_url = str(request.getfixturevalue(f"{request.param}_url"))
+    nodes = [server_factory("--engine", engine_url, *NODE_FLAGS) for _ in range(3)]
     proxy = HAProxy([f"127.0.0.1:{node.port}" for node in nodes])
-    cluster = Cluster(nodes, proxy, redis_url)
+    cluster = Cluster(nodes, proxy, engine_url)
     try:
         proxy.start()
         yield cluster
@@ -132,7 +133,7 @@ def test_health_checks_take_a_dead_node_out_and_a_restarted_one_back(
     with cluster.client() as balanced:
         for _ in range(12):
             assert balanced.get("/health").status_code == 200
-    server_factory("--engine", cluster.redis_url, *NODE_FLAGS, port=dead.port)
+    server_factory("--engine", cluster.engine_url, *NODE_FLAGS, port=dead.port)
     wait_for(
         lambda: cluster.proxy.statuses().get("node2") == "UP",
         timeout=DEADLINE_S,

@@ -1,6 +1,7 @@
-"""Nodes on one Redis know of each other: `GET /channels/{id}` counts the polls parked on
-every live node (each node keeps a heartbeat in Redis and answers the others' questions),
-says how many nodes it counted, and `/health` answers 503 while Redis is out of reach."""
+"""Nodes on one Redis (or one NATS, for the count) know of each other: `GET
+/channels/{id}` counts the polls parked on every live node (each node keeps a heartbeat
+and answers the others' questions), says how many nodes it counted, and `/health`
+answers 503 while Redis is out of reach."""
 
 from __future__ import annotations
 
@@ -46,9 +47,9 @@ def info(client: httpx.Client, channel: int) -> Json:
 
 
 def test_channel_info_counts_the_polls_parked_on_every_node(
-    server_factory: ServerFactory, redis_url: str, pool: ThreadPoolExecutor
+    server_factory: ServerFactory, shared_url: str, pool: ThreadPoolExecutor
 ) -> None:
-    a, b, c = three_nodes(server_factory, redis_url)
+    a, b, c = three_nodes(server_factory, shared_url)
     on_a, on_b, on_c = a.client(), b.client(), c.client()
     channel = on_a.post("/channels").json()["id"]
     polls = [park(pool, on_b, channel), park(pool, on_b, channel), park(pool, on_c, channel)]

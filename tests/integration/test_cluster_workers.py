@@ -1,4 +1,4 @@
-"""`pushup serve --workers N`: N processes on one port share the Redis engine, a worker
+"""`pushup serve --workers N`: N processes on one port share the Redis (or NATS) engine, a worker
 that dies is restarted, and SIGTERM stops them all.
 
 Which worker holds a connection is read from /proc (the server-side socket's inode, and
@@ -169,9 +169,9 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 def test_workers_share_the_port_and_hear_each_others_publications(
-    supervisors: list[ServerProcess], redis_url: str, pool: ThreadPoolExecutor
+    supervisors: list[ServerProcess], shared_url: str, pool: ThreadPoolExecutor
 ) -> None:
-    server = start_workers(supervisors, "--workers", "2", "--engine", redis_url)
+    server = start_workers(supervisors, "--workers", "2", "--engine", shared_url)
     a, b = worker_pids(server)
     held = spread(server, [a, b], {a: 2, b: 1})
     (on_a, also_on_a), on_b = held[a][:2], held[b][0]

@@ -268,7 +268,10 @@ def _pushup(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_a_bad_engine_url_is_a_usage_error(url: str) -> None:
     result = _pushup("serve", "--engine", url)
     assert result.returncode == 2, result
-    assert "engine must be memory:// or redis://host:port/db" in result.stderr
+    assert (
+        "engine must be memory://, redis://host:port/db or nats://host:port[,host:port...]"
+        in result.stderr
+    )
 
 
 def test_the_engine_comes_from_the_environment_and_an_unreachable_redis_stops_the_start(

@@ -80,7 +80,11 @@ def test_an_empty_secret_or_upstream_is_none() -> None:
 # A flag, a bad value for it, and the start of what is wrong with it.
 BAD_VALUES = [
     ("--subscriber-secret", "short", "must be at least 32 bytes long"),
-    ("--engine", "nope://x", "must be memory:// or redis://host:port/db, not 'nope://x'"),
+    (
+        "--engine",
+        "nope://x",
+        "must be memory://, redis://host:port/db or nats://host:port[,host:port...], not 'nope://x'",
+    ),
     ("--workers", "0", "must be at least 1"),
     ("--workers", "2", "above 1 need a shared engine"),
     ("--message-ttl", "-1", "must be a positive number of seconds"),

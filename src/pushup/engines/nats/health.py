@@ -1,0 +1,35 @@
+"""What `/health` says of NATS: reachable or not, since when and why."""
+
+from __future__ import annotations
+
+import time
+
+from pushup.core.engine import EngineHealth
+
+
+class Health:
+    """NATS as last seen by the connection and by the calls; read without any I/O."""
+
+    __slots__ = ("_down_reason", "_down_since")
+
+    def __init__(self) -> None:
+        self._down_since: float | None = None
+        self._down_reason = ""
+
+    def unreachable(self, reason: str) -> None:
+        if self._down_since is None:
+            self._down_since = time.time()
+        self._down_reason = reason
+
+    def reachable(self) -> None:
+        self._down_since = None
+
+    def report(self, node_id: str, live_nodes: int, *, connected: bool) -> EngineHealth:
+        details: dict[str, object] = {"kind": "nats", "node": node_id}
+        if self._down_since is None and connected:
+            details.update(state="reachable", live_nodes=live_nodes)
+            return EngineHealth(True, details)
+        since = self._down_since or time.time()
+        reason = self._down_reason or "the connection to NATS is down; reconnecting"
+        details.update(state="unreachable", since=since, reason=reason)
+        return EngineHealth(False, details)

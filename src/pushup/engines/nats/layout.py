@@ -1,0 +1,95 @@
+"""Where the engine keeps its state in JetStream: one stream, its subjects, and how
+the servers are named in an engine URL.
+
+Every subject of the stream keeps only its newest message (`max_msgs_per_subject` 1),
+so the stream is at once the log every node replays and a compacted copy of the live
+state: a channel's newest record replaces the older ones, and entries that only matter
+for a while (publications, closes) carry a per-message TTL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from nats.js import api
+
+# Seconds an entry outlives what it is about, so a lagging node still reads it.
+MARGIN_S = 60
+# Per-message TTLs are whole seconds; an entry is never kept longer than this.
+_MAX_TTL_S = 10 * 365 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """What `nats://host:port[,host:port...][?stream=NAME&replicas=N]` names."""
+
+    urls: tuple[str, ...]
+    stream: str
+    replicas: int
+
+    @classmethod
+    def parse(cls, url: str) -> Servers:
+        parts = urlsplit(url)
+        hosts = [host.strip() for host in parts.netloc.split(",") if host.strip()]
+        options = dict(parse_qsl(parts.query))
+        stream = options.get("stream", "PUSHUP")
+        # A stream is copied to as many servers as the URL names, up to three.
+        replicas = int(options.get("replicas", min(len(hosts), 3)))
+        return cls(tuple(f"nats://{host}" for host in hosts), stream, replicas)
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """The subjects of one stream (its name, lower-cased, is their first token)."""
+
+    root: str
+
+    @classmethod
+    def of(cls, stream: str) -> Subjects:
+        return cls(stream.lower())
+
+    @property
+    def all(self) -> str:
+        return f"{self.root}.>"
+
+    @property
+    def floor(self) -> str:
+        """The id floors a starting node raises (ids only grow across nodes' clocks)."""
+        return f"{self.root}.floor"
+
+    @property
+    def expiry(self) -> str:
+        """Channels that expired, decided once by whichever node saw it first."""
+        return f"{self.root}.expired"
+
+    def channel(self, channel_id: int) -> str:
+        """A channel's newest record (created, renewed), or its close."""
+        return f"{self.root}.channel.{channel_id}"
+
+    def publication(self, first_id: int) -> str:
+        """One publication (a batch of messages), by the id of its first message."""
+        return f"{self.root}.message.{first_id}"
+
+    def kind(self, subject: str) -> str:
+        """`floor`, `expired`, `channel` or `message`."""
+        return subject[len(self.root) + 1 :].split(".", 1)[0]
+
+
+def stream_config(servers: Servers, subjects: Subjects) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=servers.stream,
+        subjects=[subjects.all],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_msgs_per_subject=1,
+        num_replicas=servers.replicas,
+        allow_msg_ttl=True,
+        allow_direct=True,
+        discard=api.DiscardPolicy.OLD,
+    )
+
+
+def ttl(seconds: float) -> int:
+    """A per-message TTL in whole seconds, with the margin."""
+    return int(min(seconds + MARGIN_S, _MAX_TTL_S))

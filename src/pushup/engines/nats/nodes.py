@@ -1,0 +1,151 @@
+"""The live nodes, by their heartbeats on a core NATS subject, and subscriber counts
+gathered from them: each node holds its own parked polls, so a channel's subscribers
+are counted by asking every live node (outside the stream: nothing here is kept)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from pushup.core.engine import EngineListener, SubscriberCount
+from pushup.core.model import ChannelId
+from pushup.engines.nats.layout import Subjects
+from pushup.engines.nats.writer import UNREACHABLE
+
+log = logging.getLogger("pushup.nats")
+
+# Heartbeats a node may miss before it counts as gone.
+_MISSED_BEATS = 3
+
+
+class Nodes:
+    """Beats for this node, hears the others', and answers and asks for counts."""
+
+    __slots__ = (
+        "_beat",
+        "_beating",
+        "_count",
+        "_heartbeat_s",
+        "_listener",
+        "_nc",
+        "_seen",
+        "_subs",
+        "_timeout_s",
+        "node_id",
+    )
+
+    def __init__(
+        self, node_id: str, subjects: Subjects, *, heartbeat_s: float, timeout_s: float
+    ) -> None:
+        self.node_id = node_id
+        # Core subjects, outside the stream's `<root>.>`.
+        self._beat = f"_{subjects.root}.node.beat"
+        self._count = f"_{subjects.root}.node.count"
+        self._heartbeat_s = heartbeat_s
+        self._timeout_s = timeout_s
+        self._seen: dict[str, float] = {}
+        self._nc: Client | None = None
+        self._listener: EngineListener | None = None
+        self._subs: list[Subscription] = []
+        self._beating: asyncio.Task[None] | None = None
+
+    @property
+    def live_nodes(self) -> int:
+        """This node and every other one heard from lately."""
+        horizon = time.monotonic() - self._heartbeat_s * _MISSED_BEATS
+        return 1 + sum(1 for at in self._seen.values() if at >= horizon)
+
+    async def start(self, nc: Client, listener: EngineListener) -> None:
+        self._nc = nc
+        self._listener = listener
+        self._subs = [
+            await nc.subscribe(self._beat, cb=self._on_beat),
+            await nc.subscribe(self._count, cb=self._on_question),
+        ]
+        await nc.publish(self._beat, self.node_id.encode())
+        # The others answer a newcomer's first beat with theirs.
+        await nc.flush(timeout=2)
+        self._beating = asyncio.create_task(self._beat_forever(), name="pushup-nats-beat")
+
+    async def stop(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+            await asyncio.gather(self._beating, return_exceptions=True)
+            self._beating = None
+        for sub in self._subs:
+            with contextlib.suppress(*UNREACHABLE):
+                await sub.unsubscribe()
+        self._subs = []
+        if self._nc is not None:
+            # Leave at once rather than be counted as live until the beats are missed.
+            with contextlib.suppress(*UNREACHABLE):
+                await self._nc.publish(self._beat, b"-" + self.node_id.encode())
+                await self._nc.flush(timeout=1)
+
+    async def count(self, channel_id: ChannelId) -> SubscriberCount:
+        """This node's count plus each live node's that answers within the timeout."""
+        assert self._listener is not None and self._nc is not None
+        local = self._listener.subscribers(channel_id)
+        live = self.live_nodes
+        if live == 1:
+            return SubscriberCount(local, local, 1, 1)
+        nc = self._nc
+        total, counted = local, 1
+        inbox = nc.new_inbox()
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_answer(msg: Msg) -> None:
+            answers.put_nowait(msg.data)
+
+        try:
+            sub = await nc.subscribe(inbox, cb=on_answer)
+            try:
+                await nc.publish(self._count, f"{self.node_id} {channel_id}".encode(), inbox)
+                async with asyncio.timeout(self._timeout_s):
+                    while counted < live:
+                        total += int(await answers.get())
+                        counted += 1
+            except TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(*UNREACHABLE):
+                    await sub.unsubscribe()
+        except UNREACHABLE as exc:
+            log.debug("could not ask the other nodes for counts: %r", exc)
+        return SubscriberCount(total, local, live, counted)
+
+    async def _on_beat(self, msg: Msg) -> None:
+        node = msg.data.decode()
+        if node.startswith("-"):
+            self._seen.pop(node[1:], None)
+        elif node != self.node_id:
+            new = node not in self._seen
+            self._seen[node] = time.monotonic()
+            if new and self._nc is not None:
+                # A newcomer learns of this node now, not a heartbeat later.
+                with contextlib.suppress(*UNREACHABLE):
+                    await self._nc.publish(self._beat, self.node_id.encode())
+
+    async def _on_question(self, msg: Msg) -> None:
+        asker, _, channel = msg.data.decode().partition(" ")
+        if asker == self.node_id or not msg.reply or self._listener is None:
+            return
+        count = self._listener.subscribers(ChannelId(int(channel)))
+        with contextlib.suppress(*UNREACHABLE):
+            await msg.respond(str(count).encode())
+
+    async def _beat_forever(self) -> None:
+        assert self._nc is not None
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            with contextlib.suppress(*UNREACHABLE):
+                await self._nc.publish(self._beat, self.node_id.encode())
+            horizon = time.monotonic() - self._heartbeat_s * _MISSED_BEATS
+            for node in [n for n, at in self._seen.items() if at < horizon]:
+                del self._seen[node]

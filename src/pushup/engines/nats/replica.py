@@ -178,13 +178,13 @@ class Replica:
             if channel is None:
                 continue
             cached = channel.messages
-            while cached and cached[0].time + ttl_s <= now:
-                dropped = cached.pop(0)
+            while cached and cached.oldest().time + ttl_s <= now:
+                dropped = cached.pop_oldest()
                 channel.dropped_through = max(channel.dropped_through, dropped.id)
                 cache.release(dropped, journaled=False)
             channel.aging = bool(cached)
             if cached:
-                heapq.heappush(aging, (cached[0].time + ttl_s, channel_id))
+                heapq.heappush(aging, (cached.oldest().time + ttl_s, channel_id))
 
     def due(self, now: float) -> list[ChannelId]:
         """Channels past their expiry, still here (their expiry is the log's to write)."""

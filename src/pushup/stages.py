@@ -7,6 +7,8 @@ connections whose transports only count what is written, and times them with the
 loop running: no sockets, so what is left is exactly the server's Python. `--profile`
 splits the time by stage with cProfile (parse, route, authorize and limits, validate,
 hub and engine, fan-out, frame, write); docs/architecture.md keeps the budget it gives.
+cProfile sees only interpreted functions: with the compiled build (`make compiled`) the
+split is meaningless, and the output says which modules were compiled.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import cProfile
 import gc
 import pstats
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,15 +216,31 @@ def by_stage(stats: pstats.Stats) -> dict[str, float]:
     return {stage: amount / everything for stage, amount in seconds.items()}
 
 
+def compiled_modules() -> list[str]:
+    """The loaded pushup modules that are compiled extensions (`make compiled`)."""
+    return sorted(
+        name
+        for name, module in sys.modules.items()
+        if name.startswith("pushup.")
+        and not (getattr(module, "__file__", None) or ".py").endswith(".py")
+    )
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--requests", "n", default=20_000, show_default=True, help="Requests per path.")
 @click.option("--profile", is_flag=True, help="Show where each path's time goes (cProfile).")
 def stages(n: int, profile: bool) -> None:
     """Time each request path in this process, without sockets."""
-    for path, ns, stats in measure(n, profile):
+    results = measure(n, profile)
+    compiled = compiled_modules()
+    if compiled:
+        click.echo(f"compiled with mypyc: {len(compiled)} modules")
+        if profile:
+            click.echo("no split by stage: cProfile cannot see inside them (`make pure`)")
+    for path, ns, stats in results:
         click.echo(f"{path.name:8} {ns / 1000:7.2f} µs per request  ({path.what})")
-        if stats is None:
-            continue
+        if stats is None or compiled:
+            continue  # cProfile cannot see inside compiled functions
         shares = sorted(by_stage(stats).items(), key=lambda item: -item[1])
         for stage, share in shares:
             click.echo(f"    {stage:18} {share * ns / 1000:6.2f} µs  {share:5.1%}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httptools
 
@@ -182,11 +182,15 @@ class RequestReader(asyncio.Protocol):
         parser = self._parser
         request.method = parser.get_method().decode("latin-1")
         try:
-            url = httptools.parse_url(request.url)
+            # Any: httptools' stubs type the parts bytes, but a part the target lacks
+            # is None (which compiled code would refuse as a bytes).
+            url: Any = httptools.parse_url(request.url)
         except httptools.HttpParserInvalidURLError:
             raise _Fatal(BadRequest("the request target is not a valid URL")) from None
-        request.path = url.path.decode("latin-1") if url.path else "/"
-        request.query = url.query.decode("latin-1") if url.query else ""
+        path: bytes | None = url.path
+        query: bytes | None = url.query
+        request.path = path.decode("latin-1") if path else "/"
+        request.query = query.decode("latin-1") if query else ""
         if "host" not in request.headers and parser.get_http_version() != "1.0":
             # RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
             raise _Fatal(BadRequest("an HTTP/1.1 request needs a Host header"))

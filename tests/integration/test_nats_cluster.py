@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 
 from tests.conftest import ServerFactory
 from tests.helpers import ServerProcess, at_least, until, wait_for
 from tests.integration import test_cluster_haproxy as balanced
 from tests.integration import test_no_loss as no_loss
+from tests.laggingproxy import lagging
 from tests.natsservers import NatsServer, cluster, cluster_url
 from tests.proxies import free_port
 
@@ -78,6 +80,32 @@ def test_the_stream_is_copied_to_all_three_servers(
         return info.config.num_replicas or 0, len(info.cluster.replicas or [])
 
     assert asyncio.run(replicas()) == (3, 2)
+
+
+def test_a_channel_made_through_one_node_is_known_at_once_to_the_others(
+    nats_cluster: list[NatsServer], server_factory: ServerFactory
+) -> None:
+    """Each node reads its own copy of the stream; one that has not applied a new
+    channel yet catches up before it answers 404 (read-your-writes across nodes). The
+    second node hears NATS a quarter second late, as a loaded node would."""
+    (first_node,) = nodes_on(server_factory, nats_cluster, 1)
+    with lagging(nats_cluster[1].port, lag_s=0.25) as proxy:
+        second_node = server_factory("--engine", f"nats://{proxy.address}")
+        first, second = first_node.client(), second_node.client()
+        _use_fresh_channels_across(first, second)
+
+
+def _use_fresh_channels_across(first: httpx.Client, second: httpx.Client) -> None:
+    for n in range(8):
+        made = first.post("/channels", json={"name": f"fresh-{n}"})
+        assert made.status_code == 201, made.text
+        channel = made.json()["id"]
+        seen = second.get("/subscribe", params={"channels": channel, "timeout": 0})
+        assert seen.status_code == 200, seen.text
+        renewed = second.post(f"/channels/fresh-{n + 1}/renew") if n % 2 else None
+        assert renewed is None or renewed.status_code == 404, renewed.text
+        published = second.post("/publish", json={"channels": [f"fresh-{n}"], "data": n})
+        assert published.status_code == 201, published.text
 
 
 def test_a_publication_through_any_node_reaches_polls_on_every_node(

@@ -34,7 +34,7 @@ from pushup.core.engine import (
     Publication,
     SubscriberCount,
 )
-from pushup.core.errors import EngineUnavailable, NameTaken
+from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import (
     MAX_ID,
     ChannelId,
@@ -44,6 +44,7 @@ from pushup.core.model import (
     MessageId,
     ReadResult,
 )
+from pushup.engines.memory.channel import Channel
 from pushup.engines.nats import layout
 from pushup.engines.nats.health import Health
 from pushup.engines.nats.layout import Servers, Subjects
@@ -236,12 +237,12 @@ class NatsEngine:
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         await self._expire()
-        (channel,) = self._replica.cache.lookup([ref])
+        (channel,) = await self._lookup([ref])
         return channel.info()
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         await self._expire()
-        return [channel.id for channel in self._replica.cache.lookup(refs)]
+        return [channel.id for channel in await self._lookup(refs)]
 
     # -- messages --------------------------------------------------------------------
 
@@ -299,11 +300,35 @@ class NatsEngine:
 
     # -- internals -------------------------------------------------------------------
 
+    async def _lookup(self, refs: Sequence[ChannelRef]) -> list[Channel]:
+        """The channels from this node's copy; a channel it does not know yet may have
+        just been created through another node, so it catches up once before saying no."""
+        try:
+            return self._replica.cache.lookup(refs)
+        except ChannelsNotFound:
+            await self._catch_up()
+            return self._replica.cache.lookup(refs)
+
+    async def _catch_up(self) -> None:
+        if self._log is None:
+            raise EngineUnavailable("the NATS engine is not started")
+        await need_task()
+        try:
+            await self._log.sync(self._timeout_s)
+        except UNREACHABLE as exc:
+            self._health.unreachable(str(exc))
+            raise EngineUnavailable(f"NATS is unreachable: {exc!r}") from exc
+
     async def _write(self, decide: Callable[[], Append | None]) -> object:
         if self._writer is None:
             raise EngineUnavailable("the NATS engine is not started")
         try:
-            entry = await self._writer.append(decide)
+            try:
+                entry = await self._writer.append(decide)
+            except ChannelsNotFound:
+                # Decided on a copy that may not know a channel another node just made.
+                await self._catch_up()
+                entry = await self._writer.append(decide)
         except EngineUnavailable as exc:
             self._health.unreachable(str(exc))
             raise

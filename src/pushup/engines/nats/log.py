@@ -141,6 +141,22 @@ class Log:
             return False
         return True
 
+    async def sync(self, timeout_s: float) -> None:
+        """Wait until this node has applied everything the stream held when asked, so
+        what another node just wrote is seen here too (read-your-writes across nodes)."""
+        try:
+            info = await self._js.stream_info(self._stream)
+        except (NotFoundError, NatsTimeoutError) as exc:
+            raise EngineUnavailable(f"cannot read the NATS stream: {exc!r}") from exc
+        last = int(info.state.last_seq or 0)
+        if await self.wait(last, timeout_s):
+            return
+        first = await self.first_after(self.applied)
+        if first is None or first > last:
+            self.adopt(last)  # whatever lay between aged out or was replaced
+        elif not await self.wait(last, timeout_s):
+            raise EngineUnavailable(f"this node fell behind the NATS stream (at {first})")
+
     async def first_after(self, seq: int) -> int | None:
         """The sequence of the first entry the stream holds after `seq`, if any."""
         try:

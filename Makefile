@@ -8,22 +8,37 @@ PIP    := $(BIN)/pip install --quiet --constraint $(LOCK)
 
 .PHONY: serve test bench bench-full lint clean demo lock dist compiled pure
 
-serve: $(VENV)/.installed
+# Which build `serve`, `test` and `bench` run: `compiled` (the request paths compiled with
+# mypyc, about 40 % less CPU per request; docs/architecture.md) or `pure` Python. The
+# compiled build is rebuilt whenever a source changed; CI runs the suite on both.
+BUILD ?= compiled
+ifeq ($(BUILD),compiled)
+BUILT := $(VENV)/.built-compiled
+else ifeq ($(BUILD),pure)
+BUILT := $(VENV)/.built-pure
+else
+$(error BUILD must be compiled or pure, not "$(BUILD)")
+endif
+# What the compiled modules are built from (a superset: a change anywhere near rebuilds).
+COMPILED_SOURCES := setup.py $(wildcard src/pushup/http/*.py src/pushup/core/*.py \
+	src/pushup/engines/memory/*.py src/pushup/observe/*.py)
+
+serve: $(VENV)/.installed $(BUILT)
 	$(BIN)/pushup serve
 
 # The chat demo (examples/chat): its app on :8000 behind PushUp on http://127.0.0.1:7070.
 demo: $(VENV)/.installed
 	$(BIN)/python -m examples.chat
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(BUILT)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	PUSHUP_EXPECT_BUILD=$(BUILD) $(BIN)/pytest
 
 # The benchmark's quick pass: every scenario at reduced size and time scale.
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test $(BUILT)
 	$(BIN)/pushup bench idle
 	$(BIN)/pushup bench fanout
 	$(BIN)/pushup bench pubrate
@@ -35,7 +50,7 @@ bench: $(VENV)/.installed-test
 # Every table and plot of docs/benchmarks.md at its published size, one run after another
 # (about 1 h 25 min on the machine described there). BENCH_OUT=docs/bench refreshes them.
 BENCH_OUT ?= bench-results
-bench-full: $(VENV)/.installed-test
+bench-full: $(VENV)/.installed-test $(BUILT)
 	$(BIN)/pushup bench all --out $(BENCH_OUT)
 
 lint: $(VENV)/.installed-test
@@ -43,17 +58,25 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
 
-# Opt-in: the modules of the request paths (setup.py lists them) compiled with mypyc, in
-# place next to their .py files, which the installed package then imports instead: about
-# 40 % less CPU per request (docs/architecture.md). Needs a C compiler and the Python
-# headers. A compiled module shadows its .py: after editing one, run this again, or
-# `make pure` to go back to the interpreted build.
-compiled: $(VENV)/.installed
-	$(PIP) mypy
-	PUSHUP_COMPILE=1 $(BIN)/python setup.py --quiet build_ext --inplace
+# The compiled build: the modules of the request paths (setup.py lists them) compiled with
+# mypyc, in place next to their .py files, which the package then imports instead. Needs a
+# C compiler and the Python headers (scripts/compile.sh installs them on Debian when it
+# may; without them it says so in one line and the pure build runs). A compiled module
+# shadows its .py: `make serve` and `make test` rebuild it when a source changed, and the
+# tests refuse to run on one older than its source.
+compiled: $(VENV)/.built-compiled
 
-pure:
+pure: $(VENV)/.built-pure
+
+$(VENV)/.built-compiled: $(VENV)/.installed $(COMPILED_SOURCES) scripts/compile.sh
+	$(PIP) mypy
+	rm -f $(VENV)/.built-pure
+	PYTHON=$(BIN)/python scripts/compile.sh $@
+
+$(VENV)/.built-pure:
 	find src -name '*.so' -delete
+	rm -f $(VENV)/.built-compiled
+	mkdir -p $(VENV) && touch $@
 
 # The build tools come from the lock too (no build isolation), so a release of setuptools
 # cannot change an install either.

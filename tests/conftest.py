@@ -14,10 +14,28 @@ from pathlib import Path
 import pytest
 import redis
 
+from pushup import build
 from tests.helpers import ServerProcess, start_server, wait_for
 from tests.natsservers import NatsServer
 
 ServerFactory = Callable[..., ServerProcess]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Run on the build asked for, and never on compiled modules that are older than
+    their source (they would test old code): `make test` builds the compiled one,
+    `make test BUILD=pure` the pure one, and says which in PUSHUP_EXPECT_BUILD."""
+    stale = build.stale()
+    if stale:
+        pytest.exit(
+            f"compiled modules are older than their source ({', '.join(stale)}): "
+            "run `make compiled` again, or `make pure`",
+            returncode=2,
+        )
+    expected = os.environ.get("PUSHUP_EXPECT_BUILD")
+    actual = "compiled" if build.compiled() else "pure"
+    if expected is not None and expected != actual:
+        pytest.exit(f"PUSHUP_EXPECT_BUILD={expected}, but the {actual} build runs", returncode=2)
 
 
 @pytest.fixture(scope="session", autouse=True)

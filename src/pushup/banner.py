@@ -12,6 +12,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from pushup import build
 from pushup.config import MEMORY_SCHEMES, Settings, shown_url
 from pushup.observe.logs import FACTS
 
@@ -58,9 +59,20 @@ def facts(settings: Settings, base: str) -> dict[str, Any]:
         "cors": ", ".join(settings.cors_origins) or "none: same-origin pages only",
         "upstream": settings.upstream_url or "none: other paths get 404",
         "workers": settings.workers,
+        "build": _build(),
         "limits": _limits(settings),
         "cache": _cache(settings),
     }
+
+
+def _build() -> str:
+    stale = build.stale()
+    if not stale:
+        return build.kind()
+    return (
+        f"{build.kind()}, but OLDER than its source ({', '.join(stale)}): "
+        "run `make compiled` again, or `make pure`"
+    )
 
 
 def _limits(settings: Settings) -> str:

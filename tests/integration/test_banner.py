@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pushup import build
 from tests.conftest import ServerFactory
 from tests.helpers import ServerProcess, wait_for
 
@@ -28,6 +29,7 @@ FACTS = (
     "cors",
     "upstream",
     "workers",
+    "build",
     "limits",
     "cache",
 )
@@ -65,6 +67,7 @@ def test_the_text_banner_has_one_line_per_fact(
     assert facts["data dir"] == str(data_dir)
     assert facts["publishers"] == "loopback only (no --publisher-key)"
     assert facts["workers"] == "1"
+    assert facts["build"] == build.kind()
     assert "18000 connections per worker" in facts["limits"]
     assert "1000 per channel" in facts["cache"]
 

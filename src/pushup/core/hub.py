@@ -47,6 +47,10 @@ class PollQuery:
     since: MessageId | None = None
     start: float | None = None
     end: float | None = None
+    # History controls (0: off): at most the `last` newest matching messages, or at most
+    # the `limit` oldest, saying whether more are cached (a poll's pages).
+    last: int = 0
+    limit: int = 0
 
 
 _TIMER_SLACK_S = 0.002
@@ -175,12 +179,16 @@ class Hub:
         covered: a re-poll with it misses nothing and repeats nothing."""
         self.waiters.remove(subs)
         high_water = self._engine.high_water()
-        outcomes: dict[int, Outcome] = {}
+        outcomes: dict[tuple[int, bool], Outcome] = {}
         for sub in subs:
             cursor = max(high_water, sub.after)
-            outcome = outcomes.get(cursor)
+            paged = sub.limit != 0
+            outcome = outcomes.get((cursor, paged))
             if outcome is None:
-                outcome = outcomes[cursor] = PollOutcome([], MessageId(cursor), False)
+                more = False if paged else None
+                outcome = outcomes[(cursor, paged)] = PollOutcome(
+                    [], MessageId(cursor), False, more
+                )
             sub.receiver.deliver(outcome)
 
     @overload
@@ -209,13 +217,13 @@ class Hub:
             resyncs = self._resyncs
             result = await self._engine.read(channel_ids, query.since, query.start, query.end)
             if not stream and (result.hits or result.gap or query.timeout_s == 0 or ended):
-                return _outcome(result)
+                return _outcome(result, query.last, query.limit)
             # Parked right after this read: a publication announced while it was in
             # flight, or a resync that started meanwhile (and so cannot know this
             # subscription), may have passed it by, so read again.
             if self._notified <= result.high_water and self._resyncs == resyncs:
                 break
-        initial = _outcome(result) if stream else None
+        initial = _outcome(result, query.last) if stream else None
         if initial is not None and ended:
             return initial, None
         # A stream waits until its `end` (forever without one), a poll its timeout too.
@@ -232,6 +240,9 @@ class Hub:
             deadline,
             result.high_water,
             stream=stream,
+            # A stream sends every live message: `last` shapes only its start.
+            last=0 if stream else query.last,
+            limit=0 if stream else query.limit,
         )
         if deadline < self._timer_at:
             self._arm_timer(loop, deadline)
@@ -311,10 +322,12 @@ class Hub:
         """Re-read the store for every parked subscription: the engine may have missed
         publications and closes (a lost connection), so events alone may never come."""
         self._resyncs += 1
-        groups: dict[tuple[tuple[ChannelId, ...], float, float, int], list[Subscription]] = {}
+        groups: dict[tuple[tuple[ChannelId, ...], float, float, int, int, int], list[Subscription]]
+        groups = {}
         for sub in self.waiters.all():
-            groups.setdefault((sub.channels, sub.start, sub.end, sub.after), []).append(sub)
-        for (channel_ids, start, end, after), subs in groups.items():
+            key = (sub.channels, sub.start, sub.end, sub.after, sub.last, sub.limit)
+            groups.setdefault(key, []).append(sub)
+        for (channel_ids, start, end, after, last, limit), subs in groups.items():
             if not any(sub.parked for sub in subs):
                 continue
             try:
@@ -330,7 +343,7 @@ class Hub:
                 continue
             live = [sub for sub in subs if sub.parked]
             if result.hits or result.gap:
-                outcome = _outcome(result)
+                outcome = _outcome(result, last, limit)
                 self.waiters.remove(sub for sub in live if not sub.stream)
                 for sub in live:
                     if sub.stream:
@@ -355,7 +368,8 @@ class Hub:
                     hits.append((message, channels))
         if not hits:
             return None
-        return PollOutcome(hits, hits[-1][0].id, not evicted.isdisjoint(wanted))
+        hits, more = _window(hits, sub.last, sub.limit)
+        return PollOutcome(hits, hits[-1][0].id, not evicted.isdisjoint(wanted), more)
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -377,10 +391,22 @@ class Hub:
             self._arm_timer(loop, next_deadline)
 
 
-def _outcome(result: ReadResult) -> PollOutcome:
-    """A read's answer: its hits, with the cursor after the last (or the high water)."""
-    cursor = result.hits[-1][0].id if result.hits else result.high_water
-    return PollOutcome(result.hits, cursor, result.gap)
+def _outcome(result: ReadResult, last: int = 0, limit: int = 0) -> PollOutcome:
+    """A read's answer: its hits (within the history controls), with the cursor after
+    the last one returned (or the high water)."""
+    hits, more = _window(result.hits, last, limit)
+    cursor = hits[-1][0].id if hits else result.high_water
+    return PollOutcome(hits, cursor, result.gap, more)
+
+
+def _window(hits: list[Hit], last: int, limit: int) -> tuple[list[Hit], bool | None]:
+    """The `last` newest hits, or the `limit` oldest and whether more are left (None:
+    the poll did not page, and its answer says nothing of more)."""
+    if last and len(hits) > last:
+        return hits[-last:], None
+    if limit:
+        return (hits[:limit], True) if len(hits) > limit else (hits, False)
+    return hits, None
 
 
 def _closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:

@@ -95,16 +95,22 @@ class Outcome:
 class PollOutcome(Outcome):
     """A 200 answer to a poll: messages, cursor and gap flag."""
 
-    __slots__ = ("cursor", "gap", "hits")
+    __slots__ = ("cursor", "gap", "hits", "more")
 
-    def __init__(self, hits: list[Hit], cursor: MessageId, gap: bool) -> None:
+    def __init__(
+        self, hits: list[Hit], cursor: MessageId, gap: bool, more: bool | None = None
+    ) -> None:
         self.hits = hits
         self.cursor = cursor
         self.gap = gap
+        # Whether a paged poll (`limit`) left messages for the next page; None for others,
+        # whose answers do not carry the field.
+        self.more = more
         parts = b",".join(message.fragment(channels) for message, channels in hits)
-        body = b'{"messages":[%s],"cursor":"%d","gap":%s}' % (
+        body = b'{"messages":[%s],"cursor":"%d","gap":%s%s}' % (
             parts,
             cursor,
             b"true" if gap else b"false",
+            b"" if more is None else (b',"more":true' if more else b',"more":false'),
         )
         super().__init__(200, body)

@@ -27,6 +27,8 @@ class Subscription:
         "by_start",
         "channels",
         "end",
+        "last",
+        "limit",
         "parked",
         "receiver",
         "shape",
@@ -44,6 +46,8 @@ class Subscription:
         seq: int,
         after: int = 0,
         stream: bool = False,
+        last: int = 0,
+        limit: int = 0,
     ) -> None:
         self.receiver = receiver
         self.channels = channels  # sorted, distinct
@@ -53,7 +57,10 @@ class Subscription:
         self.by_start = (start, seq)
         self.by_deadline = (deadline, seq)
         # Subscriptions of one shape get byte-identical answers, built once per fan-out.
-        self.shape = (channels, start, end)
+        self.shape = (channels, start, end, last, limit)
+        # History controls of a poll (0: off), as in `PollQuery`.
+        self.last = last
+        self.limit = limit
         self.parked = True
         # The store's high water when the poll read it and found nothing: messages up
         # to here were already looked at. An engine that hears of publications late
@@ -99,9 +106,13 @@ class Waiters:
         deadline: float,
         after: int = 0,
         stream: bool = False,
+        last: int = 0,
+        limit: int = 0,
     ) -> Subscription:
         self._seq += 1
-        sub = Subscription(receiver, channels, start, end, deadline, self._seq, after, stream)
+        sub = Subscription(
+            receiver, channels, start, end, deadline, self._seq, after, stream, last, limit
+        )
         for channel_id in channels:
             waiting = self._by_channel.get(channel_id)
             if waiting is None:

@@ -3,6 +3,8 @@ browsers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pushup.core.hub import PollQuery
 from pushup.core.model import MessageId, Outcome
 from pushup.core.waiters import Subscription
@@ -17,7 +19,9 @@ from pushup.http.stream import Stream
 from pushup.http.tokens import Grant
 from pushup.http.websocket import handshake
 
-_POLL_PARAMS = {"channels", "timeout", "since", "start", "end"}
+_POLL_PARAMS = {"channels", "timeout", "since", "start", "end", "last", "limit"}
+# The most messages `last` and `limit` may ask for at once.
+MAX_PAGE = 10_000
 # EventSource polyfills that cannot set headers send the last id in the query instead.
 _SSE_PARAMS = {*_POLL_PARAMS, "lastEventId"}
 
@@ -52,7 +56,25 @@ def _checked(
     end = params.seconds(found["end"], "end") if "end" in found else None
     if start is not None and end is not None and start > end:
         raise InvalidParameter("start must not be after end")
-    return PollQuery(tuple(channels), timeout_s, since, start, end)
+    last = _count(found["last"], "last") if "last" in found else 0
+    limit = _count(found["limit"], "limit") if "limit" in found else 0
+    if last and limit:
+        raise InvalidParameter(
+            "last and limit cannot be combined: last for the newest, limit to page"
+        )
+    return PollQuery(tuple(channels), timeout_s, since, start, end, last, limit)
+
+
+def _count(text: str, param: str) -> int:
+    if not params.is_digits(text) or len(text) > 6 or not 1 <= int(text) <= MAX_PAGE:
+        raise InvalidParameter(f"{param} must be a whole number from 1 to {MAX_PAGE}")
+    return int(text)
+
+
+def _for_a_stream(query: PollQuery) -> PollQuery:
+    if query.limit:
+        raise InvalidParameter("limit pages long polls: a stream sends every message")
+    return query
 
 
 async def subscribe(
@@ -107,8 +129,9 @@ async def subscribe_sse(
         settings.default_timeout_s,
         settings.max_channels_per_request,
     )
+    query = _for_a_stream(query)
     if resume is not None:
-        query = PollQuery(query.channels, query.timeout_s, resume, query.start, query.end)
+        query = replace(query, since=resume)
     if grant is not None:
         query = await grant.authorize(query, services.hub)
     stream = sse_stream(services.hub, grant, cors)
@@ -127,7 +150,7 @@ async def subscribe_ws(
     cors: Headers | None = None,
 ) -> Stream:
     """`GET /subscribe/ws`: the same subscription over a WebSocket."""
-    query = await _authorized_query(request, services, grant)
+    query = _for_a_stream(await _authorized_query(request, services, grant))
     protocol, response = handshake(request)
     stream = ws_stream(services.hub, protocol, response, grant)
     await stream.open(query)

@@ -11,7 +11,7 @@ by the hub or parked. Error sentences never quote the token: it is a credential.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jwt
 
@@ -80,7 +80,7 @@ class Grant:
                 + ", ".join(map(str, refused)),
                 channels=refused,
             )
-        return PollQuery(tuple(checked), query.timeout_s, query.since, query.start, query.end)
+        return replace(query, channels=tuple(checked))
 
 
 class SubscriberTokens:

@@ -40,7 +40,7 @@ def test_park_indexes_a_subscription_under_each_of_its_channels() -> None:
     assert sub.receiver is receiver
     assert sub.channels == (A, C)
     assert (sub.start, sub.end) == (5.0, 9.0)
-    assert sub.shape == ((A, C), 5.0, 9.0)
+    assert sub.shape == ((A, C), 5.0, 9.0, 0, 0)
     assert len(waiters) == 1
     assert (waiters.count(A), waiters.count(B), waiters.count(C)) == (1, 0, 1)
     assert waiters.on_channel(A) == [sub]

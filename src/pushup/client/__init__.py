@@ -1,6 +1,6 @@
 """A Python client for PushUp's HTTP API: `AsyncPublisher` and `Publisher` for web
-servers, `subscribe` for long-polling consumers. Importing it pulls in httpx; the server
-itself never does."""
+servers, `subscribe` for long-polling consumers, `history` to page through the cache.
+Importing it pulls in httpx; the server itself never does."""
 
 from pushup.client.async_publisher import AsyncPublisher
 from pushup.client.errors import (
@@ -22,6 +22,7 @@ from pushup.client.errors import (
     TransportError,
     Unauthorized,
 )
+from pushup.client.history import History, history
 from pushup.client.publisher import Publisher
 from pushup.client.subscribe import Subscription, subscribe
 from pushup.client.wire import Channel, ChannelRef, ChannelState, Message, Published
@@ -36,6 +37,7 @@ __all__ = [
     "ChannelState",
     "Forbidden",
     "HeadersTooLarge",
+    "History",
     "InvalidRequest",
     "Message",
     "MethodNotAllowed",
@@ -52,5 +54,6 @@ __all__ = [
     "TooManyRequests",
     "TransportError",
     "Unauthorized",
+    "history",
     "subscribe",
 ]

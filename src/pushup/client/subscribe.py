@@ -31,13 +31,15 @@ def subscribe(
     channels: Channels,
     *,
     since: str | None = None,
+    last: int | None = None,
     timeout: float | None = None,
     backoff: float = 0.1,
     max_backoff: float = 10.0,
     token: str | Callable[[], str] | None = None,
 ) -> Subscription:
     """Iterate over the messages published to `channels` (ids or names), in order,
-    each once, from after the cursor `since` (None: every message still cached).
+    each once, from after the cursor `since` (None: every message still cached), or
+    from the `last` newest of those (a chat's last lines), then every later one.
 
     `timeout` is each poll's wait in seconds (None: the server's default). After a
     failure (no connection, a 5xx) it polls again after a pause that doubles from
@@ -54,7 +56,7 @@ def subscribe(
             async for message in messages:
                 ...
     """
-    return Subscription(base_url, channels, since, timeout, backoff, max_backoff, token)
+    return Subscription(base_url, channels, since, timeout, backoff, max_backoff, token, last)
 
 
 class Subscription(wire.AsyncClosing):
@@ -78,8 +80,11 @@ class Subscription(wire.AsyncClosing):
         backoff: float,
         max_backoff: float,
         token: str | Callable[[], str] | None = None,
+        last: int | None = None,
     ) -> None:
-        self._poller = _Poller(base_url, channels, since, timeout, backoff, max_backoff, token)
+        self._poller = _Poller(
+            base_url, channels, since, timeout, backoff, max_backoff, token, last
+        )
         # The generator refers to the poller, never to this object: dropping this object
         # then frees the generator by reference counting, and asyncio closes it with its
         # connection. In a reference cycle, the garbage collector would finalize the
@@ -125,6 +130,7 @@ class _Poller:
         backoff: float,
         max_backoff: float,
         token: str | Callable[[], str] | None = None,
+        last: int | None = None,
     ) -> None:
         if timeout is not None and not timeout > 0:
             # The server answers a 0 s poll at once: re-polling at once would spin.
@@ -138,6 +144,8 @@ class _Poller:
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._token = token
+        # Asked of the first answer only: later polls go on from its cursor.
+        self._last = last
 
     async def run(self) -> AsyncGenerator[Message, None]:
         # A generator, so that every way out (close, cancel, collection) runs the
@@ -163,10 +171,11 @@ class _Poller:
                 # Re-polling with the answer's cursor (never a guess) is what makes each
                 # message arrive once: the server promises nothing is missed after it.
                 self.cursor = answer.cursor
+                self._last = None
 
     async def _poll(self, client: httpx.AsyncClient) -> PollAnswer | None:
         """One long poll; None, after a pause, if it failed in a way that may pass."""
-        params = wire.poll_params(self.channels, self.cursor, self._timeout)
+        params = wire.poll_params(self.channels, self.cursor, self._timeout, last=self._last)
         token = self._token() if callable(self._token) else self._token
         headers = None if token is None else {"Authorization": f"Bearer {token}"}
         try:

@@ -101,6 +101,8 @@ class PollAnswer:
     messages: list[Message]
     cursor: str
     gap: bool
+    # Whether a paged poll (`limit`) left more cached messages; None for other polls.
+    more: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +200,22 @@ def publish_batch(items: Iterable[tuple[Channels, Any]]) -> Call[list[Published]
 
 
 def poll_params(
-    channels: Sequence[ChannelRef], since: str | None, timeout: float | None
+    channels: Sequence[ChannelRef],
+    since: str | None,
+    timeout: float | None,
+    *,
+    last: int | None = None,
+    limit: int | None = None,
 ) -> dict[str, str]:
     params = {"channels": ",".join(map(str, channels))}
     if since is not None:
         params["since"] = since
     if timeout is not None:
         params["timeout"] = f"{timeout:g}"
+    if last is not None:
+        params["last"] = str(last)
+    if limit is not None:
+        params["limit"] = str(limit)
     return params
 
 
@@ -216,7 +227,10 @@ def poll_answer(response: httpx.Response) -> PollAnswer:
         messages = [
             Message(m["id"], m["time"], tuple(m["channels"]), m["data"]) for m in obj["messages"]
         ]
-        return PollAnswer(messages, obj["cursor"], bool(obj["gap"]))
+        more = obj.get("more")
+        return PollAnswer(
+            messages, obj["cursor"], bool(obj["gap"]), None if more is None else bool(more)
+        )
     except (KeyError, TypeError) as exc:
         raise _unexpected(response, f"missing or mistyped field: {exc}") from None
 

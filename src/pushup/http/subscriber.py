@@ -59,9 +59,7 @@ def _checked(
     last = _count(found["last"], "last") if "last" in found else 0
     limit = _count(found["limit"], "limit") if "limit" in found else 0
     if last and limit:
-        raise InvalidParameter(
-            "last and limit cannot be combined: last for the newest, limit to page"
-        )
+        raise InvalidParameter("last and limit cannot be combined (last: newest; limit: pages)")
     return PollQuery(tuple(channels), timeout_s, since, start, end, last, limit)
 
 

@@ -94,6 +94,23 @@ def test_messages_arrive_in_order_once_and_the_cursor_follows(
     assert page.evaluate("window.errors") == []
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_last_starts_from_the_newest_cached_messages(
+    server: ServerProcess, new_context: ContextFactory, transport: str
+) -> None:
+    create(server, "chat")
+    for n in range(10):
+        publish(server, ["chat"], n)
+    page = open_page(new_context(), server)
+    subscribe(page, ["chat"], transport=transport, last=3)
+    wait_for(lambda: got(page) == [7, 8, 9], what=f"7, 8, 9, not {got(page)}")
+    wait_for(lambda: parked(server, "chat") == 1, what="the subscription to park")
+    publish(server, ["chat"], 10)
+    publish(server, ["chat"], 11)
+    wait_for(lambda: got(page) == [7, 8, 9, 10, 11], what=f"10 and 11 too, not {got(page)}")
+    assert page.evaluate("window.errors") == []
+
+
 def test_tabs_share_one_poll_and_the_next_leader_misses_nothing(
     server: ServerProcess, new_context: ContextFactory
 ) -> None:

@@ -271,6 +271,9 @@ class Subscription {
     const params = [`channels=${this.channels.map(encodeURIComponent).join(",")}`];
     if (this.cursor !== null && this.cursor !== undefined) {
       params.push(`since=${encodeURIComponent(this.cursor)}`);
+    } else if (this.options.last) {
+      // Only before the first answer: from then on the cursor says where to go on.
+      params.push(`last=${encodeURIComponent(this.options.last)}`);
     }
     for (const [name, value] of Object.entries(extra)) {
       params.push(`${name}=${encodeURIComponent(value)}`);

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pushup.client import AsyncPublisher, ChannelNotFound, NameTaken, Published, PushUpError
+from pushup.client import AsyncPublisher, ChannelNotFound, Published, PushUpError
 
 STATIC = Path(__file__).parent / "static"
 # Room and user names become channel names: no comma, never all digits.
@@ -86,10 +86,7 @@ class Chat:
 
     async def _ensure(self, channels: Iterable[str]) -> None:
         for channel in channels:
-            try:
-                await self.publisher.create_channel(channel, ttl=CHANNEL_TTL_S)
-            except NameTaken:
-                await self.publisher.renew_channel(channel)
+            await self.publisher.create_channel(channel, ttl=CHANNEL_TTL_S, exist_ok=True)
 
 
 PUBLISHER = web.AppKey("publisher", AsyncPublisher)

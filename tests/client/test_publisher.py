@@ -61,6 +61,16 @@ async def test_channel_lifecycle(publisher: Any) -> None:
     assert (await publisher.create_channel(name=named.name)).id > plain.id
 
 
+async def test_get_or_create_finds_the_live_channel_instead_of_name_taken(
+    publisher: Any,
+) -> None:
+    made = await publisher.create_channel("lobby", ttl=60, exist_ok=True)
+    found = await publisher.create_channel("lobby", ttl=600, exist_ok=True)
+    assert found.id == made.id and found.expires_at > made.expires_at
+    with pytest.raises(ValueError, match="needs a name"):
+        await publisher.create_channel(exist_ok=True)
+
+
 async def test_publish_to_one_or_many_channels_and_in_batches(
     publisher: Any, server: ServerProcess
 ) -> None:

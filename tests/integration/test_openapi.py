@@ -194,6 +194,7 @@ def call(case: Case, server: ServerProcess) -> None:
 PROSE_RULES = re.compile(
     r"start must not be after end|channels must not repeat"
     r"|channel -?[0-9]+\.0 is neither an id nor a name"
+    r"|exist_ok needs a name: .*"
     r"|last and limit cannot be combined .*|(last|limit) must be a whole number from 1 to 10000"
 )
 

@@ -28,10 +28,13 @@ class AsyncPublisher(wire.AsyncClosing):
             base_url=base_url, headers=wire.headers(key), timeout=timeout
         )
 
-    async def create_channel(self, name: str | None = None, ttl: float | None = None) -> Channel:
+    async def create_channel(
+        self, name: str | None = None, ttl: float | None = None, *, exist_ok: bool = False
+    ) -> Channel:
         """A new channel, optionally named; it expires after `ttl` seconds without
-        activity (the server's `--channel-ttl` if None)."""
-        return await self._call(wire.create_channel(name, ttl))
+        activity (the server's `--channel-ttl` if None). With `exist_ok`, the live
+        channel of that name, renewed, if there is one (no `NameTaken`)."""
+        return await self._call(wire.create_channel(name, ttl, exist_ok))
 
     async def renew_channel(self, channel: ChannelRef, ttl: float | None = None) -> Channel:
         """Push the channel's expiry to now + its TTL (`ttl`, if given, becomes its TTL)."""

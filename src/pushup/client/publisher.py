@@ -28,10 +28,13 @@ class Publisher:
     def __init__(self, base_url: str, key: str | None = None, timeout: float = 10.0) -> None:
         self._client = httpx.Client(base_url=base_url, headers=wire.headers(key), timeout=timeout)
 
-    def create_channel(self, name: str | None = None, ttl: float | None = None) -> Channel:
+    def create_channel(
+        self, name: str | None = None, ttl: float | None = None, *, exist_ok: bool = False
+    ) -> Channel:
         """A new channel, optionally named; it expires after `ttl` seconds without
-        activity (the server's `--channel-ttl` if None)."""
-        return self._call(wire.create_channel(name, ttl))
+        activity (the server's `--channel-ttl` if None). With `exist_ok`, the live
+        channel of that name, renewed, if there is one (no `NameTaken`)."""
+        return self._call(wire.create_channel(name, ttl, exist_ok))
 
     def renew_channel(self, channel: ChannelRef, ttl: float | None = None) -> Channel:
         """Push the channel's expiry to now + its TTL (`ttl`, if given, becomes its TTL)."""

@@ -114,6 +114,7 @@ class Call(Generic[T]):
     body: Any  # the JSON body, or None for no body
     ok: int  # the success status
     parse: Callable[[Any], T]  # the decoded JSON body (None if empty) to the result
+    also_ok: tuple[int, ...] = ()  # other success statuses (200 for a channel found)
 
     def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         if self.body is None:
@@ -129,7 +130,7 @@ class Call(Generic[T]):
         return client.build_request(self.method, self.path, content=content, headers=_JSON)
 
     def result(self, response: httpx.Response) -> T:
-        if response.status_code != self.ok:
+        if response.status_code != self.ok and response.status_code not in self.also_ok:
             raise error_from(response)
         try:
             return self.parse(_json(response) if response.content else None)
@@ -164,10 +165,15 @@ def _ttl(ttl: float | None) -> dict[str, float]:
     return {} if ttl is None else {"ttl": ttl}
 
 
-def create_channel(name: str | None, ttl: float | None) -> Call[Channel]:
+def create_channel(name: str | None, ttl: float | None, exist_ok: bool = False) -> Call[Channel]:
     body: dict[str, Any] = _ttl(ttl)
     if name is not None:
         body["name"] = name
+    if exist_ok:
+        if name is None:
+            raise ValueError("exist_ok needs a name: only a named channel can already exist")
+        body["exist_ok"] = True
+        return Call("POST", "/channels", body, 201, _channel, also_ok=(200,))
     return Call("POST", "/channels", body, 201, _channel)
 
 

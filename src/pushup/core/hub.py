@@ -22,7 +22,7 @@ from pushup.core.engine import (
     Publication,
     SubscriberCount,
 )
-from pushup.core.errors import ChannelsNotFound
+from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.model import (
     ChannelId,
     ChannelInfo,
@@ -54,6 +54,9 @@ class PollQuery:
 
 
 _TIMER_SLACK_S = 0.002
+# Rounds of create-then-renew before giving up (each lost round is a close or an expiry
+# of that very name in between: more than a couple means something odd).
+_GET_OR_CREATE_TRIES = 5
 _NONE_LOST: frozenset[ChannelId] = frozenset()
 
 
@@ -105,6 +108,24 @@ class Hub:
     ) -> Coroutine[Any, Any, ChannelInfo]:
         """A new channel; raises NameTaken."""
         return self._engine.create_channel(ttl_s, name)
+
+    async def get_or_create_channel(
+        self, ttl_s: float | None, name: str
+    ) -> tuple[ChannelInfo, bool]:
+        """The live channel of that name, renewed, or a new one; and whether it is new.
+        An application's start-up can then ask for its channels without counting
+        `name_taken` errors. A channel that closes or expires between the two steps is
+        created anew, as if it had been gone before."""
+        for _ in range(_GET_OR_CREATE_TRIES):
+            try:
+                return await self._engine.create_channel(ttl_s, name), True
+            except NameTaken:
+                pass
+            try:
+                return await self._engine.renew_channel(name, ttl_s), False
+            except ChannelsNotFound:
+                continue
+        raise NameTaken(name)
 
     def renew_channel(
         self, ref: ChannelRef, ttl_s: float | None

@@ -149,6 +149,14 @@ def ttl(obj: Mapping[str, Any]) -> float | None:
     return float(value)
 
 
+def flag(obj: Mapping[str, Any], field: str) -> bool:
+    """An optional boolean field (false when absent)."""
+    value = obj.get(field, False)
+    if not isinstance(value, bool):
+        raise InvalidBody(f"{field} must be true or false")
+    return value
+
+
 def name(obj: Mapping[str, Any]) -> str | None:
     value = obj.get("name")
     if value is None:

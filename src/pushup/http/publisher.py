@@ -6,6 +6,7 @@ from typing import Any
 
 from pushup.core.model import ChannelInfo, Message
 from pushup.http import params
+from pushup.http.errors import InvalidBody
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
@@ -21,8 +22,13 @@ def _published(message: Message) -> dict[str, Any]:
 
 async def create_channel(request: Request, services: Services) -> Response:
     body = params.json_body(request.body, optional=True)
-    params.only_fields(body, {"ttl", "name"})
+    params.only_fields(body, {"ttl", "name", "exist_ok"})
     ttl_s, name = params.ttl(body), params.name(body)
+    if params.flag(body, "exist_ok"):
+        if name is None:
+            raise InvalidBody("exist_ok needs a name: only a named channel can already exist")
+        info, created = await services.hub.get_or_create_channel(ttl_s, name)
+        return Response.json(201 if created else 200, _channel(info))
     info = await services.hub.create_channel(ttl_s, name)
     return Response.json(201, _channel(info))
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+from pushup.core.errors import ChannelsNotFound, EngineUnavailable
 from pushup.core.model import ChannelId
 from pushup.observe.metrics import FIGURES
 from pushup.observe.peers import Peers
@@ -139,12 +139,8 @@ class Observer:
 
     async def ensure_stats_channel(self) -> None:
         """Create the stats channel if it does not exist, so a dashboard can subscribe."""
-        hub = self.hub
-        try:
-            info = await hub.create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
-            self._channel_id = info.id
-        except NameTaken:
-            (self._channel_id,) = await hub.resolve([self.stats_channel])
+        info, _ = await self.hub.get_or_create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
+        self._channel_id = info.id
 
     def _tick(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)

@@ -86,6 +86,9 @@ def test_figures_of_one_process(server_factory: ServerFactory, pool: ThreadPoolE
         )
         assert value(samples, "pushup_parked_subscribers", worker=worker) == 0
         assert value(samples, "pushup_fanout_seconds_count", worker=worker) == 1
+        # One observation per receiver of the fan-out, each well under the poll's wait.
+        assert value(samples, "pushup_delivery_seconds_count", worker=worker) == 3
+        assert 0 <= value(samples, "pushup_delivery_seconds_sum", worker=worker) < 30  # type: ignore[operator]
         assert value(samples, "pushup_errors_total", worker=worker, code="not_found") == 1
         assert value(samples, "pushup_errors_total", worker=worker, code="channel_not_found") == 1
         assert value(samples, "pushup_engine_reconnects_total", worker=worker) == 0
@@ -100,6 +103,31 @@ def test_figures_of_one_process(server_factory: ServerFactory, pool: ThreadPoolE
         le="+Inf",
     )  # fmt: skip
     assert parked == 4  # three parked, one answered 404
+
+
+def test_messages_the_cache_drops_are_counted_by_reason(server_factory: ServerFactory) -> None:
+    server = server_factory(
+        "--data-dir", "none", "--max-messages", "3", "--message-ttl", "1",
+        "--max-cache-bytes", "2000",
+    )  # fmt: skip
+    client = server.client()
+    for name in ("counted", "weighed"):
+        assert client.post("/channels", json={"name": name}).status_code == 201
+    for n in range(5):  # two over the count of 3
+        small = {"channels": ["counted"], "data": n}
+        assert client.post("/publish", json=small).status_code == 201
+    assert dropped(scrape(server), "count") == 2
+    big = {"channels": ["weighed"], "data": "x" * 900}
+    for _ in range(3):  # two fit in 2000 bytes with the 3 small ones; the third does not
+        assert client.post("/publish", json=big).status_code == 201
+    # The oldest go first, wherever they are: the 3 small ones, then the first big one.
+    assert dropped(scrape(server), "bytes") == 4
+    # After the message TTL the two left go too.
+    wait_for(lambda: dropped(scrape(server), "ttl") == 2, what="the aged messages to be counted")
+
+
+def dropped(samples: Samples, reason: str) -> float | None:
+    return value(samples, "pushup_cache_dropped_messages_total", worker="0", reason=reason)
 
 
 def test_metrics_are_for_publishers(server_factory: ServerFactory) -> None:

@@ -319,7 +319,9 @@ class Hub:
         for sub, outcome in delivered:
             sub.receiver.deliver(outcome)
         # Counted once per fan-out, never per receiver.
-        metrics.fanned_out(len(delivered), time.perf_counter() - started)
+        metrics.fanned_out(
+            len(delivered), time.perf_counter() - started, time.time() - messages[0].time
+        )
 
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
         gone = set(channel_ids)

@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from pushup.observe.metrics import FANOUT_BUCKETS_S, REQUEST_BUCKETS_S
+from pushup.observe.metrics import DELIVERY_BUCKETS_S, FANOUT_BUCKETS_S, REQUEST_BUCKETS_S
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 ALL = "all"
@@ -100,6 +100,14 @@ class _Collector:
             "Requests refused by a limit, by the limit's name.",
             "limit",
         )
+        yield _labelled_counter(
+            snapshots,
+            "dropped",
+            "pushup_cache_dropped_messages",
+            "Messages the cache let go, once per channel, by reason: its message TTL "
+            "(ttl), the per-channel count (count), the byte budget (bytes).",
+            "reason",
+        )
         yield from _histograms(snapshots)
 
 
@@ -131,6 +139,21 @@ def _histograms(snapshots: Sequence[Snapshot]) -> Iterator[Metric]:
             total_fanout.append(dumped)
     fanout.add_metric([ALL], *_buckets(FANOUT_BUCKETS_S, _summed(FANOUT_BUCKETS_S, total_fanout)))
     yield fanout
+    delivery = HistogramMetricFamily(
+        "pushup_delivery_seconds",
+        "Time from a message's publication (its timestamp, on any node) to its fan-out "
+        "to a parked poll or stream here, one observation per receiver.",
+        labels=["worker"],
+    )
+    total_delivery: list[Any] = []
+    for snap in snapshots:
+        dumped = snap.get("delivery")
+        if dumped:
+            delivery.add_metric([snap["worker"]], *_buckets(DELIVERY_BUCKETS_S, dumped))
+            total_delivery.append(dumped)
+    summed = _summed(DELIVERY_BUCKETS_S, total_delivery)
+    delivery.add_metric([ALL], *_buckets(DELIVERY_BUCKETS_S, summed))
+    yield delivery
     requests = HistogramMetricFamily(
         "pushup_request_seconds",
         "Time to handle a request, until its answer or until it is parked or streaming.",

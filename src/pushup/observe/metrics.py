@@ -25,6 +25,14 @@ FANOUT_BUCKETS_S = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
+# From a message's timestamp (taken when it was published, on any node) to its fan-out
+# here: under a ms in one process, a few ms over Redis or NATS, more under load.
+DELIVERY_BUCKETS_S = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+# Why the cache let a message go before anyone could read it again.
+DROP_REASONS = ("ttl", "count", "bytes")
 REQUEST_BUCKETS_S = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -50,6 +58,11 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_n(self, value: float, n: int) -> None:
+        """`n` observations of one value, for the cost of one."""
+        self.counts[bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+
     def dump(self) -> dict[str, Any]:
         return {"counts": list(self.counts), "sum": self.sum}
 
@@ -70,6 +83,10 @@ class Figures:
         self.errors: dict[str, int] = {}
         self.limits: dict[str, int] = {}
         self.fanout = Histogram(FANOUT_BUCKETS_S)
+        self.delivery = Histogram(DELIVERY_BUCKETS_S)
+        # Messages dropped from the cache, by reason (`DROP_REASONS`); a message cached
+        # in several channels counts once per channel that dropped it.
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self.requests: dict[tuple[str, str], Histogram] = {}
 
     def request_done(self, route: str, method: str, seconds: float) -> None:
@@ -89,6 +106,8 @@ class Figures:
             "errors": dict(self.errors),
             "limits": dict(self.limits),
             "fanout": self.fanout.dump(),
+            "delivery": self.delivery.dump(),
+            "dropped": dict(self.dropped),
             "requests": [
                 [route, method, histogram.dump()]
                 for (route, method), histogram in sorted(self.requests.items())
@@ -104,13 +123,17 @@ class Figures:
         for mine, theirs in (
             (self.errors, dumped.get("errors")),
             (self.limits, dumped.get("limits")),
+            (self.dropped, dumped.get("dropped")),
         ):
             if isinstance(theirs, dict):
                 for key, count in theirs.items():
                     mine[str(key)] = mine.get(str(key), 0) + int(count)
-        fanout = dumped.get("fanout")
-        if isinstance(fanout, dict):
-            self.fanout.absorb(fanout)
+        for histogram, theirs_h in (
+            (self.fanout, dumped.get("fanout")),
+            (self.delivery, dumped.get("delivery")),
+        ):
+            if isinstance(theirs_h, dict):
+                histogram.absorb(theirs_h)
         for item in dumped.get("requests", ()):
             route, method, histogram = item
             mine_h = self.requests.setdefault((route, method), Histogram(REQUEST_BUCKETS_S))
@@ -137,10 +160,17 @@ def published(n: int) -> None:
     FIGURES.publications += n
 
 
-def fanned_out(receivers: int, seconds: float) -> None:
-    """One fan-out wrote to `receivers` local receivers in `seconds`."""
+def fanned_out(receivers: int, seconds: float, since_published_s: float) -> None:
+    """One fan-out wrote to `receivers` local receivers in `seconds`, its oldest message
+    `since_published_s` after it was published: one delivery time per receiver."""
     FIGURES.deliveries += receivers
     FIGURES.fanout.observe(seconds)
+    FIGURES.delivery.observe_n(max(since_published_s, 0.0), receivers)
+
+
+def dropped(reason: str, n: int = 1) -> None:
+    """The cache let `n` messages go (`reason`: one of `DROP_REASONS`)."""
+    FIGURES.dropped[reason] += n
 
 
 def engine_reconnected() -> None:

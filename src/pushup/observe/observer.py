@@ -181,7 +181,11 @@ class Observer:
 
 def _summary(snapshot: dict[str, Any]) -> dict[str, Any]:
     """What the dashboard shows of a snapshot: everything but the histograms."""
-    return {key: value for key, value in snapshot.items() if key not in ("fanout", "requests")}
+    return {
+        key: value
+        for key, value in snapshot.items()
+        if key not in ("fanout", "delivery", "requests")
+    }
 
 
 def _slot_order(worker: str) -> tuple[int, str]:

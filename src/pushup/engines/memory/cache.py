@@ -23,6 +23,7 @@ from pushup.core.model import ChannelId, ChannelRef, Hit, Message, MessageId
 from pushup.engines.memory.budget import CacheBudget
 from pushup.engines.memory.channel import Channel
 from pushup.engines.memory.durability import Durability
+from pushup.observe import metrics
 
 
 class Cache:
@@ -158,6 +159,7 @@ class Cache:
                 channel.last_message_id = message.id
                 channel.expires_at = now + channel.ttl_s
                 if len(cached) > max_messages:
+                    metrics.dropped("count")
                     dropped = cached.pop_oldest()
                     channel.dropped_through = dropped.id
                     if dropped.id > told:
@@ -251,6 +253,7 @@ class Cache:
                 else:
                     continue
                 channel.dropped_through = max(channel.dropped_through, message.id)
+                metrics.dropped("bytes")
                 if message.id > told:
                     evicted.add(channel_id)
                 journal.channel(channel)  # its gap mark moved
@@ -271,6 +274,7 @@ class Cache:
             # The same expression as the heap key, so a trimmed channel's next key is
             # always past `now` and the loop ends.
             while cached and cached.oldest().time + ttl_s <= now:
+                metrics.dropped("ttl")
                 dropped = cached.pop_oldest()
                 channel.dropped_through = max(channel.dropped_through, dropped.id)
                 # The journal's compaction deletes aged messages in bulk.

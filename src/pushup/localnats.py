@@ -32,14 +32,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pushup.config import Settings
@@ -58,6 +61,8 @@ USER = "pushup"
 STORE = "nats"
 LOG = "nats-server.log"
 _PR_SET_PDEATHSIG = 1
+# What nats-server writes before each line of its log: `[pid] date time `.
+_LOG_PREFIX = re.compile(r"^\[\d+\] \S+ \S+ ")
 
 
 def binary(workers: int) -> str:
@@ -123,25 +128,23 @@ class LocalNats:
         """Start nats-server and wait until it takes clients; StartupError (naming
         --data-dir or --workers) when it cannot."""
         command = binary(self._workers)
-        self._claim_store()
         try:
+            self._claim_store()
             await self._start(command)
         except BaseException:
             await self.stop()
             raise
 
     def _claim_store(self) -> None:
+        if self.data_dir is not None:
+            check_data_dir(self.data_dir)
+            lock = DirectoryLock(self.data_dir)
+            try:
+                lock.acquire()
+            except EngineUnavailable as exc:
+                raise StartupError("data_dir", self.data_dir, f"cannot be used: {exc}") from None
+            self._lock = lock
         self._runtime = Path(tempfile.mkdtemp(prefix="pushup-nats-"))
-        if self.data_dir is None:
-            return
-        check_data_dir(self.data_dir)
-        lock = DirectoryLock(self.data_dir)
-        try:
-            lock.acquire()
-        except EngineUnavailable as exc:
-            self._cleanup()
-            raise StartupError("data_dir", self.data_dir, f"cannot be used: {exc}") from None
-        self._lock = lock
 
     async def _start(self, command: str) -> None:
         assert self._runtime is not None
@@ -160,7 +163,7 @@ class LocalNats:
                 stdout=log,
                 stderr=log,
                 process_group=0,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_parent_death_signal(),
             )
         self.port = await self._ready()
         config.unlink()  # read: the password need not stay on disk
@@ -200,11 +203,12 @@ class LocalNats:
         return StartupError(field, value, f"cannot be used: {what}{self.last_words()}")
 
     def last_words(self) -> str:
-        """`: ` and the last line of nats-server's log, or nothing."""
+        """`: ` and the last line of nats-server's log (without its pid and time), or
+        nothing."""
         with contextlib.suppress(OSError):
             lines = self.log_path.read_text(errors="replace").strip().splitlines()
             if lines:
-                return f": {lines[-1].strip()[:300]}"
+                return f": {_LOG_PREFIX.sub('', lines[-1].strip())[:300]}"
         return ""
 
     async def wait(self) -> int:
@@ -235,7 +239,11 @@ class LocalNats:
             self._runtime = None
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the supervisor dies (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+def _parent_death_signal() -> Callable[[], object] | None:
+    """What the child runs before exec to get SIGTERM when the supervisor dies (Linux
+    only): `prctl`, looked up here, so the child between fork and exec loads nothing."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return functools.partial(prctl, _PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)

@@ -210,7 +210,7 @@ class Supervisor:
             return
         kept = "" if shared.data_dir is None else f" (its log: {shared.log_path})"
         log.error(
-            "nats-server (pid %d) %s%s, and the workers with it: stopping%s",
+            "nats-server (pid %d) %s%s; stopping the workers, which have no engine without it%s",
             shared.proc.pid if shared.proc is not None else 0,
             describe_exit(code),
             shared.last_words(),

@@ -139,6 +139,26 @@ def test_a_nats_server_that_dies_stops_the_supervisor_in_one_line(
     assert not Path(store[1]).exists()
 
 
+def test_a_store_nats_server_cannot_use_is_one_line(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "nats").mkdir(parents=True)
+    (data_dir / "nats" / "jetstream").write_text("not a directory")
+    result = subprocess.run(
+        [sys.executable, "-m", "pushup", "serve", "--port", "0", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PUSHUP_DATA_DIR": str(data_dir)},
+    )
+    assert result.returncode == 1, result
+    # Said once, with nats-server's own reason (the last line of its log).
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        f"Error: PUSHUP_DATA_DIR {data_dir} cannot be used: nats-server exited with code 1: [FTL] "
+    ), line
+    assert "storage directory is not a directory" in line
+
+
 @pytest.mark.parametrize("how", ["flag", "environment"])
 def test_workers_without_the_nats_extra_is_one_line(how: str, tmp_path: Path) -> None:
     shim = tmp_path / "shim"

@@ -146,6 +146,8 @@ class Supervisor:
             base = banner.url(*sock.getsockname()[:2])
             sock.detach()  # the workers' to accept on: not closed here
             where = f"the inherited socket (fd {settings.fd}, {base})"
+        # Made before the first wait, so that a stop asked meanwhile resolves it.
+        self._started = asyncio.get_running_loop().create_future()
         try:
             shared = await self._start_nats(settings)
         except BaseException:
@@ -154,7 +156,6 @@ class Supervisor:
         if shared is not None:
             settings = replace(settings, engine_url=shared.url)
         failure: StartupError | None = None
-        self._started = asyncio.get_running_loop().create_future()
         metrics_dir = self.metrics_dir = tempfile.mkdtemp(prefix="pushup-metrics-")
         slots = [
             asyncio.create_task(self._keep(slot, settings), name=f"pushup-worker-{slot}")

@@ -249,6 +249,18 @@ def _serving(supervisor: Supervisor) -> Any:
     return probe
 
 
+async def test_a_stop_while_the_private_nats_server_starts_ends_the_run() -> None:
+    supervisor = Supervisor(Settings(port=0, workers=2, data_dir=None), command=fake("sleeps"))
+    running = asyncio.create_task(supervisor.run())
+    while supervisor.nats is None:  # the run is now waiting for its nats-server
+        await asyncio.sleep(0)
+    supervisor.stop()
+    assert await asyncio.wait_for(running, DEADLINE_S) == 0
+    assert supervisor.nats.proc is not None
+    assert supervisor.nats.proc.returncode is not None
+    assert supervisor.pids == []
+
+
 async def test_a_worker_that_cannot_start_ends_the_supervisor(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

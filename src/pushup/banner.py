@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pushup import build
-from pushup.config import MEMORY_SCHEMES, Settings, shown_url
+from pushup.config import MEMORY_SCHEMES, NATS_SCHEMES, Settings, shown_url
 from pushup.observe.logs import FACTS
 
 
@@ -22,15 +22,32 @@ def url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def log(logger: logging.Logger, headline: str, settings: Settings, base: str) -> None:
-    """Log `headline` with the facts of a server on `base` run with `settings`."""
-    logger.info("%s", headline, extra={FACTS: facts(settings, base)})
+def log(
+    logger: logging.Logger,
+    headline: str,
+    settings: Settings,
+    base: str,
+    *,
+    engine: str | None = None,
+    data: str | None = None,
+) -> None:
+    """Log `headline` with the facts of a server on `base` run with `settings`;
+    `engine` and `data` say more of an engine than its URL does."""
+    found = facts(settings, base)
+    if engine is not None:
+        found["engine"] = engine
+    if data is not None:
+        found["data_dir"] = data
+    logger.info("%s", headline, extra={FACTS: found})
 
 
 def facts(settings: Settings, base: str) -> dict[str, Any]:
     """Where to look, then how the server is set up, by name, in the order shown."""
-    embedded = urlsplit(settings.engine_url).scheme in MEMORY_SCHEMES
-    if not embedded:
+    scheme = urlsplit(settings.engine_url).scheme
+    embedded = scheme in MEMORY_SCHEMES
+    if scheme in NATS_SCHEMES:
+        data = "kept by NATS JetStream"
+    elif not embedded:
         data = "kept by Redis"
     elif settings.data_dir is None:
         data = "none: nothing kept across restarts"

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pushup.options import (
-    SettingError,
     at_least,
     between,
     build,
@@ -272,10 +271,11 @@ class Settings:
         group="cache",
         check=at_least(1024),
     )
-    # Locked: one server per directory. None: memory only. Redis keeps its data itself.
+    # Locked: one server per directory. None: memory only. Redis keeps its data itself;
+    # the private nats-server of --workers keeps its store in <data_dir>/nats.
     data_dir: Path | None = option(  # noqa: RUF009 (option() is a dataclasses.field)
         Path(DEFAULT_DATA_DIR),
-        f"Where the embedded engine keeps its data across restarts; {NO_DATA_DIR}: nowhere.",
+        f"Where the embedded engine or the workers' nats-server keep data; {NO_DATA_DIR}: nowhere.",
         group="cache",
         parse=parse_data_dir,
         metavar="DIR",
@@ -384,10 +384,11 @@ class Settings:
         check=check_engine_url,
         metavar="URL",
     )
-    # On one port (SO_REUSEPORT); above 1 needs a shared engine.
+    # On one port (SO_REUSEPORT). The embedded engine lives in one process: above 1
+    # without --engine, the workers share a private nats-server (pushup.localnats).
     workers: int = option(
         1,
-        "Worker processes sharing the port; above 1 needs --engine redis:// or nats://.",
+        "Worker processes sharing the port; without --engine they share a private nats-server.",
         group="cluster",
         check=at_least(1),
     )
@@ -410,12 +411,6 @@ class Settings:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.workers > 1 and urlsplit(self.engine_url).scheme in MEMORY_SCHEMES:
-            raise SettingError(
-                "workers",
-                "above 1 need a shared engine: the embedded engine keeps channels and "
-                "messages inside one process; use --engine redis://host:port/db or nats://host:port",
-            )
 
     @classmethod
     def from_env(

@@ -14,6 +14,13 @@ accepts on the inherited socket.
 A worker that dies is restarted after a delay that doubles while it keeps dying soon
 after starting, so a crash loop costs little. SIGTERM or SIGINT is passed to every
 worker; those still running after a grace period are killed.
+
+Without `--engine`, the workers share a private nats-server (`pushup.localnats`) that the
+supervisor starts before them and stops after them. Should it die meanwhile, the
+supervisor says so in one line and stops with status 1, rather than restart it: every
+worker has lost its engine, the cause (a full disk, a damaged store) would likely
+recur, and the process manager that restarts PushUp (systemd's Restart=on-failure, a
+container's restart policy) then restarts the whole, which is what the user sees.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import orjson
 
 from pushup import __version__, banner
-from pushup.config import Settings
+from pushup.config import MEMORY_SCHEMES, Settings
+from pushup.localnats import LocalNats
 from pushup.startup import Claim, StartupError, claim, inherited
 
 log = logging.getLogger("pushup.supervisor")
@@ -97,6 +106,8 @@ class Supervisor:
         # this run and removed after it; and the name of the node's stats channel.
         self.metrics_dir: str | None = None
         self._stats_secret = secrets.token_hex(12)
+        # The private nats-server of workers without --engine, once started.
+        self.nats: LocalNats | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -135,8 +146,16 @@ class Supervisor:
             base = banner.url(*sock.getsockname()[:2])
             sock.detach()  # the workers' to accept on: not closed here
             where = f"the inherited socket (fd {settings.fd}, {base})"
-        failure: StartupError | None = None
+        # Made before the first wait, so that a stop asked meanwhile resolves it.
         self._started = asyncio.get_running_loop().create_future()
+        try:
+            shared = await self._start_nats(settings)
+        except BaseException:
+            self._release_port()
+            raise
+        if shared is not None:
+            settings = replace(settings, engine_url=shared.url)
+        failure: StartupError | None = None
         metrics_dir = self.metrics_dir = tempfile.mkdtemp(prefix="pushup-metrics-")
         slots = [
             asyncio.create_task(self._keep(slot, settings), name=f"pushup-worker-{slot}")
@@ -144,11 +163,12 @@ class Supervisor:
         ]
         for task in slots:
             task.add_done_callback(self._slot_done)
+        watch = None if shared is None else asyncio.create_task(self._watch(shared))
         try:
             await self._started
             if not self._stopping.is_set():
                 headline = f"pushup {__version__}: {len(slots)} workers serving on {where}"
-                banner.log(log, headline, settings, base)
+                banner.log(log, headline, settings, base, **_shared_facts(shared))
             await self._stopping.wait()
             code = 1 if self._failed else 0
         except StartFailed as exc:
@@ -159,14 +179,46 @@ class Supervisor:
             code = 1
         finally:
             await self._wait_stopped(slots)
-            if self._claim is not None:
-                self._claim.sock.close()
-                self._claim.release()
+            if watch is not None:
+                watch.cancel()
+            if shared is not None:
+                await shared.stop()  # after the workers: they may flush to it until then
+            self._release_port()
             shutil.rmtree(metrics_dir, ignore_errors=True)
         if failure is not None:
             raise failure  # every worker would have said the same: once is enough
         log.info("supervisor %d: every worker has stopped", os.getpid())
         return code
+
+    def _release_port(self) -> None:
+        if self._claim is not None:
+            self._claim.sock.close()
+            self._claim.release()
+            self._claim = None
+
+    async def _start_nats(self, settings: Settings) -> LocalNats | None:
+        """The private nats-server, started and ready, when the workers need one."""
+        if urlsplit(settings.engine_url).scheme not in MEMORY_SCHEMES or settings.workers < 2:
+            return None
+        self.nats = LocalNats(settings)
+        await self.nats.start()
+        return self.nats
+
+    async def _watch(self, shared: LocalNats) -> None:
+        """Stop everything, with status 1, should nats-server die before the stop."""
+        code = await shared.wait()
+        if self._stopping.is_set():
+            return
+        kept = "" if shared.data_dir is None else f" (its log: {shared.log_path})"
+        log.error(
+            "nats-server (pid %d) %s%s; stopping the workers, which have no engine without it%s",
+            shared.proc.pid if shared.proc is not None else 0,
+            describe_exit(code),
+            shared.last_words(),
+            kept,
+        )
+        self._failed = True
+        self.stop()
 
     async def _keep(self, slot: int, settings: Settings) -> None:
         """Run the worker of one slot, again and again, until stopping."""
@@ -276,6 +328,17 @@ class Supervisor:
             for proc in self._procs.values():
                 _signal(proc, signal.SIGKILL)
             await asyncio.wait(running)
+
+
+def _shared_facts(shared: LocalNats | None) -> dict[str, str]:
+    """What the banner says of the private nats-server, when there is one."""
+    if shared is None:
+        return {}
+    if shared.data_dir is None:
+        data = "none: JetStream in a temporary directory, nothing kept across restarts"
+    else:
+        data = str(shared.data_dir.resolve())
+    return {"engine": shared.describe(), "data": data}
 
 
 def describe_exit(returncode: int) -> str:

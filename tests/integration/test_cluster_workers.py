@@ -1,13 +1,10 @@
 """`pushup serve --workers N`: N processes on one port share the Redis (or NATS) engine, a worker
-that dies is restarted, and SIGTERM stops them all.
-
-Which worker holds a connection is read from /proc (the server-side socket's inode, and
-which worker has it open), so the API needs no field for it."""
+that dies is restarted, and SIGTERM stops them all. (Without --engine, the workers share
+a private nats-server: test_workers_nats.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import logging
 import os
@@ -15,10 +12,8 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
@@ -29,140 +24,20 @@ from pushup.config import Settings
 from pushup.supervisor import Supervisor
 from tests.conftest import RedisFactory, ServerFactory
 from tests.helpers import ServerProcess, until, wait_for
+from tests.workerprocs import (
+    DEADLINE_S,
+    alive,
+    children,
+    get,
+    pool,
+    spread,
+    start_workers,
+    supervisors,
+    worker_pids,
+    workers_of,
+)
 
-DEADLINE_S = 20.0
-Connections = dict[int, list[http.client.HTTPConnection]]
-
-
-# -- processes and connections ------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    """The live child processes of `pid`, from /proc."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found.extend(int(child) for child in f.read().split())
-        except FileNotFoundError:
-            continue
-    return sorted(found)
-
-
-def worker_pids(supervisor: ServerProcess, count: int = 2) -> list[int]:
-    def found() -> list[int] | None:
-        pids = children(supervisor.proc.pid)
-        return pids if len(pids) == count else None
-
-    return wait_for(found, timeout=DEADLINE_S, what=f"{count} workers")
-
-
-def alive(pid: int) -> bool:
-    """Running, and not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def owner(conn: http.client.HTTPConnection, server_port: int, pids: list[int]) -> int | None:
-    """The worker holding the server side of `conn` (whose request was answered)."""
-    assert conn.sock is not None
-    client_port = conn.sock.getsockname()[1]
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                local, remote = fields[1], fields[2]
-                if (
-                    int(local.rsplit(":", 1)[1], 16) == server_port
-                    and int(remote.rsplit(":", 1)[1], 16) == client_port
-                ):
-                    inodes.add(f"socket:[{fields[9]}]")
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except FileNotFoundError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                    return pid
-            except OSError:
-                continue
-    return None
-
-
-def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, Any]:
-    conn.request("GET", path)
-    response = conn.getresponse()
-    return response.status, json.loads(response.read())
-
-
-def spread(server: ServerProcess, pids: list[int], wanted: dict[int, int]) -> Connections:
-    """Open keep-alive connections until each worker in `wanted` holds that many; the
-    kernel picks the worker of each new connection."""
-    held: Connections = {pid: [] for pid in pids}
-    for _ in range(200):
-        if all(len(held[pid]) >= n for pid, n in wanted.items()):
-            return held
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        status, _ = get(conn, "/health")
-        assert status == 200
-        pid = owner(conn, server.port, pids)
-        assert pid in held, f"a connection held by {pid}, not by a worker of {pids}"
-        held[pid].append(conn)
-    raise AssertionError(f"200 connections never reached every worker as {wanted}: {held}")
-
-
-# -- starting supervisors -----------------------------------------------------------------
-
-
-@pytest.fixture
-def supervisors() -> Iterator[list[ServerProcess]]:
-    """Supervisors a test starts with `start_workers`; stopped after it, and none may have
-    logged a traceback."""
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-    for server in started:
-        assert "Traceback" not in server.log(), server.log()
-
-
-def start_workers(started: list[ServerProcess], *flags: str) -> ServerProcess:
-    """`pushup serve --port 0 ...`: the supervisor picks the port, and logs it."""
-    with tempfile.NamedTemporaryFile(prefix="pushup-", suffix=".log", delete=False) as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pushup", "serve", "--port", "0", *flags],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(proc, 0, log.name)
-    started.append(server)
-
-    def port() -> int | None:
-        if proc.poll() is not None:
-            raise AssertionError(f"the supervisor exited with {proc.returncode}:\n{server.log()}")
-        found = re.search(r"workers serving on http://127\.0\.0\.1:(\d+)", server.log())
-        return int(found[1]) if found else None
-
-    server.port = wait_for(port, timeout=DEADLINE_S, what="the workers to serve")
-    return server
-
-
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(max_workers=4)
-    yield executor
-    executor.shutdown(wait=False, cancel_futures=True)
+__all__ = ["pool", "supervisors"]  # fixtures
 
 
 # -- the tests ----------------------------------------------------------------------------
@@ -214,7 +89,7 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_serving(
         assert httpx.get(f"{server.url}/health", timeout=5.0).status_code == 200
 
     def replaced() -> list[int] | None:
-        pids = children(server.proc.pid)
+        pids = workers_of(server.proc.pid)
         return pids if len(pids) == 2 and victim not in pids and survivor in pids else None
 
     (successor,) = set(wait_for(replaced, timeout=DEADLINE_S, what="a new worker")) - {survivor}
@@ -274,22 +149,6 @@ def test_workers_share_an_inherited_socket(server_factory: ServerFactory, redis_
     for conns in held.values():
         for conn in conns:
             conn.close()
-
-
-@pytest.mark.parametrize("how", ["flag", "environment"])
-def test_more_than_one_worker_needs_redis(how: str) -> None:
-    args, env = (["--workers", "2"], {}) if how == "flag" else ([], {"PUSHUP_WORKERS": "2"})
-    result = subprocess.run(
-        [sys.executable, "-m", "pushup", "serve", "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **env},
-    )
-    assert result.returncode == 2, result
-    given_as = "--workers" if how == "flag" else "PUSHUP_WORKERS"
-    assert f"{given_as} above 1 need a shared engine" in result.stderr
-    assert "--engine redis://" in result.stderr
 
 
 def test_workers_that_cannot_reach_redis_stop_the_start(redis_factory: RedisFactory) -> None:
@@ -388,6 +247,18 @@ def _serving(supervisor: Supervisor) -> Any:
         return supervisor.serving
 
     return probe
+
+
+async def test_a_stop_while_the_private_nats_server_starts_ends_the_run() -> None:
+    supervisor = Supervisor(Settings(port=0, workers=2, data_dir=None), command=fake("sleeps"))
+    running = asyncio.create_task(supervisor.run())
+    while supervisor.nats is None:  # the run is now waiting for its nats-server
+        await asyncio.sleep(0)
+    supervisor.stop()
+    assert await asyncio.wait_for(running, DEADLINE_S) == 0
+    assert supervisor.nats.proc is not None
+    assert supervisor.nats.proc.returncode is not None
+    assert supervisor.pids == []
 
 
 async def test_a_worker_that_cannot_start_ends_the_supervisor(

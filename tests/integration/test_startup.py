@@ -61,13 +61,13 @@ def _listener(*, reuseport: bool = False) -> socket.socket:
 # -- the port --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_taken_port_is_one_line(workers: int, redis_url: str) -> None:
+@pytest.mark.parametrize(("workers", "engine"), [(1, "redis"), (2, "redis"), (2, "default")])
+def test_a_taken_port_is_one_line(workers: int, engine: str, redis_url: str) -> None:
+    # Without --engine, the workers' private nats-server is not even started.
+    shared = ("--engine", redis_url) if engine == "redis" else ()
     with _listener() as taken:
         port = taken.getsockname()[1]
-        result = _pushup(
-            "serve", "--port", str(port), "--workers", str(workers), "--engine", redis_url
-        )
+        result = _pushup("serve", "--port", str(port), "--workers", str(workers), *shared)
     assert _error(result) == f"Error: --port {port} {IN_USE}"
 
 

@@ -4,13 +4,23 @@ what the user typed, read from flags and environment without a process."""
 from __future__ import annotations
 
 import re
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 
 from pushup.config import Settings, shown_url
-from pushup.options import GROUPS, Option, OptionError, SettingError, given_as, options
+from pushup.options import (
+    GROUPS,
+    Option,
+    OptionError,
+    SettingError,
+    build,
+    given_as,
+    option,
+    options,
+    validate,
+)
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -86,7 +96,6 @@ BAD_VALUES = [
         "must be memory://, redis://host:port/db or nats://host:port[,host:port...], not 'nope://x'",
     ),
     ("--workers", "0", "must be at least 1"),
-    ("--workers", "2", "above 1 need a shared engine"),
     ("--message-ttl", "-1", "must be a positive number of seconds"),
     ("--upstream-timeout", "inf", "must be a positive number of seconds"),
     ("--port", "not-a-port", "must be a whole number, not 'not-a-port'"),
@@ -132,11 +141,26 @@ def test_a_bad_variable_is_named(flag: str, text: str, problem: str) -> None:
     _check_names(str(caught.value), option.env, problem, option.field)
 
 
+@dataclass(frozen=True)
+class _Window:
+    """Two options checked against each other, as a class of options may."""
+
+    low: int = option(1, "The lower bound.", group="server")
+    high: int = option(2, "The upper bound.", group="server")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.high < self.low:
+            raise SettingError("high", "must not be below --low")
+
+
 def test_a_check_across_options_names_the_one_given() -> None:
     with pytest.raises(OptionError) as caught:
-        Settings.from_env({"PUSHUP_WORKERS": "2"})
-    assert str(caught.value).startswith("PUSHUP_WORKERS above 1 need a shared engine")
-    assert "--engine redis://" in str(caught.value)
+        build(_Window, {"PUSHUP_HIGH": "0"}, {})
+    assert str(caught.value) == "PUSHUP_HIGH must not be below --low"
+    with pytest.raises(OptionError) as caught:
+        build(_Window, {}, {"low": "5", "high": None})
+    assert str(caught.value) == "--high must not be below --low"
 
 
 def test_settings_built_in_python_name_the_field() -> None:

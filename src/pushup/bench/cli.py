@@ -95,7 +95,8 @@ def _scenario_params() -> list[click.Parameter]:
             ["--workers"],
             type=click.IntRange(min=1),
             default=None,
-            help="Worker processes of PushUp and of Nchan (capacity; default 6).",
+            help="Worker processes of PushUp and of Nchan (capacity; default 6), or of "
+            "pushup-workers-nats (pubrate; default 2).",
         ),
         click.Option(
             ["--publications"],

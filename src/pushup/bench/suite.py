@@ -60,6 +60,15 @@ RUNS: tuple[Published, ...] = (
     Published(
         "pubrate-journal", ("pubrate", "--target", "pushup", "--target", "pushup-journal"), 20
     ),
+    Published(
+        "pubrate-workers",
+        (
+            "pubrate",
+            *("--target", "pushup-journal", "--target", "pushup-workers-nats"),
+            *("--workers", "2", "--publications", "5000"),
+        ),
+        20,
+    ),
     Published("paper-scale", ("paper-scale", "--rounds", "5"), 237),
     Published("paper-traffic", ("paper-traffic", "--time-scale", "0.1"), 553),
     Published(

@@ -44,8 +44,8 @@ class Options:
 
 
 @contextlib.contextmanager
-def running(name: str) -> Iterator[Target]:
-    target = make_target(name)
+def running(name: str, **options: object) -> Iterator[Target]:
+    target = make_target(name, **options)
     target.start()
     try:
         yield target

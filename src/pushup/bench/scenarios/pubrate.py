@@ -81,7 +81,10 @@ def run(options: Options, progress: Progress) -> Run:
         COLUMNS,
     )
     for name in options.targets:
-        with running(name) as target, Fleet(name, target.host, target.port, processes) as fleet:
+        with (
+            running(name, **_target_options(name, options)) as target,
+            Fleet(name, target.host, target.port, processes) as fleet,
+        ):
             failed = fleet.open_publishers(publishers)
             for count in cases:
                 progress.start(f"pubrate {name} {count} ch", RUNS + 1)
@@ -91,6 +94,12 @@ def run(options: Options, progress: Progress) -> Run:
     result.notes += _notes(result)
     result.checks += _checks(result)
     return result
+
+
+def _target_options(name: str, options: Options) -> dict[str, object]:
+    """`--workers`, for the target whose workers share a private nats-server."""
+    workers = options.extra.get("workers")
+    return {"workers": int(workers)} if workers and name == "pushup-workers-nats" else {}
 
 
 @dataclass

@@ -8,8 +8,9 @@ __all__ = ["PollAnswer", "PollState", "Target", "make_target"]
 
 TARGET_NAMES = ("pushup", "mlp", "nchan")
 # Every name `--target` takes: the servers compared by default, and variants of PushUp
-# measured on request (`pushup-journal`: with its journal on).
-TARGET_CHOICES = (*TARGET_NAMES, "pushup-journal")
+# measured on request (`pushup-journal`: with its journal on; `pushup-workers-nats`:
+# `--workers` without --engine, its workers sharing a private nats-server).
+TARGET_CHOICES = (*TARGET_NAMES, "pushup-journal", "pushup-workers-nats")
 
 
 def make_target(name: str, **options: object) -> Target:
@@ -32,6 +33,10 @@ def make_target(name: str, **options: object) -> Target:
         from pushup.bench.targets.workers import WorkersTarget
 
         return WorkersTarget(**options)  # type: ignore[arg-type]
+    if name == "pushup-workers-nats":
+        from pushup.bench.targets.workers import NatsWorkersTarget
+
+        return NatsWorkersTarget(**options)  # type: ignore[arg-type]
     if name == "nchan-workers":
         from pushup.bench.targets.workers import NchanWorkersTarget
 

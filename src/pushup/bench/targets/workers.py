@@ -1,6 +1,8 @@
 """Servers with several worker processes on one port: PushUp and Nchan.
 
-PushUp runs `--workers N` on the Redis engine. The workers bind one port with
+PushUp runs `--workers N` on the Redis engine (`pushup-workers`), or on the private
+nats-server its supervisor starts when no --engine is given (`pushup-workers-nats`,
+as `pushup serve --workers N` runs by default). The workers bind one port with
 SO_REUSEPORT (not a shared inherited socket), so the kernel spreads connections evenly
 over them, and share channels and messages through a redis-server the target starts.
 GET /channels/{id} answers from whichever worker got the request, and only its own count
@@ -24,9 +26,11 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from pushup.bench.targets.nchan import NchanTarget
@@ -61,12 +65,21 @@ class WorkersTarget(PushUpTarget):
 
     def start(self) -> None:
         try:
-            self.redis.start()
+            self._start_engine()
             self._start_server()
             self._probe_workers()
         except BaseException:
             self.stop()
             raise
+
+    def _start_engine(self) -> None:
+        self.redis.start()
+
+    def _stop_engine(self) -> None:
+        self.redis.stop()
+
+    def _engine_args(self) -> tuple[str, ...]:
+        return ("--engine", self.redis.url, "--data-dir", "none")
 
     def _start_server(self) -> None:
         for attempt in range(5):
@@ -76,7 +89,7 @@ class WorkersTarget(PushUpTarget):
                 [
                     *args,
                     *("--port", str(self.port), "--workers", str(self.workers)),
-                    *("--engine", self.redis.url, "--data-dir", "none"),
+                    *self._engine_args(),
                     *("--keepalive-timeout", str(KEEPALIVE_S), "--log-level", "warning"),
                     *self._extra_args,
                 ],
@@ -105,13 +118,13 @@ class WorkersTarget(PushUpTarget):
             if _is_worker(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        self.redis.stop()
+        self._stop_engine()
 
     def worker_pids(self) -> list[int]:
-        """The supervisor's children: the workers serving now."""
+        """The supervisor's children that are workers: those serving now."""
         if self._proc is None:
             return []
-        return sorted(_children(self._proc.pid))
+        return sorted(pid for pid in _children(self._proc.pid) if _is_worker(pid))
 
     def _probe_workers(self, deadline_s: float = 30.0) -> None:
         """Hold a keep-alive connection to every worker (bounded by `deadline_s`)."""
@@ -159,6 +172,33 @@ class WorkersTarget(PushUpTarget):
     def subscribers(self, channel: str) -> int:
         self.spread = self.worker_subscribers(channel)
         return sum(self.spread.values())
+
+
+class NatsWorkersTarget(WorkersTarget):
+    """`--workers N` without --engine, as `pushup serve` runs by default: the workers
+    share their supervisor's private nats-server, whose JetStream store is in a fresh
+    data directory (removed when the target stops). Its CPU counts as the server's."""
+
+    name = "pushup-workers-nats"
+
+    def __init__(
+        self, host: str = "127.0.0.1", workers: int = 2, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(host, workers, extra_args)
+        self._data_dir: str | None = None
+
+    def _start_engine(self) -> None:
+        # Made here, not in __init__: load-generator processes build targets too.
+        self._data_dir = tempfile.mkdtemp(prefix="pushup-bench-data-")
+
+    def _stop_engine(self) -> None:
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def _engine_args(self) -> tuple[str, ...]:
+        assert self._data_dir is not None
+        return ("--data-dir", self._data_dir)
 
 
 class NchanWorkersTarget(NchanTarget):

@@ -36,6 +36,9 @@ class RecordingListener(fakes.RecordingListener):
     async def resync(self) -> None:
         self.resyncs += 1
 
+    def subscribers(self, channel_id: ChannelId) -> int:
+        return 0
+
 
 def same(message: Message) -> Same:
     return (message.id, message.time, message.channels, message.data)

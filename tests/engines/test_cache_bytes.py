@@ -23,10 +23,17 @@ def payload(size: int) -> bytes:
 def cached_bytes(engine: Engine, engine_url: str) -> int:
     if isinstance(engine, MemoryEngine):
         return engine._budget.bytes
-    if isinstance(engine, NatsEngine):  # every node's copy counts the same bytes
+    if isinstance(engine, NatsEngine):  # every node serving the channels counts the same
         return engine.cache_stats().bytes
     with redis.Redis.from_url(engine_url) as client:
         return int(client.get("pushup:cache:bytes") or 0)
+
+
+async def serving(engine: Engine, count: int) -> list[ChannelId]:
+    """New channels, read once: a NATS node caches the channels it serves."""
+    made = [await channel(engine) for _ in range(count)]
+    await read(engine, made)
+    return made
 
 
 async def messages_in(engine: Engine, *channels: ChannelId) -> int:
@@ -37,7 +44,7 @@ async def test_the_oldest_go_first_over_all_channels(
     make_engine: MakeEngine, listener: RecordingListener, engine_url: str
 ) -> None:
     engine = await started(make_engine, listener, max_cache_bytes=1000)
-    a, b = await channel(engine), await channel(engine)
+    a, b = await serving(engine, 2)
     sent: list[Message] = []
     for i in range(15):
         sent.append(await publish1(engine, [a if i % 2 else b], payload(100)))
@@ -57,7 +64,7 @@ async def test_a_message_in_several_channels_counts_once_and_leaves_all(
     make_engine: MakeEngine, listener: RecordingListener, engine_url: str
 ) -> None:
     engine = await started(make_engine, listener, max_cache_bytes=1000)
-    a, b = await channel(engine), await channel(engine)
+    a, b = await serving(engine, 2)
     m1 = await publish1(engine, [a, b], payload(400))
     m2 = await publish1(engine, [a, b], payload(400))
     assert cached_bytes(engine, engine_url) == 800
@@ -73,7 +80,7 @@ async def test_messages_no_channel_holds_free_their_bytes(
     make_engine: MakeEngine, listener: RecordingListener, engine_url: str
 ) -> None:
     engine = await started(make_engine, listener, max_messages=1, max_cache_bytes=1000)
-    a, b = await channel(engine), await channel(engine)
+    a, b = await serving(engine, 2)
     old = await publish1(engine, [b], payload(100))
     for _ in range(20):  # each drops the one before by the count limit
         await publish1(engine, [a], payload(100))
@@ -89,7 +96,7 @@ async def test_a_batch_over_the_limit_tells_its_channels_evicted(
     make_engine: MakeEngine, listener: RecordingListener, engine_url: str
 ) -> None:
     engine = await started(make_engine, listener, max_cache_bytes=1000)
-    a, b = await channel(engine), await channel(engine)
+    a, b = await serving(engine, 2)
     first, second = await engine.publish([([a], payload(600)), ([b], payload(600))])
     assert published(listener)[-1][1] == frozenset({a})
     assert cached_bytes(engine, engine_url) == 600

@@ -1,6 +1,7 @@
 """What only the NATS engine has: its state is a stream that a restarted engine replays,
-several engines on one stream append in one order, and an unreachable server is one
-error at start."""
+several engines on one stream append in one order (and each hears, in that order, the
+publications of the channels it serves), and an unreachable server is one error at
+start."""
 
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ async def test_engines_on_one_stream_append_in_one_order_and_hear_each_other(
     await b.start(heard_b)
     try:
         channel = (await a.create_channel(None, "shared")).id
-        await until(lambda: _true(bool(b._replica.cache.names)), what="B to see the channel")
+        assert await b.resolve(["shared"]) == [channel]
+        # A node hears the publications of the channels it serves: both read it.
+        for node in (a, b):
+            await node.read([channel], None, None, None)
 
         async def publish_from(node: NatsEngine, tag: str) -> list[int]:
             ids = []

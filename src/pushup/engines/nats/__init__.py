@@ -1,5 +1,5 @@
-"""The NATS JetStream engine: channels and messages in one JetStream stream that every
-node replays into memory, for several nodes."""
+"""The NATS JetStream engine: channels and messages in one JetStream stream, for several
+nodes; each node holds every channel and the messages of the channels it serves."""
 
 from pushup.engines.nats.engine import NatsEngine
 

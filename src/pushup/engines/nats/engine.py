@@ -1,13 +1,12 @@
 """The NATS JetStream engine: channels, the message cache and ids shared by every node.
 
-Every change is one entry appended to one stream (`writer.py`), on top of the last
-entry this node applied, so the stream orders all changes of all nodes as Redis's
-scripts do. Every node follows the stream (`log.py`) and applies each entry to its own
-copy of the state (`replica.py`, the embedded engine's cache), so reads, merges across
-channels and gaps are local and need no round trip; a publication to several channels
-is one entry with one id per message and its payload once. The stream keeps only the
-newest entry of each subject (`layout.py`), so it is also the state a restarted node,
-or a restarted cluster, replays.
+Every change is appended to one stream (`writer.py`) on top of its last entry, so the
+stream orders all changes of all nodes as Redis's scripts do, and ids grow in stream
+order. Control entries (channels, closes, expiries, floors) reach every node
+(`log.py`), which applies them to its copy of the channels (`replica.py`). A
+publication is stored once per channel, on that channel's subject, and a node hears
+it only while it serves the channel (`interest.py`): its inbound traffic is the
+publications of the channels its clients poll, not the whole publication rate.
 
 Durability is JetStream's: a change is acknowledged once the stream's replicas (R3 on a
 cluster of three) have it on file.
@@ -17,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from typing import cast
 
 import nats
 from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from pushup.core.engine import (
     CacheStats,
@@ -36,7 +33,6 @@ from pushup.core.engine import (
 )
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import (
-    MAX_ID,
     ChannelId,
     ChannelInfo,
     ChannelRef,
@@ -45,23 +41,33 @@ from pushup.core.model import (
     ReadResult,
 )
 from pushup.engines.memory.channel import Channel
-from pushup.engines.nats import layout
+from pushup.engines.nats import layout, records
+from pushup.engines.nats import publications as publishing
 from pushup.engines.nats.health import Health
+from pushup.engines.nats.interest import Interest
 from pushup.engines.nats.layout import Servers, Subjects
 from pushup.engines.nats.log import Log
 from pushup.engines.nats.nodes import Nodes
-from pushup.engines.nats.records import ChannelRecord, Closed, Expired, Floor, Published
-from pushup.engines.nats.replica import Replica
-from pushup.engines.nats.writer import UNREACHABLE, Append, Writer, need_task
+from pushup.engines.nats.records import ChannelRecord, Closed, Entry, Expired, Floor
+from pushup.engines.nats.replica import Replica, lowest_wanted_id
+from pushup.engines.nats.writer import (
+    UNREACHABLE,
+    Change,
+    Part,
+    Writer,
+    ensure_stream,
+    need_task,
+)
 
 log = logging.getLogger("pushup.nats")
 
 
 class NatsEngine:
-    """Keeps channels and cached messages in a JetStream stream that every node
-    replays, so several nodes share one truth.
+    """Keeps channels and messages in a JetStream stream shared by several nodes; each
+    node holds every channel and the messages of the channels it serves.
 
-    `clock` is the time decisions are made with (tests drive it by hand).
+    `clock` is the time decisions are made with (tests drive it by hand);
+    `interest_grace_s` is how long a channel stays served after its last poll.
     """
 
     def __init__(
@@ -77,14 +83,17 @@ class NatsEngine:
         sweep_interval_s: float = 0.25,
         heartbeat_s: float = 1.0,
         count_timeout_s: float = 0.25,
+        interest_grace_s: float = 30.0,
     ) -> None:
         self._servers = Servers.parse(url)
         self._subjects = Subjects.of(self._servers.stream)
         self._message_ttl_s = message_ttl_s
+        self._max_messages = max_messages
         self._channel_ttl_s = channel_ttl_s
         self._clock = clock
         self._timeout_s = timeout_s
         self._sweep_interval_s = sweep_interval_s
+        self._interest_grace_s = interest_grace_s
         self._replica = Replica(
             message_ttl_s=message_ttl_s,
             max_messages=max_messages,
@@ -96,18 +105,20 @@ class NatsEngine:
         self._nodes = Nodes(
             self.node_id, self._subjects, heartbeat_s=heartbeat_s, timeout_s=count_timeout_s
         )
+        self._listener: EngineListener | None = None
         self._nc: Client | None = None
         self._log: Log | None = None
         self._writer: Writer | None = None
+        self._interest: Interest | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        # Channels this node expired, whose records it still has to purge.
+        # Channels this node expired, whose subjects it still has to purge.
         self._to_purge: list[ChannelId] = []
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, listener: EngineListener) -> None:
-        self._replica.listener = listener
+        self._listener = self._replica.listener = listener
         try:
             # nats-py would try the first connection again and again: bound it.
             async with asyncio.timeout(self._timeout_s):
@@ -116,11 +127,23 @@ class NatsEngine:
             raise EngineUnavailable(f"cannot reach NATS: {exc!r}") from exc
         self._nc = nc
         js = nc.jetstream(timeout=self._timeout_s)
+        stream, subjects = self._servers.stream, self._subjects
         try:
-            await self._ensure_stream(js, deadline=time.monotonic() + 3 * self._timeout_s)
-            self._log = Log(nc, js, self._servers.stream, self._subjects, self._replica)
-            self._writer = Writer(js, self._servers.stream, self._log, self._timeout_s)
+            await ensure_stream(js, self._servers, subjects, time.monotonic() + 3 * self._timeout_s)
+            self._log = Log(nc, js, stream, subjects, self._replica)
             await self._log.open(self._timeout_s)
+            self._writer = Writer(nc, stream, subjects, self._log, self._timeout_s)
+            last_id = await self._writer.start()
+            self._replica.message_ids.advance_to(last_id)
+            self._replica.told = max(self._replica.told, last_id)
+            self._interest = Interest(
+                nc,
+                stream,
+                subjects,
+                self._replica,
+                timeout_s=self._timeout_s,
+                grace_s=self._interest_grace_s,
+            )
             await self._writer.append(self._raise_floor)
             await self._nodes.start(nc, listener)
         except UNREACHABLE as exc:
@@ -157,32 +180,20 @@ class NatsEngine:
             except Exception as exc:  # reconnecting, its transport gone: nothing to flush
                 log.debug("closing the NATS connection: %r", exc)
 
-    async def _ensure_stream(self, js: JetStreamContext, deadline: float) -> None:
-        """Make the stream unless it exists; a cluster that is still electing its
-        JetStream leader (just started, or a server lost) is given until `deadline`."""
-        config = layout.stream_config(self._servers, self._subjects)
-        while True:
-            try:
-                try:
-                    await js.stream_info(self._servers.stream)
-                except NotFoundError:
-                    try:
-                        await js.add_stream(config)
-                    except BadRequestError:  # another node made it meanwhile
-                        await js.stream_info(self._servers.stream)
-                return
-            except (*UNREACHABLE, ServiceUnavailableError) as exc:
-                if isinstance(exc, NotFoundError | BadRequestError) or time.monotonic() > deadline:
-                    raise
-                log.info("waiting for NATS JetStream: %r", exc)
-                await asyncio.sleep(0.5)
-
-    def _raise_floor(self) -> Append:
+    def _raise_floor(self, last_id: int) -> Change:
         """Ids issued by any node from now on are above this node's clock."""
         now_us = int(self._clock() * 1_000_000)
         replica = self._replica
-        floor = Floor(max(now_us, replica.message_ids.last), max(now_us, replica.channel_ids.last))
-        return Append(self._subjects.floor, floor)
+        floor = Floor(
+            max(now_us, last_id, replica.message_ids.last), max(now_us, replica.channel_ids.last)
+        )
+        return self._control(self._subjects.floor, floor, last_id)
+
+    def _control(
+        self, subject: str, entry: Entry, last_id: int, ttl_s: int | None = None
+    ) -> Change:
+        part = Part(subject, records.encode(entry), ttl_s=ttl_s, rollup=True)
+        return Change((part,), last_id, entry, control=True)
 
     # -- channels --------------------------------------------------------------------
 
@@ -190,21 +201,21 @@ class NatsEngine:
         await self._expire()
         ttl = self._channel_ttl_s if ttl_s is None else ttl_s
 
-        def decide() -> Append:
+        def decide(last_id: int) -> Change:
             if name is not None and name in self._replica.cache.names:
                 raise NameTaken(name)
             channel_id = ChannelId(self._replica.channel_ids.next())
             record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0)
-            return Append(self._subjects.channel(channel_id), record)
+            return self._control(self._subjects.channel(channel_id), record, last_id)
 
-        record = await self._write(decide)
+        record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
         return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None)
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         await self._expire()
 
-        def decide() -> Append:
+        def decide(last_id: int) -> Change:
             (channel,) = self._replica.cache.lookup([ref])
             ttl = channel.ttl_s if ttl_s is None else ttl_s
             record = ChannelRecord(
@@ -215,12 +226,13 @@ class NatsEngine:
                 channel.last_message_id,
                 channel.dropped_through,
             )
-            return Append(self._subjects.channel(channel.id), record)
+            return self._control(self._subjects.channel(channel.id), record, last_id)
 
-        record = await self._write(decide)
+        record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
         channel = self._replica.cache.channels.get(record.id)
         if channel is not None:
+            await self._served([channel])
             return channel.info()
         return ChannelInfo(
             record.id, record.name, record.expires_at, record.ttl_s, 0, record.last_message_id
@@ -229,16 +241,18 @@ class NatsEngine:
     async def close_channel(self, ref: ChannelRef) -> None:
         await self._expire()
 
-        def decide() -> Append:
+        def decide(last_id: int) -> Change:
             (channel,) = self._replica.cache.lookup([ref])
-            return Append(self._subjects.channel(channel.id), Closed(channel.id), layout.ttl(0))
+            subject = self._subjects.channel(channel.id)
+            return self._control(subject, Closed(channel.id), last_id, layout.ttl(0))
 
-        await self._write(decide)
+        await self._write_control(decide)
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         await self._expire()
-        (channel,) = await self._lookup([ref])
-        return channel.info()
+        channels = await self._lookup([ref])
+        await self._served(channels)
+        return channels[0].info()
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         await self._expire()
@@ -247,24 +261,29 @@ class NatsEngine:
     # -- messages --------------------------------------------------------------------
 
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
+        """Stored as atomic batches (`publications.py`), each on top of the stream's
+        last entry; the listener hears of them at once, the other nodes when they serve
+        the channels."""
         await self._expire()
-
-        def decide() -> Append:
-            replica = self._replica
-            targets = replica.cache.lookup_all([refs for refs, _ in publications])
-            messages = []
-            ttl = self._message_ttl_s
-            for channels, (_, data) in zip(targets, publications, strict=True):
-                message_id = MessageId(replica.message_ids.next())
-                ids = tuple(sorted({channel.id for channel in channels}))
-                messages.append((message_id, ids, data))
-                ttl = max(ttl, *(channel.ttl_s for channel in channels))
-            entry = Published(self._clock(), tuple(messages))
-            return Append(self._subjects.publication(messages[0][0]), entry, layout.ttl(ttl))
-
-        entry = await self._write(decide)
-        assert isinstance(entry, Published)
-        return [Message(mid, mid / 1_000_000, ids, data) for mid, ids, data in entry.messages]
+        try:
+            self._replica.cache.lookup_all([refs for refs, _ in publications])
+        except ChannelsNotFound:
+            await self._catch_up()
+            self._replica.cache.lookup_all([refs for refs, _ in publications])
+        stored: list[Message] = []
+        for chunk in publishing.chunks(publications):
+            decide = publishing.decider(
+                chunk, self._replica, self._subjects, self._message_ttl_s, self._clock
+            )
+            change = await self._write(decide)
+            assert change is not None and self._interest is not None
+            messages, now = cast(tuple[list[Message], float], change.value)
+            # The stream republished the copies before it answered: those of the
+            # channels this node serves are queued, and go first.
+            self._interest.flush()
+            publishing.settle(self._replica, messages, now, self._max_messages)
+            stored += messages
+        return stored
 
     async def read(
         self,
@@ -273,9 +292,12 @@ class NatsEngine:
         start: float | None,
         end: float | None,
     ) -> ReadResult:
-        """A local read of this node's copy: every entry it applied is in it."""
+        """A local read of this node's copy, once it serves the channels."""
         await self._expire()
-        hits, gap = self._replica.cache.read(channel_ids, _lowest_wanted_id(since, start), end)
+        assert self._interest is not None
+        await need_task()
+        await self._interest.serve(channel_ids)
+        hits, gap = self._replica.cache.read(channel_ids, lowest_wanted_id(since, start), end)
         return ReadResult(hits, gap, self.high_water())
 
     def high_water(self) -> MessageId:
@@ -294,11 +316,21 @@ class NatsEngine:
 
     def health(self) -> EngineHealth:
         connected = self._nc is not None and self._nc.is_connected
+        interest = self._interest
         return self._health.report(
-            self.node_id, self._nodes.live_nodes, connected=connected or self._closed
+            self.node_id,
+            self._nodes.live_nodes,
+            connected=connected or self._closed,
+            served_channels=0 if interest is None else len(interest.served),
+            received_publications=0 if interest is None else interest.received,
         )
 
     # -- internals -------------------------------------------------------------------
+
+    async def _served(self, channels: Sequence[Channel]) -> None:
+        assert self._interest is not None
+        await need_task()
+        await self._interest.serve([channel.id for channel in channels])
 
     async def _lookup(self, refs: Sequence[ChannelRef]) -> list[Channel]:
         """The channels from this node's copy; a channel it does not know yet may have
@@ -319,55 +351,87 @@ class NatsEngine:
             self._health.unreachable(str(exc))
             raise EngineUnavailable(f"NATS is unreachable: {exc!r}") from exc
 
-    async def _write(self, decide: Callable[[], Append | None]) -> object:
+    async def _write_control(self, decide: Callable[[int], Change | None]) -> object:
+        change = await self._write(decide)
+        if change is None:
+            return None
+        assert self._log is not None and self._writer is not None
+        # Applied here unless the log got there first: the caller's listener knows
+        # of the change when the caller goes on.
+        entry = change.value
+        assert isinstance(entry, ChannelRecord | Closed | Expired | Floor)
+        self._log.apply(self._writer.seqs[0], entry)
+        return entry
+
+    async def _write(self, decide: Callable[[int], Change | None]) -> Change | None:
         if self._writer is None:
             raise EngineUnavailable("the NATS engine is not started")
         try:
             try:
-                entry = await self._writer.append(decide)
+                written = await self._writer.append(decide)
             except ChannelsNotFound:
                 # Decided on a copy that may not know a channel another node just made.
                 await self._catch_up()
-                entry = await self._writer.append(decide)
+                written = await self._writer.append(decide)
         except EngineUnavailable as exc:
             self._health.unreachable(str(exc))
             raise
         self._health.reachable()
-        return entry
+        return None if written is None else written[0]
 
     async def _expire(self) -> None:
         """Age messages, and expire due channels with one entry (the first node to see
-        them due writes it; the others find nothing left to do)."""
+        them due writes it; the others find nothing left to do). A channel this node
+        does not serve may have been kept alive by publications it did not hear: its
+        newest one is looked up first."""
         replica = self._replica
         now = self._clock()
         if replica.next_due() > now:
             return
         replica.age(now)
-        if not replica.due(now):
+        due = replica.due(now)
+        if not due:
             return
+        assert self._interest is not None
+        channels = replica.cache.channels
+        for channel_id in due:
+            channel = channels.get(channel_id)
+            if channel is None or self._interest.serving(channel_id):
+                continue
+            await need_task()
+            published_at = await self._interest.last_publication(channel_id)
+            if published_at is not None:
+                replica.extend(channel, published_at)
+                if channel.expires_at > now:
+                    replica.cache.push_expiry(channel, channel.expires_at)
 
-        def decide() -> Append | None:
-            due = replica.due(self._clock())
-            if not due:
+        def decide(last_id: int) -> Change | None:
+            at = self._clock()
+            ids = [c for c in due if (ch := channels.get(c)) is not None and ch.expires_at <= at]
+            if not ids:
                 return None
-            return Append(self._subjects.expiry, Expired(tuple(due)), layout.ttl(0))
+            return self._control(self._subjects.expiry, Expired(tuple(ids)), last_id, layout.ttl(0))
 
-        entry = await self._write(decide)
+        entry = await self._write_control(decide)
         if isinstance(entry, Expired):
             self._to_purge.extend(entry.ids)
 
     async def _sweep_forever(self) -> None:
-        """One timer for the whole node: expire without a request, and purge the
-        records of the channels it expired."""
+        """One timer for the whole node: expire without a request, purge the subjects
+        of the channels it expired, and stop serving channels no one polls."""
         failing = False
         while not self._closed:
             try:
                 await self._expire()
                 await self._purge()
+                if self._interest is not None and self._listener is not None:
+                    await self._interest.release_idle(self._listener.subscribers)
             except EngineUnavailable as exc:
                 if not failing:
                     log.warning("cannot sweep expired channels: %s", exc)
                 failing = True
+            except Exception:  # one bad turn must not end the node's only timer
+                log.exception("the NATS engine's sweep failed")
             else:
                 failing = False
             await asyncio.sleep(self._sweep_interval_s)
@@ -378,9 +442,11 @@ class NatsEngine:
         while self._to_purge:
             channel_id = self._to_purge[-1]
             try:
-                await jsm.purge_stream(
-                    self._servers.stream, subject=self._subjects.channel(channel_id)
-                )
+                for subject in (
+                    self._subjects.channel(channel_id),
+                    self._subjects.messages(channel_id),
+                ):
+                    await jsm.purge_stream(self._servers.stream, subject=subject)
             except UNREACHABLE as exc:
                 raise EngineUnavailable(f"cannot purge expired channels: {exc!r}") from exc
             self._to_purge.pop()
@@ -396,16 +462,5 @@ class NatsEngine:
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
         self._health.reachable()
-
-
-def _lowest_wanted_id(since: MessageId | None, start: float | None) -> int:
-    """The smallest id wanted: after `since`, with time (id / 1e6, a float) >= start."""
-    low = 1 if since is None else since + 1
-    if start is not None:
-        if start * 1_000_000 > MAX_ID:
-            return MAX_ID + 1
-        by_time = max(1, math.ceil(start * 1_000_000) - 1)
-        while by_time / 1_000_000 < start:
-            by_time += 1
-        low = max(low, by_time)
-    return low
+        if self._interest is not None:
+            self._interest.heal_all()

@@ -24,10 +24,25 @@ class Health:
     def reachable(self) -> None:
         self._down_since = None
 
-    def report(self, node_id: str, live_nodes: int, *, connected: bool) -> EngineHealth:
+    def report(
+        self,
+        node_id: str,
+        live_nodes: int,
+        *,
+        connected: bool,
+        served_channels: int = 0,
+        received_publications: int = 0,
+    ) -> EngineHealth:
+        """`served_channels`: channels whose publications this node hears;
+        `received_publications`: the copies it received so far, live or fetched."""
         details: dict[str, object] = {"kind": "nats", "node": node_id}
         if self._down_since is None and connected:
-            details.update(state="reachable", live_nodes=live_nodes)
+            details.update(
+                state="reachable",
+                live_nodes=live_nodes,
+                served_channels=served_channels,
+                received_publications=received_publications,
+            )
             return EngineHealth(True, details)
         since = self._down_since or time.time()
         reason = self._down_reason or "the connection to NATS is down; reconnecting"

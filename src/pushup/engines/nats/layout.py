@@ -1,10 +1,12 @@
 """Where the engine keeps its state in JetStream: one stream, its subjects, and how
 the servers are named in an engine URL.
 
-Every subject of the stream keeps only its newest message (`max_msgs_per_subject` 1),
-so the stream is at once the log every node replays and a compacted copy of the live
-state: a channel's newest record replaces the older ones, and entries that only matter
-for a while (publications, closes) carry a per-message TTL.
+Control entries (channel records, closes, expiries, floors) live under `<root>.ctl.`,
+each written as a rollup of its subject, so the control subjects are at once the log
+every node replays and a compacted copy of the channels. A publication is stored once
+per channel, on `<root>.msg.<channel id>`, with a per-message TTL; the stream
+republishes each stored copy on a core subject of that channel (`live`), which only the
+nodes serving the channel subscribe to.
 """
 
 from __future__ import annotations
@@ -54,26 +56,37 @@ class Subjects:
         return f"{self.root}.>"
 
     @property
+    def control(self) -> str:
+        """Every control entry: what every node applies."""
+        return f"{self.root}.ctl.>"
+
+    @property
     def floor(self) -> str:
         """The id floors a starting node raises (ids only grow across nodes' clocks)."""
-        return f"{self.root}.floor"
+        return f"{self.root}.ctl.floor"
 
     @property
     def expiry(self) -> str:
         """Channels that expired, decided once by whichever node saw it first."""
-        return f"{self.root}.expired"
+        return f"{self.root}.ctl.expired"
 
     def channel(self, channel_id: int) -> str:
         """A channel's newest record (created, renewed), or its close."""
-        return f"{self.root}.channel.{channel_id}"
+        return f"{self.root}.ctl.channel.{channel_id}"
 
-    def publication(self, first_id: int) -> str:
-        """One publication (a batch of messages), by the id of its first message."""
-        return f"{self.root}.message.{first_id}"
+    def messages(self, channel_id: int) -> str:
+        """A channel's publications: one copy of each, in id order."""
+        return f"{self.root}.msg.{channel_id}"
+
+    def live(self, channel_id: int) -> str:
+        """Where the stream republishes a channel's publications once stored: a core
+        subject, heard only by the nodes serving the channel."""
+        return f"_{self.root}.live.{channel_id}"
 
     def kind(self, subject: str) -> str:
         """`floor`, `expired`, `channel` or `message`."""
-        return subject[len(self.root) + 1 :].split(".", 1)[0]
+        tokens = subject[len(self.root) + 1 :].split(".", 2)
+        return "message" if tokens[0] == "msg" else tokens[1]
 
 
 def stream_config(servers: Servers, subjects: Subjects) -> api.StreamConfig:
@@ -82,10 +95,17 @@ def stream_config(servers: Servers, subjects: Subjects) -> api.StreamConfig:
         subjects=[subjects.all],
         retention=api.RetentionPolicy.LIMITS,
         storage=api.StorageType.FILE,
-        max_msgs_per_subject=1,
+        # A channel's subject keeps all its publications (each with its TTL); a
+        # control subject keeps its newest entry, each written as a rollup.
+        max_msgs_per_subject=-1,
+        allow_rollup_hdrs=True,
         num_replicas=servers.replicas,
         allow_msg_ttl=True,
         allow_direct=True,
+        allow_atomic=True,
+        republish=api.RePublish(
+            src=f"{subjects.root}.msg.*", dest=f"_{subjects.root}.live.{{{{wildcard(1)}}}}"
+        ),
         discard=api.DiscardPolicy.OLD,
     )
 

@@ -1,9 +1,12 @@
-"""The stream as this node follows it: replayed once at start, then applied entry by
-entry as it grows, from an ordered consumer (nats-py resets it from the last stream
-sequence it delivered whenever a delivery or a heartbeat goes missing).
+"""The control entries as this node follows them: replayed once at start, then applied
+entry by entry as they come, from an ordered consumer filtered on the control subjects
+(nats-py resets it from the last stream sequence it delivered whenever a delivery or a
+heartbeat goes missing). Publications are not in it: a node hears those only for the
+channels it serves (`interest.py`).
 
-`applied` is the stream sequence up to which this node's copy is current: the writer
-appends only on top of it (`writer.py`), so no node ever writes from a stale copy.
+`applied` is the stream sequence of the newest control entry this node has applied:
+the writer decides a change only once it is at least the newest control entry under
+the entry it appends on (`writer.py`), so no node decides on stale channels.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from pushup.core.errors import EngineUnavailable
-from pushup.core.model import Message
+from pushup.core.model import ChannelId
 from pushup.engines.nats import records
 from pushup.engines.nats.layout import Subjects
 from pushup.engines.nats.records import Entry
@@ -66,9 +69,8 @@ class Log:
 
     async def open(self, timeout_s: float) -> None:
         """Replay what the stream holds into the replica, then follow it."""
-        info = await self._js.stream_info(self._stream)
         sub = await self._js.subscribe(
-            self._subjects.all,
+            self._subjects.control,
             stream=self._stream,
             ordered_consumer=True,
             deliver_policy=api.DeliverPolicy.ALL,
@@ -78,7 +80,10 @@ class Log:
         )
         self._sub = sub
         entries: list[Entry] = []
-        pending = info.state.messages
+        info = await sub.consumer_info()
+        pending = info.num_pending or 0
+        if info.delivered is not None:
+            pending += info.delivered.consumer_seq or 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while pending:
@@ -96,7 +101,7 @@ class Log:
                 entries.append(entry)
             self.applied = msg.metadata.sequence.stream
             pending = msg.metadata.num_pending
-        self._replica.restore(entries)
+        self._replica.restore(entries, 0)
         self._reader = asyncio.create_task(self._follow(sub), name="pushup-nats-log")
 
     async def close(self) -> None:
@@ -115,8 +120,8 @@ class Log:
                 future.set_exception(EngineUnavailable("the engine is closed"))
         self._waiters.clear()
 
-    def apply(self, seq: int, entry: Entry) -> list[Message]:
-        """Apply the entry at `seq` unless it already was; what it cached."""
+    def apply(self, seq: int, entry: Entry) -> list[ChannelId]:
+        """Apply the entry at `seq` unless it already was; the channels it dropped."""
         if seq <= self.applied:
             return []
         result = self._replica.apply(entry)
@@ -142,13 +147,18 @@ class Log:
         return True
 
     async def sync(self, timeout_s: float) -> None:
-        """Wait until this node has applied everything the stream held when asked, so
-        what another node just wrote is seen here too (read-your-writes across nodes)."""
+        """Wait until this node has applied every control entry the stream held when
+        asked, so what another node just wrote is seen here too."""
         try:
-            info = await self._js.stream_info(self._stream)
-        except (NotFoundError, NatsTimeoutError) as exc:
+            msg = await self._js._jsm.get_msg(self._stream, subject=self._subjects.control)
+        except NotFoundError:
+            return
+        except NatsTimeoutError as exc:
             raise EngineUnavailable(f"cannot read the NATS stream: {exc!r}") from exc
-        last = int(info.state.last_seq or 0)
+        await self.reach(int(msg.seq or 0), timeout_s)
+
+    async def reach(self, last: int, timeout_s: float) -> None:
+        """Wait until `applied` is at `last`, or adopt it if what lay between is gone."""
         if await self.wait(last, timeout_s):
             return
         first = await self.first_after(self.applied)
@@ -158,10 +168,10 @@ class Log:
             raise EngineUnavailable(f"this node fell behind the NATS stream (at {first})")
 
     async def first_after(self, seq: int) -> int | None:
-        """The sequence of the first entry the stream holds after `seq`, if any."""
+        """The sequence of the first control entry the stream holds after `seq`."""
         try:
             msg = await self._js._jsm.get_msg(
-                self._stream, seq=seq + 1, subject=self._subjects.all, next=True
+                self._stream, seq=seq + 1, subject=self._subjects.control, next=True
             )
         except NotFoundError:
             return None

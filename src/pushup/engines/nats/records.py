@@ -1,13 +1,25 @@
-"""The entries of the log, as they travel in JetStream messages: a JSON head, and for a
-publication its payloads after it (stored once, however many channels they go to)."""
+"""What travels in the stream's JetStream messages: the control entries every node
+applies (a JSON body), and the per-channel copies of a publication (the payload as it
+came, its id, channels and time in headers), with the headers every entry carries so
+that the newest entry alone tells a writer where the stream stands."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
 
-from pushup.core.model import ChannelId, MessageId
+from pushup.core.model import ChannelId, Message, MessageId
+
+# Every entry: the highest message id issued up to and including it, and the stream
+# sequence of the newest control entry before it (`writer.py` appends on top of both).
+LAST_ID = "Pushup-Last-Id"
+CONTROL = "Pushup-Control"
+# A publication's copy on one channel's subject.
+ID = "Pushup-Id"
+CHANNELS = "Pushup-Channels"
+NOW = "Pushup-Now"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,25 +56,23 @@ class Expired:
     ids: tuple[ChannelId, ...]
 
 
+Entry = Floor | ChannelRecord | Closed | Expired
+
+
 @dataclass(frozen=True, slots=True)
-class Published:
-    """One publication: its messages, in id order, each with its sorted channel ids;
-    `now` is when it happened (its channels live another TTL from then)."""
+class Copy:
+    """One publication's copy on one channel's subject, as a node receives it: its
+    stream sequence, the sequence of the channel's previous copy (0: none, or not
+    known), the message and when it was published (its channels live a TTL from then)."""
 
+    seq: int
+    previous: int
+    channel_id: ChannelId
+    message: Message
     now: float
-    messages: tuple[tuple[MessageId, tuple[ChannelId, ...], bytes], ...]
-
-
-Entry = Floor | ChannelRecord | Closed | Expired | Published
 
 
 def encode(entry: Entry) -> bytes:
-    if isinstance(entry, Published):
-        head = {
-            "now": entry.now,
-            "m": [[mid, channels, len(data)] for mid, channels, data in entry.messages],
-        }
-        return orjson.dumps(head) + b"\n" + b"".join(data for _, _, data in entry.messages)
     if isinstance(entry, ChannelRecord):
         return orjson.dumps(
             {
@@ -82,22 +92,7 @@ def encode(entry: Entry) -> bytes:
 
 
 def decode(kind: str, data: bytes) -> Entry:
-    """The entry of a message on a subject of `kind` (see `layout.Subjects.kind`)."""
-    if kind == "message":
-        end = data.index(b"\n")
-        head = orjson.loads(data[:end])
-        messages = []
-        pos = end + 1
-        for mid, channels, size in head["m"]:
-            messages.append(
-                (
-                    MessageId(mid),
-                    tuple(ChannelId(c) for c in channels),
-                    data[pos : pos + size],
-                )
-            )
-            pos += size
-        return Published(float(head["now"]), tuple(messages))
+    """The control entry of a message on a subject of `kind` (`layout.Subjects.kind`)."""
     head = orjson.loads(data)
     if kind == "channel":
         if head.get("closed"):
@@ -115,3 +110,36 @@ def decode(kind: str, data: bytes) -> Entry:
     if kind == "floor":
         return Floor(int(head["m"]), int(head["c"]))
     raise ValueError(f"unknown entry kind {kind!r}")
+
+
+def copy_headers(message: Message, now: float) -> dict[str, str]:
+    return {
+        ID: str(message.id),
+        CHANNELS: ",".join(map(str, message.channels)),
+        NOW: repr(now),
+    }
+
+
+def decode_copy(
+    headers: Mapping[str, str], data: bytes, channel_id: ChannelId, *, previous_key: str
+) -> Copy:
+    """A copy from a republished message or a direct get (`previous_key` names the
+    header holding the channel's previous sequence; absent: 0)."""
+    message_id = MessageId(int(headers[ID]))
+    channels = tuple(ChannelId(int(c)) for c in headers[CHANNELS].split(","))
+    message = Message(message_id, message_id / 1_000_000, channels, data)
+    return Copy(
+        int(headers["Nats-Sequence"]),
+        int(headers.get(previous_key) or 0),
+        channel_id,
+        message,
+        float(headers[NOW]),
+    )
+
+
+def last_id(headers: Mapping[str, str] | None) -> int:
+    return int((headers or {}).get(LAST_ID) or 0)
+
+
+def control_seq(headers: Mapping[str, str] | None) -> int:
+    return int((headers or {}).get(CONTROL) or 0)

@@ -1,8 +1,19 @@
-"""Appending to the log: one JetStream publication per change, on top of the last entry
-this node has applied (`Nats-Expected-Last-Sequence`), so a change is always decided on
-a current copy. Another node's entry in between fails the append; the node catches up
-and decides again. The stream is the one place where changes are ordered, as a Lua
-script's atomicity is for the Redis engine.
+"""Appending to the stream: one change at a time from this node, with
+`Nats-Expected-Last-Sequence`, so the stream orders all changes of all nodes as Redis's
+scripts do, and message ids grow in stream order.
+
+A node no longer applies every entry (it hears only the publications of the channels
+it serves), so it learns where the stream stands from the newest entry alone: every
+entry carries the highest message id issued so far and the sequence of the newest
+control entry before it (`records.LAST_ID`, `records.CONTROL`). While this node is the
+only writer, its own acknowledgements keep it current and a publication costs one round
+trip; when another node wrote in between, the append fails naming the last sequence,
+the node reads that entry (one direct get), waits until it has applied the control
+entries under it, decides again and appends again: three round trips.
+
+A publication to several channels is one atomic batch (one copy per channel subject,
+all or none, at consecutive sequences), so its copies share one id and no other entry
+falls between them.
 """
 
 from __future__ import annotations
@@ -10,17 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import nats.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 
 from pushup.core.errors import EngineUnavailable
-from pushup.engines.nats import records
+from pushup.engines.nats import layout, records
+from pushup.engines.nats.layout import Servers, Subjects
 from pushup.engines.nats.log import Log
-from pushup.engines.nats.records import Entry
 
 log = logging.getLogger("pushup.nats")
 
@@ -33,76 +47,173 @@ _MAX_TRIES = 100
 
 
 @dataclass(frozen=True, slots=True)
-class Append:
-    """An entry to write: its subject, and its per-message TTL in seconds (None: kept)."""
+class Part:
+    """One JetStream message of a change: its subject, body, headers and TTL."""
 
     subject: str
-    entry: Entry
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
     ttl_s: int | None = None
+    # Control subjects keep their newest entry only.
+    rollup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a decision writes (one part, or an atomic batch of several), the highest
+    message id issued once it is stored, and what it stands for (handed back)."""
+
+    parts: Sequence[Part]
+    last_id: int
+    value: object
+    control: bool = False
 
 
 class Writer:
-    """Appends one entry at a time from this node, on top of the applied log."""
+    """Appends one change at a time from this node, on top of the stream's last entry."""
 
-    __slots__ = ("_js", "_lock", "_log", "_stream", "_timeout_s")
+    __slots__ = ("_js", "_lock", "_log", "_nc", "_stream", "_subjects", "_timeout_s", "seqs")
 
-    def __init__(self, js: JetStreamContext, stream: str, log: Log, timeout_s: float) -> None:
-        self._js = js
+    def __init__(
+        self, nc: Client, stream: str, subjects: Subjects, log: Log, timeout_s: float
+    ) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=timeout_s)
         self._stream = stream
+        self._subjects = subjects
         self._log = log
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
+        # The stream's last sequence as this node knows it, the highest message id
+        # issued up to it, and the newest control entry under it.
+        self.seqs = (0, 0, 0)
 
-    async def append(self, decide: Callable[[], Append | None]) -> Entry | None:
-        """Decide on the current copy (`decide` may raise, or give None: nothing to
-        write), append, and apply; the entry written, or None. Raises EngineUnavailable
-        while NATS is out of reach."""
+    async def start(self) -> int:
+        """Learn where the stream stands; the highest message id it tells of."""
+        info = await self._js.stream_info(self._stream)
+        await self._learn(int(info.state.last_seq or 0))
+        return self.seqs[1]
+
+    async def append(self, decide: Callable[[int], Change | None]) -> tuple[Change, int] | None:
+        """Decide (given the highest id issued so far; `decide` may raise, or give
+        None: nothing to write), append, and hand back the change written with the
+        stream sequence of its last part. Raises EngineUnavailable while NATS is out
+        of reach."""
         await need_task()
         async with self._lock:
             for _ in range(_MAX_TRIES):
-                change = decide()
+                expected, last_id, control = self.seqs
+                change = decide(last_id)
                 if change is None:
                     return None
-                expected = self._log.applied
                 try:
-                    ack = await self._js.publish(
-                        change.subject,
-                        records.encode(change.entry),
-                        timeout=self._timeout_s,
-                        headers={"Nats-Expected-Last-Sequence": str(expected)},
-                        msg_ttl=change.ttl_s,
-                    )
+                    seq = await self._publish(change, expected, last_id, control)
                 except APIError as exc:
                     if exc.err_code != _WRONG_LAST_SEQUENCE:
                         raise EngineUnavailable(f"NATS refused a write: {exc}") from exc
-                    await self._catch_up(exc)
+                    match = _LAST_SEQUENCE.search(exc.description or "")
+                    if match is None:
+                        raise EngineUnavailable(f"NATS refused a write: {exc}") from exc
+                    await self._learn(int(match.group(1)))
                     continue
                 except UNREACHABLE as exc:
                     raise EngineUnavailable(f"NATS is unreachable: {exc!r}") from exc
-                # Applied here unless the log got there first: the caller's listener
-                # knows of the change when the caller goes on.
-                self._log.apply(ack.seq, change.entry)
-                return change.entry
+                self.seqs = (seq, max(last_id, change.last_id), seq if change.control else control)
+                return change, seq
             raise EngineUnavailable("too many concurrent writes to the NATS stream")
 
-    async def _catch_up(self, exc: APIError) -> None:
-        """Another entry came first: wait until this node has applied it, or adopt its
-        sequence if whatever lies between is gone."""
-        match = _LAST_SEQUENCE.search(exc.description or "")
-        if match is None:
-            raise EngineUnavailable(f"NATS refused a write: {exc}") from exc
-        last = int(match.group(1))
-        if await self._log.wait(last, min(0.5, self._timeout_s)):
-            return
+    async def _publish(self, change: Change, expected: int, last_id: int, control: int) -> int:
+        common = {
+            records.LAST_ID: str(max(last_id, change.last_id)),
+            records.CONTROL: str(control),
+        }
+        parts = change.parts
+        if len(parts) == 1:
+            part = parts[0]
+            headers = {**part.headers, **common, "Nats-Expected-Last-Sequence": str(expected)}
+            if part.rollup:
+                headers["Nats-Rollup"] = "sub"
+            ack = await self._js.publish(
+                part.subject,
+                part.body,
+                timeout=self._timeout_s,
+                headers=headers,
+                msg_ttl=part.ttl_s,
+            )
+            return int(ack.seq)
+        batch = uuid.uuid4().hex
+        for n, part in enumerate(parts, 1):
+            headers = {
+                **part.headers,
+                **common,
+                "Nats-Batch-Id": batch,
+                "Nats-Batch-Sequence": str(n),
+            }
+            if n == 1:
+                headers["Nats-Expected-Last-Sequence"] = str(expected)
+            if part.ttl_s is not None:
+                headers["Nats-TTL"] = str(part.ttl_s)
+            if n < len(parts):
+                await self._nc.publish(part.subject, part.body, headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
+            ack = await self._js.publish(
+                part.subject, part.body, timeout=self._timeout_s, headers=headers
+            )
+            return int(ack.seq)
+        raise AssertionError("a change has at least one part")
+
+    async def _learn(self, last: int) -> None:
+        """Another node's entry is the stream's last: learn the highest id and the
+        newest control entry from it, and apply control entries up to that one."""
+        last_id, control = self.seqs[1], self._log.applied
+        if last:
+            try:
+                msg = await self._js._jsm.get_msg(self._stream, seq=last, direct=True)
+            except NotFoundError:
+                # Aged out: the floor and this node's clock stand in for its id.
+                await self._log.sync(self._timeout_s)
+                control = self._log.applied
+            except UNREACHABLE as exc:
+                raise EngineUnavailable(f"NATS is unreachable: {exc!r}") from exc
+            else:
+                last_id = max(last_id, records.last_id(msg.headers))
+                if self._subjects.kind(msg.subject or "") == "message":
+                    control = records.control_seq(msg.headers)
+                else:
+                    control = last
         try:
-            first = await self._log.first_after(self._log.applied)
-        except UNREACHABLE as error:
-            raise EngineUnavailable(f"NATS is unreachable: {error!r}") from error
-        if first is None or first > last:
-            self._log.adopt(last)
+            await self._log.reach(control, self._timeout_s)
+        except UNREACHABLE as exc:
+            raise EngineUnavailable(f"NATS is unreachable: {exc!r}") from exc
+        self.seqs = (last, last_id, control)
+
+
+async def ensure_stream(
+    js: JetStreamContext, servers: Servers, subjects: Subjects, deadline: float
+) -> None:
+    """Make the stream unless it exists (or bring an older one to this layout); a
+    cluster still electing its JetStream leader is given until `deadline`."""
+    config = layout.stream_config(servers, subjects)
+    while True:
+        try:
+            try:
+                info = await js.stream_info(servers.stream)
+            except NotFoundError:
+                try:
+                    await js.add_stream(config)
+                except BadRequestError:  # another node made it meanwhile
+                    info = await js.stream_info(servers.stream)
+                else:
+                    return
+            if info.config.republish is None or not info.config.allow_atomic:
+                await js.update_stream(config)
             return
-        if not await self._log.wait(last, self._timeout_s):
-            raise EngineUnavailable(f"this node fell behind the NATS stream (at {first})")
+        except (*UNREACHABLE, ServiceUnavailableError) as exc:
+            if isinstance(exc, NotFoundError | BadRequestError) or time.monotonic() > deadline:
+                raise
+            log.info("waiting for NATS JetStream: %r", exc)
+            await asyncio.sleep(0.5)
 
 
 async def need_task() -> None:

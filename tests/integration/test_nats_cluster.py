@@ -95,6 +95,31 @@ def test_a_channel_made_through_one_node_is_known_at_once_to_the_others(
         _use_fresh_channels_across(first, second)
 
 
+def test_a_cursor_from_a_node_ahead_repeats_nothing_on_a_node_behind(
+    nats_cluster: list[NatsServer], server_factory: ServerFactory
+) -> None:
+    """A client's poll answered by a node that has a message, then its next poll on a
+    node whose copy is still on its way: that node parks from the client's cursor, and
+    the late copy is not sent again."""
+    (first_node,) = nodes_on(server_factory, nats_cluster, 1)
+    with lagging(nats_cluster[1].port, lag_s=0.5) as proxy:
+        second_node = server_factory("--engine", f"nats://{proxy.address}")
+        first, second = first_node.client(), second_node.client()
+        channel = first.post("/channels", json={"name": "moving"}).json()["id"]
+        # The second node serves the channel already: it hears its messages live.
+        assert second.get("/subscribe", params={"channels": channel, "timeout": 0}).is_success
+        published = first.post("/publish", json={"channels": [channel], "data": "once"})
+        assert published.status_code == 201, published.text
+        answered = first.get("/subscribe", params={"channels": channel, "timeout": 0}).json()
+        assert [m["data"] for m in answered["messages"]] == ["once"]
+        late = second.get(
+            "/subscribe", params={"channels": channel, "since": answered["cursor"], "timeout": 2}
+        )
+        assert late.status_code == 200, late.text
+        assert late.json()["messages"] == []
+        assert late.json()["cursor"] == answered["cursor"]
+
+
 def _use_fresh_channels_across(first: httpx.Client, second: httpx.Client) -> None:
     for n in range(8):
         made = first.post("/channels", json={"name": f"fresh-{n}"})

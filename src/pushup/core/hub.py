@@ -79,6 +79,8 @@ class Hub:
         self._notified = 0
         # Resyncs begun so far; a poll whose read spans one reads again.
         self._resyncs = 0
+        # Several nodes share the engine: a node may lag behind the others.
+        self._shared = isinstance(engine, Clustered)
 
     async def start(self) -> None:
         await self._engine.start(self)
@@ -229,9 +231,12 @@ class Hub:
         is answered by its read; a stream sends its read and stays parked after it."""
         # An id and a name may denote the same channel: count it once.
         channel_ids = list(dict.fromkeys(await self._engine.resolve(query.channels)))
-        # A cursor above the store's high water (one this server never issued: a clock
-        # set back) finds nothing and parks from the high water: it reads as
-        # "everything from now on" and hides no later message.
+        # A cursor above the store's high water finds nothing. In one process it is one
+        # this server never issued (a clock set back): the poll parks from the high
+        # water, as "everything from now on", and hides no later message. With a shared
+        # engine it is the usual case of a node behind another that already answered
+        # this client (ids are issued cluster-wide): the poll parks from its cursor, so
+        # the messages up to it, arriving here late, are not sent to it again.
         now = self._clock()
         ended = query.end is not None and query.end <= now
         while True:
@@ -259,7 +264,7 @@ class Hub:
             -math.inf if query.start is None else query.start,
             math.inf if query.end is None else query.end,
             deadline,
-            result.high_water,
+            self._parked_from(result.high_water, query.since),
             stream=stream,
             # A stream sends every live message: `last` shapes only its start.
             last=0 if stream else query.last,
@@ -377,6 +382,11 @@ class Hub:
                     sub.after = max(sub.after, result.high_water)
 
     # -- internals -------------------------------------------------------------------
+
+    def _parked_from(self, high_water: MessageId, since: MessageId | None) -> int:
+        if since is not None and since > high_water and self._shared:
+            return since
+        return high_water
 
     @staticmethod
     def _answer(

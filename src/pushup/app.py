@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pushup import __version__, banner
-from pushup.config import NATS_SCHEMES, REDIS_SCHEMES, Settings, shown_url
+from pushup.config import Settings
 from pushup.core.engine import Engine
 from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
+from pushup.engine_urls import NATS_SCHEMES, REDIS_SCHEMES, shown_url
 from pushup.engines.memory import Journal, MemoryEngine
 from pushup.http.cors import CorsPolicy
 from pushup.http.limits import Limits, raise_open_files

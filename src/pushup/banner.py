@@ -12,7 +12,8 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from pushup.config import MEMORY_SCHEMES, Settings, shown_url
+from pushup.config import Settings
+from pushup.engine_urls import MEMORY_SCHEMES, shown_url
 from pushup.observe.logs import FACTS
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pushup.config import Settings, shown_url
+from pushup.config import Settings
+from pushup.engine_urls import USAGE, shown_url
 from pushup.options import GROUPS, Option, OptionError, SettingError, given_as, options
 
 README = Path(__file__).parents[2] / "README.md"
@@ -83,7 +84,7 @@ BAD_VALUES = [
     (
         "--engine",
         "nope://x",
-        "must be memory://, redis://host:port/db or nats://host:port[,host:port...], not 'nope://x'",
+        f"{USAGE}, not 'nope://x'",
     ),
     ("--workers", "0", "must be at least 1"),
     ("--workers", "2", "above 1 need a shared engine"),

@@ -304,7 +304,7 @@ class Settings:
     # -- cluster -----------------------------------------------------------------------
     engine_url: str = option(
         "memory://",
-        "Where channels and messages live: memory://, redis://host:port/db or nats://host:port.",
+        "Where channels and messages live: memory://, redis://, redis+sentinel:// or nats://.",
         group="cluster",
         name="engine",
         check=check_engine_url,

@@ -68,6 +68,12 @@ BAD_VALUES = [
         "engine_url",
         USAGE,
     ),
+    (
+        "--engine",
+        "redis+sentinel://s1:26379,s2:99999/main",
+        "engine_url",
+        f"{USAGE}: the Sentinel 's2:99999' must be host:port",
+    ),
     ("--workers", "0", "workers", "must be at least 1"),
     ("--shutdown-timeout", "-1", "shutdown_timeout_s", "must be a positive number"),
 ]

@@ -86,6 +86,11 @@ BAD_VALUES = [
         "nope://x",
         f"{USAGE}, not 'nope://x'",
     ),
+    (
+        "--engine",
+        "redis+sentinel://127.0.0.1:26379",
+        f"{USAGE}: redis+sentinel:// needs the service (master) name as its path",
+    ),
     ("--workers", "0", "must be at least 1"),
     ("--workers", "2", "above 1 need a shared engine"),
     ("--message-ttl", "-1", "must be a positive number of seconds"),
@@ -180,6 +185,10 @@ def test_a_later_error_names_the_flag_or_variable_the_value_came_from() -> None:
         ),
         ("unix:///run/redis.sock?password=s3cret", "unix:///run/redis.sock"),
         ("redis://r:6379/0", "redis://r:6379/0"),
+        (
+            "redis+sentinel://:s3cret@s1,s2:26380/main?sentinel_password=s3cret&wait=1",
+            "redis+sentinel://s1,s2:26380/main?wait=1",
+        ),
         ("memory://", "memory://"),
     ],
 )

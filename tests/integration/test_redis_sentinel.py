@@ -184,6 +184,18 @@ async def test_with_wait_a_write_is_acknowledged_once_a_replica_has_it(
         finally:
             replica.send_signal(signal.SIGCONT)
         assert (await publish(w, channel, "confirmed again")).status_code == 201
+        # A master that takes no writes without two replicas in sync: a 503 that
+        # promises nothing was done, through the WAIT pipeline as without it.
+        with group.master.client() as client:
+            client.config_set("min-replicas-to-write", 2)
+        try:
+            for node in (w, p):
+                answer = await publish(node, channel, "refused")
+                assert answer.status_code == 503, answer.text
+                assert "unreachable" in answer.json()["detail"]
+        finally:
+            with group.master.client() as client:
+                client.config_set("min-replicas-to-write", 0)
         # The unconfirmed write is stored all the same: a 503 here is no promise that
         # nothing was done, which is why it says a retry may store it twice.
         assert await everything(p, channel) == [

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushup.core.errors import EngineUnavailable, NotReplicated
@@ -25,9 +25,18 @@ from pushup.engines.redis.keys import Keys
 from pushup.engines.redis.tasks import need_task
 
 log = logging.getLogger("pushup.redis")
+T = TypeVar("T")
+
+
+class WritesRefused(RedisConnectionError):
+    """The master refuses writes for now: fewer replicas are in sync with it than its
+    `min-replicas-to-write` asks (Redis answers NOREPLICAS, an error redis-py does not
+    know, so it would otherwise pass for a bug in a script)."""
+
 
 # Errors meaning "Redis is out of reach now" (refused, reset, timed out, loading its
-# data after a restart, a replica that cannot take writes): answered with 503.
+# data after a restart, a replica that cannot take writes, a master that will not take
+# them without replicas): answered with 503.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 _SCRIPTS = ("init", "create", "renew", "close", "info", "resolve", "publish", "read", "sweep")
 # Scripts about nodes, not channels: without the common head (see heartbeat.lua).
@@ -86,7 +95,7 @@ class Scripts:
 
     async def init(self) -> list[Any]:
         """Where the store stands (`init.lua`); Redis errors are the caller's to report."""
-        reply: list[Any] = await self._channel["init"](args=self._args())
+        reply: list[Any] = await _writes_refused(self._channel["init"](args=self._args()))
         return reply
 
     async def run(self, name: str, *args: str | bytes) -> list[Any]:
@@ -97,9 +106,10 @@ class Scripts:
         wait = self._wait if name in _ACKNOWLEDGED else None
         try:
             if wait is None:
-                reply: list[Any] = await self._channel[name](args=self._args(*args))
+                call = self._channel[name](args=self._args(*args))
+                reply: list[Any] = await _writes_refused(call)
             else:
-                reply, confirmed = await self._run_replicated(name, args, wait)
+                reply, confirmed = await _writes_refused(self._run_replicated(name, args, wait))
         except UNREACHABLE as exc:
             self._health.unreachable(exc)
             raise EngineUnavailable(f"Redis is unreachable: {exc}") from exc
@@ -139,7 +149,7 @@ class Scripts:
     async def run_node(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run a script about nodes; Redis errors are the caller's to report."""
         await need_task()
-        return await self._node[name](keys=keys, args=args)
+        return await _writes_refused(self._node[name](keys=keys, args=args))
 
     def _args(self, *args: str | bytes) -> list[str | bytes]:
         # `clock` replaces Redis TIME (tests drive it by hand); '' lets Redis tell the time.
@@ -149,3 +159,14 @@ class Scripts:
             now_s = float(self._clock())
             now, now_us = repr(now_s), str(int(now_s * 1_000_000))
         return [self._prefix, self._events, now, now_us, self._message_ttl, *args]
+
+
+async def _writes_refused(call: Awaitable[T]) -> T:
+    """`call`, with Redis's NOREPLICAS raised as WritesRefused (one of UNREACHABLE)."""
+    try:
+        return await call
+    except ResponseError as exc:
+        # Anywhere in the text: a pipeline's error begins with the failed command.
+        if "NOREPLICAS " in str(exc):
+            raise WritesRefused(str(exc)) from exc
+        raise

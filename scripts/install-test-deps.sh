@@ -6,6 +6,7 @@ packages=(
     nginx-light         # Nchan, the reference server of `pushup bench`
     libnginx-mod-nchan
     redis-server        # the Redis engine's tests start their own servers
+    redis-sentinel      # and their own Sentinels (tests/redissentinel.py)
     haproxy             # the cluster tests run deploy/haproxy.cfg (nginx-light: deploy/nginx.conf)
     chromium            # tests/browser drive it headless through the playwright package
     curl                # the README's examples are run as written (tests/integration/test_readme.py)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pushup import __version__, banner
-from pushup.config import NATS_SCHEMES, REDIS_SCHEMES, Settings, shown_url
+from pushup.config import Settings
 from pushup.core.engine import Engine
 from pushup.core.errors import EngineUnavailable
 from pushup.core.hub import Hub
+from pushup.engine_urls import ALL_REDIS_SCHEMES, NATS_SCHEMES, shown_url
 from pushup.engines.memory import Journal, MemoryEngine
 from pushup.http.cors import CorsPolicy
 from pushup.http.limits import Limits, raise_open_files
@@ -121,7 +122,7 @@ def create_engine(settings: Settings) -> Engine:
             channel_ttl_s=settings.channel_ttl_s,
             max_cache_bytes=settings.max_cache_bytes,
         )
-    if scheme in REDIS_SCHEMES:
+    if scheme in ALL_REDIS_SCHEMES:
         try:
             from pushup.engines.redis import RedisEngine
         except ImportError as exc:
@@ -204,7 +205,7 @@ async def serve(settings: Settings, on_ready: Callable[[], None] | None = None) 
 def _unusable(settings: Settings, exc: EngineUnavailable) -> StartupError:
     """The engine could not start: Redis out of reach, or the data directory taken."""
     if settings.data_dir is None or urlsplit(settings.engine_url).scheme in (
-        *REDIS_SCHEMES,
+        *ALL_REDIS_SCHEMES,
         *NATS_SCHEMES,
     ):
         return StartupError("engine_url", shown_url(settings.engine_url), f"cannot be used: {exc}")

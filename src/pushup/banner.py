@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pushup import build
-from pushup.config import MEMORY_SCHEMES, NATS_SCHEMES, Settings, shown_url
+from pushup.config import Settings
+from pushup.engine_urls import MEMORY_SCHEMES, NATS_SCHEMES, shown_url
 from pushup.observe.logs import FACTS
 
 

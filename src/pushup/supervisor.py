@@ -43,7 +43,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from pushup import __version__, banner
-from pushup.config import MEMORY_SCHEMES, Settings
+from pushup.config import Settings
+from pushup.engine_urls import MEMORY_SCHEMES
 from pushup.localnats import LocalNats
 from pushup.startup import Claim, StartupError, claim, inherited
 

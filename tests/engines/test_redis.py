@@ -310,6 +310,30 @@ async def test_calls_fail_fast_while_redis_is_down_and_work_once_it_is_back(
         await engine.close()
 
 
+async def test_a_master_refusing_writes_without_replicas_is_unavailable_not_broken(
+    redis_factory: RedisFactory,
+) -> None:
+    """`min-replicas-to-write` with too few replicas: Redis answers NOREPLICAS, which is
+    a 503 while it lasts, as an outage is, and no failure of the engine."""
+    server = redis_factory()
+    engine = RedisEngine(server.url, message_ttl_s=300, max_messages=100, channel_ttl_s=3600)
+    await engine.start(RecordingListener())
+    try:
+        channel = (await engine.create_channel(None, None)).id
+        with server.client() as client:
+            client.config_set("min-replicas-to-write", 1)
+        await raises_unavailable(engine.publish([([channel], b'"refused"')]))
+        assert not engine.health().ok
+        with server.client() as client:
+            client.config_set("min-replicas-to-write", 0)
+        (message,) = await engine.publish([([channel], b'"taken"')])
+        result = await engine.read([channel], None, None, None)
+        assert [same(m) for m, _ in result.hits] == [same(message)]
+        assert engine.health().ok
+    finally:
+        await engine.close()
+
+
 async def test_start_fails_clearly_when_redis_is_unreachable(redis_factory: RedisFactory) -> None:
     server = redis_factory()
     server.kill()

@@ -14,6 +14,7 @@ import pytest
 
 from pushup import __version__
 from pushup.config import Settings
+from pushup.engine_urls import USAGE
 from pushup.options import GROUPS, options
 from tests.conftest import ServerFactory
 from tests.helpers import wait_for
@@ -65,7 +66,13 @@ BAD_VALUES = [
         "--engine",
         "nope://x",
         "engine_url",
-        "must be memory://, redis://host:port/db or nats://host:port[,host:port...]",
+        USAGE,
+    ),
+    (
+        "--engine",
+        "redis+sentinel://s1:26379,s2:99999/main",
+        "engine_url",
+        f"{USAGE}: the Sentinel 's2:99999' must be host:port",
     ),
     ("--workers", "0", "workers", "must be at least 1"),
     ("--shutdown-timeout", "-1", "shutdown_timeout_s", "must be a positive number"),

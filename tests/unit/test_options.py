@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pushup.config import Settings, shown_url
+from pushup.config import Settings
+from pushup.engine_urls import USAGE, shown_url
 from pushup.options import (
     GROUPS,
     Option,
@@ -93,7 +94,12 @@ BAD_VALUES = [
     (
         "--engine",
         "nope://x",
-        "must be memory://, redis://host:port/db or nats://host:port[,host:port...], not 'nope://x'",
+        f"{USAGE}, not 'nope://x'",
+    ),
+    (
+        "--engine",
+        "redis+sentinel://127.0.0.1:26379",
+        f"{USAGE}: redis+sentinel:// needs the service (master) name as its path",
     ),
     ("--workers", "0", "must be at least 1"),
     ("--message-ttl", "-1", "must be a positive number of seconds"),
@@ -203,6 +209,10 @@ def test_a_later_error_names_the_flag_or_variable_the_value_came_from() -> None:
         ),
         ("unix:///run/redis.sock?password=s3cret", "unix:///run/redis.sock"),
         ("redis://r:6379/0", "redis://r:6379/0"),
+        (
+            "redis+sentinel://:s3cret@s1,s2:26380/main?sentinel_password=s3cret&wait=1",
+            "redis+sentinel://s1,s2:26380/main?wait=1",
+        ),
         ("memory://", "memory://"),
     ],
 )

@@ -33,6 +33,11 @@ class EngineUnavailable(PushUpError):
     Raised instead of waiting without bound or dropping the request silently."""
 
 
+class NotReplicated(EngineUnavailable):
+    """The write was stored, but fewer replicas than asked for confirmed it in time: a
+    failover may lose it, and a retry may store it twice."""
+
+
 class StorageFull(EngineUnavailable):
     """The disk the engine writes to is full: nothing was stored; it may be retried once
     there is space again."""

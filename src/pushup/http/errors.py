@@ -7,7 +7,13 @@ from typing import Any
 
 import orjson
 
-from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken, StorageFull
+from pushup.core.errors import (
+    ChannelsNotFound,
+    EngineUnavailable,
+    NameTaken,
+    NotReplicated,
+    StorageFull,
+)
 
 # Sent with every 503: the node (or the store behind it) may serve again in a moment.
 RETRY_SOON = (("Retry-After", "1"),)
@@ -160,6 +166,13 @@ def answer(exc: BaseException) -> ApiError | None:
     if isinstance(exc, StorageFull):
         # The operator's problem, not the client's: the client only learns to wait.
         return store_unreachable("the server's disk is full: nothing was stored; retry later")
+    if isinstance(exc, NotReplicated):
+        # Unlike other 503s, something was done: the client must know a retry may
+        # store it twice.
+        return store_unreachable(
+            "stored, but not yet confirmed by the store's replicas: it may be lost if "
+            "the store fails over, and retrying may store it twice"
+        )
     if isinstance(exc, EngineUnavailable):
         # Its own sentence names the store's internals: it is logged, never sent.
         return store_unreachable("the message store is unreachable; retry shortly")

@@ -9,8 +9,9 @@ Durability is Redis's: with `appendonly yes` an acknowledged publication survive
 restart of Redis; `appendfsync always` keeps it even through a crash of Redis or its
 machine (`everysec`, the default, may lose the last second then). Without
 persistence a restarted Redis starts empty: parked polls get 410, and ids still only
-grow, since they come from the clock. Standalone Redis (or a Sentinel-managed primary)
-only: the scripts touch keys they compute, which Redis Cluster does not allow.
+grow, since they come from the clock. One Redis, or the master Redis Sentinel names
+(`connect.py`: found again after a failover), not Redis Cluster: the scripts touch keys
+they compute, which Cluster does not allow.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from pushup.core.engine import EngineHealth, EngineListener, Publication, SubscriberCount
 from pushup.core.errors import EngineUnavailable, NameTaken
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
 from pushup.engines.redis import encoding
+from pushup.engines.redis.connect import connect
 from pushup.engines.redis.counts import Counting
 from pushup.engines.redis.events import EventStream
 from pushup.engines.redis.health import Health
@@ -70,23 +68,20 @@ class RedisEngine:
         self._max_cache_bytes = str(max_cache_bytes)
         self._channel_ttl = repr(float(channel_ttl_s))
         self._sweep_interval_s = sweep_interval_s
-        # Never retry by ourselves: a publication whose answer was lost may have been
-        # stored, and a retry would store it twice. The caller gets a 503 instead.
-        options: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": min(timeout_s, 2.0),
-            "retry": Retry(NoBackoff(), 0),
-        }
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout_s, **options
-        )
-        self._redis: Redis = Redis.from_pool(pool)
-        keys = Keys.of(prefix, pool.connection_kwargs.get("db", 0))
+        # One Redis, or the master Sentinel names (`connect.py`).
+        self._clients = connect(url, timeout_s=timeout_s, max_connections=max_connections)
+        self._redis = self._clients.store
+        keys = Keys.of(prefix, self._clients.db)
         self._health = Health()
         # Reads in flight, by query: polls asking the same thing share one round trip.
         self._shared = SharedCalls()
         self._scripts = Scripts(
-            self._redis, keys, message_ttl_s=message_ttl_s, clock=clock, health=self._health
+            self._redis,
+            keys,
+            message_ttl_s=message_ttl_s,
+            clock=clock,
+            health=self._health,
+            wait=self._clients.wait,
         )
         self._events = EventStream(self._shared, self._health, timeout_s)
         self._membership = Membership(self._scripts, self._health, keys.nodes, heartbeat_s)
@@ -100,8 +95,7 @@ class RedisEngine:
             timeout_s=count_timeout_s,
         )
         self._subscription = Subscription(
-            url,
-            options,
+            self._clients.events,
             store=self._redis,
             keys=keys,
             events=self._events,
@@ -156,8 +150,7 @@ class RedisEngine:
             with contextlib.suppress(EngineUnavailable, TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._membership.beat(leave=True)
-        await self._subscription.aclose()
-        await self._redis.aclose()
+        await self._clients.aclose()
 
     # -- channels --------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -45,8 +44,7 @@ class Subscription:
 
     def __init__(
         self,
-        url: str,
-        options: Mapping[str, Any],
+        client: Redis,
         *,
         store: Redis,
         keys: Keys,
@@ -54,8 +52,8 @@ class Subscription:
         handlers: Mapping[bytes, Handler],
         timeout_s: float,
     ) -> None:
-        # A connection of its own: it stays subscribed.
-        self._redis: Redis = Redis.from_url(url, **options)
+        # A client of its own (`connect.py`): its connection stays subscribed.
+        self._redis = client
         self._store = store
         self._keys = keys
         self._events = events
@@ -91,9 +89,6 @@ class Subscription:
         if self._reader is not None:
             await stop(self._reader)
             self._reader = None
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()
 
     async def _read(self, pubsub: PubSub | None) -> None:
         delay = _BACKOFF_MIN_S

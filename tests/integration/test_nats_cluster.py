@@ -237,3 +237,27 @@ def test_a_node_that_cannot_reach_nats_stops_its_start_with_one_line() -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Error: --engine {url} cannot be used: cannot reach NATS")
     assert "Traceback" not in result.stderr
+
+
+def test_a_node_whose_server_froze_is_healthy_again_by_itself(
+    nats_cluster: list[NatsServer], server_factory: ServerFactory
+) -> None:
+    """A write through a node whose server is frozen fails (503), and `/health` says
+    503 too, so a balancer sends the node nothing more: once the server thaws, the
+    node must find out by itself, with no write to tell it."""
+    (node,) = nodes_on(server_factory, nats_cluster, 1)
+    client = node.client()
+    channel = client.post("/channels").json()["id"]
+    (server,) = [s for s in nats_cluster if s.connections() > 0]
+    server.pause()
+    try:
+        frozen = client.post("/publish", json={"channels": [channel], "data": 1})
+        assert frozen.status_code == 503, frozen.text
+        assert client.get("/health").status_code == 503
+    finally:
+        server.resume()
+    wait_for(
+        lambda: client.get("/health").status_code == 200,
+        timeout=DEADLINE_S,
+        what="the node to be healthy again",
+    )

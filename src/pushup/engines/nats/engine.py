@@ -116,12 +116,10 @@ class NatsEngine:
             raise EngineUnavailable(f"cannot reach NATS: {exc!r}") from exc
         self._nc = nc
         js = nc.jetstream(timeout=self._timeout_s)
+        deadline = time.monotonic() + 3 * self._timeout_s
         try:
-            await self._ensure_stream(js, deadline=time.monotonic() + 3 * self._timeout_s)
-            self._log = Log(nc, js, self._servers.stream, self._subjects, self._replica)
-            self._writer = Writer(js, self._servers.stream, self._log, self._timeout_s)
-            await self._log.open(self._timeout_s)
-            await self._writer.append(self._raise_floor)
+            await self._ensure_stream(js, deadline)
+            await self._open(nc, js, deadline)
             await self._nodes.start(nc, listener)
         except UNREACHABLE as exc:
             raise EngineUnavailable(f"cannot use NATS JetStream: {exc!r}") from exc
@@ -172,10 +170,30 @@ class NatsEngine:
                         await js.stream_info(self._servers.stream)
                 return
             except (*UNREACHABLE, ServiceUnavailableError) as exc:
-                if isinstance(exc, NotFoundError | BadRequestError) or time.monotonic() > deadline:
+                if isinstance(exc, NotFoundError | BadRequestError):
                     raise
-                log.info("waiting for NATS JetStream: %r", exc)
-                await asyncio.sleep(0.5)
+                await _wait_or_raise(exc, deadline)
+
+    async def _open(self, nc: Client, js: JetStreamContext, deadline: float) -> None:
+        """Replay the stream, then raise the id floor. A stream just made, or a
+        cluster just started and electing its leaders, may answer no one for a while:
+        each step is tried again until `deadline` (a floor written twice is harmless)."""
+        while True:
+            log_ = Log(nc, js, self._servers.stream, self._subjects, self._replica)
+            try:
+                await log_.open(self._timeout_s)  # fills the replica only once replayed
+                break
+            except UNREACHABLE as exc:
+                await log_.close()
+                await _wait_or_raise(exc, deadline)
+        self._log = log_
+        self._writer = Writer(nc, js, self._servers.stream, log_, self._timeout_s)
+        while True:
+            try:
+                await self._writer.append(self._raise_floor)
+                return
+            except EngineUnavailable as exc:
+                await _wait_or_raise(exc, deadline)
 
     def _raise_floor(self) -> Append:
         """Ids issued by any node from now on are above this node's clock."""
@@ -275,6 +293,11 @@ class NatsEngine:
     ) -> ReadResult:
         """A local read of this node's copy: every entry it applied is in it."""
         await self._expire()
+        if since is not None and since > self._replica.told:
+            # A cursor from a node further along the stream (its subscriber came here
+            # when that node died): read from below it and the poll would be handed
+            # a cursor below its own, or parked from there and given again what it had.
+            await self._catch_up()
         hits, gap = self._replica.cache.read(channel_ids, _lowest_wanted_id(since, start), end)
         return ReadResult(hits, gap, self.high_water())
 
@@ -357,16 +380,21 @@ class NatsEngine:
             self._to_purge.extend(entry.ids)
 
     async def _sweep_forever(self) -> None:
-        """One timer for the whole node: expire without a request, and purge the
-        records of the channels it expired."""
+        """One timer for the whole node: expire without a request, purge the records
+        of the channels it expired, and, after a failed call, find out when NATS
+        serves again: a node whose `/health` says 503 gets no call from a balancer to
+        tell it (nor a reconnection, if its server only froze)."""
         failing = False
         while not self._closed:
             try:
                 await self._expire()
                 await self._purge()
+                if self._health.down and self._nc is not None and self._nc.is_connected:
+                    await self._catch_up()
+                    self._health.reachable()
             except EngineUnavailable as exc:
                 if not failing:
-                    log.warning("cannot sweep expired channels: %s", exc)
+                    log.warning("NATS is out of reach: %s", exc)
                 failing = True
             else:
                 failing = False
@@ -396,6 +424,14 @@ class NatsEngine:
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
         self._health.reachable()
+
+
+async def _wait_or_raise(exc: Exception, deadline: float) -> None:
+    """Wait a little before trying again, unless `deadline` has passed."""
+    if time.monotonic() > deadline:
+        raise exc
+    log.info("waiting for NATS JetStream: %r", exc)
+    await asyncio.sleep(0.5)
 
 
 def _lowest_wanted_id(since: MessageId | None, start: float | None) -> int:

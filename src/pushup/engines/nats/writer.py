@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
@@ -44,9 +45,12 @@ class Append:
 class Writer:
     """Appends one entry at a time from this node, on top of the applied log."""
 
-    __slots__ = ("_js", "_lock", "_log", "_stream", "_timeout_s")
+    __slots__ = ("_js", "_lock", "_log", "_nc", "_stream", "_timeout_s")
 
-    def __init__(self, js: JetStreamContext, stream: str, log: Log, timeout_s: float) -> None:
+    def __init__(
+        self, nc: Client, js: JetStreamContext, stream: str, log: Log, timeout_s: float
+    ) -> None:
+        self._nc = nc
         self._js = js
         self._stream = stream
         self._log = log
@@ -56,13 +60,27 @@ class Writer:
     async def append(self, decide: Callable[[], Append | None]) -> Entry | None:
         """Decide on the current copy (`decide` may raise, or give None: nothing to
         write), append, and apply; the entry written, or None. Raises EngineUnavailable
-        while NATS is out of reach."""
+        while NATS is out of reach, and when the write, its wait in line behind this
+        node's others included, takes longer than the timeout: appends go one at a
+        time, so without that bound each caller would wait out every timeout before
+        its own."""
         await need_task()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._append(decide)
+        except TimeoutError as exc:
+            raise EngineUnavailable("NATS did not take the write in time") from exc
+
+    async def _append(self, decide: Callable[[], Append | None]) -> Entry | None:
         async with self._lock:
             for _ in range(_MAX_TRIES):
                 change = decide()
                 if change is None:
                     return None
+                if not self._nc.is_connected:
+                    # nats-py would hold the write until it reconnects, and store it
+                    # long after this caller was told 503.
+                    raise EngineUnavailable("the connection to NATS is down; reconnecting")
                 expected = self._log.applied
                 try:
                     ack = await self._js.publish(

@@ -154,12 +154,12 @@ def cluster_url(servers: list[NatsServer], **options: str) -> str:
 
 
 def nodes_on(
-    start: Callable[..., ServerProcess], servers: list[NatsServer], count: int
+    start: Callable[..., ServerProcess], servers: list[NatsServer], count: int, *flags: str
 ) -> list[ServerProcess]:
-    """PushUp nodes started with `start` (`server_factory`), the n-th naming the n-th
-    NATS server first."""
+    """PushUp nodes started with `start` (`server_factory`) and `flags`, the n-th
+    naming the n-th NATS server first."""
     nodes = []
     for n in range(count):
         order = servers[n % 3 :] + servers[: n % 3]
-        nodes.append(start("--engine", cluster_url(order)))
+        nodes.append(start("--engine", cluster_url(order), *flags))
     return nodes

@@ -34,6 +34,8 @@ N_SUBSCRIBERS = 16
 BEFORE_FAULT = 80
 AFTER_FAULT = 80
 PAUSE_S = 5.0
+# Every message of the test stays cached, however fast the machine publishes.
+ROOMY = ("--max-messages", "1000000")
 FAILED = balanced.RETRY_STATUSES
 
 
@@ -236,17 +238,17 @@ async def _stored_once_caught_up(
 async def test_a_node_killed_under_load_costs_no_one_an_acknowledged_message(
     nats_cluster: list[NatsServer], server_factory: ServerFactory
 ) -> None:
-    nodes = nodes_on(server_factory, nats_cluster, 3)
+    nodes = nodes_on(server_factory, nats_cluster, 3, *ROOMY)
     victim = nodes[1]
     async with sessions_to(nodes) as sessions:
 
         async def kill_a_node(channels: list[int]) -> None:
-            # While it holds parked polls, whose subscribers must go elsewhere.
-            await until(holds_polls(sessions[1], channels), timeout=DEADLINE_S, what="polls")
             victim.proc.kill()
             await asyncio.to_thread(victim.proc.wait)
 
-        await _run(sessions, kill_a_node, survivors=[0, 2], seed=41)
+        load = await _run(sessions, kill_a_node, survivors=[0, 2], seed=41)
+    # Its subscribers (a third) lost a poll to it and went on elsewhere.
+    assert any(failure.startswith("poll: ") for failure in load.failures), load.failures
 
 
 def test_a_cursor_from_a_node_ahead_repeats_nothing_on_a_node_behind(
@@ -280,7 +282,7 @@ async def test_a_nats_server_frozen_for_seconds_costs_no_one_an_acknowledged_mes
     """Frozen, the server neither answers nor drops its connections: the stream's
     leader (the cluster elects another), or the one most nodes are connected to
     (their writes wait, then answer 503)."""
-    nodes = nodes_on(server_factory, nats_cluster, 3)
+    nodes = nodes_on(server_factory, nats_cluster, 3, *ROOMY)
     async with sessions_to(nodes) as sessions:
 
         async def freeze_a_server(channels: list[int]) -> None:

@@ -16,7 +16,7 @@ import redis
 
 from pushup import build
 from tests.helpers import ServerProcess, start_server, wait_for
-from tests.natsservers import NatsServer
+from tests.natsservers import NatsServer, cluster
 
 ServerFactory = Callable[..., ServerProcess]
 
@@ -220,6 +220,21 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def nats_url(nats_server: NatsServer) -> str:
     """The session's NATS, with a stream (and node subjects) no other test uses."""
     return f"{nats_server.url}?stream=T{uuid.uuid4().hex[:16].upper()}"
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    """The three-server JetStream cluster of deploy/nats, started for one test."""
+    servers = cluster(tmp_path)
+    try:
+        for server in servers:
+            server.start(wait=False)
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture(params=["redis", "nats"])

@@ -4,17 +4,19 @@ deploy/nats with its ports and directories made free for the test."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import ServerProcess, wait_for
 from tests.proxies import free_port
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "nats"
@@ -114,6 +116,12 @@ class NatsServer:
                 self.proc.kill()
                 self.proc.wait()
 
+    def connections(self) -> int:
+        """The clients connected to it, from its monitoring endpoint."""
+        url = f"http://127.0.0.1:{self.http_port}/connz"
+        with urllib.request.urlopen(url, timeout=5.0) as answer:
+            return int(json.load(answer)["num_connections"])
+
     def log(self) -> str:
         path = self.directory / "nats.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -143,3 +151,15 @@ def cluster(directory: Path) -> list[NatsServer]:
 def cluster_url(servers: list[NatsServer], **options: str) -> str:
     query = "&".join(f"{key}={value}" for key, value in options.items())
     return "nats://" + ",".join(s.address for s in servers) + (f"?{query}" if query else "")
+
+
+def nodes_on(
+    start: Callable[..., ServerProcess], servers: list[NatsServer], count: int, *flags: str
+) -> list[ServerProcess]:
+    """PushUp nodes started with `start` (`server_factory`) and `flags`, the n-th
+    naming the n-th NATS server first."""
+    nodes = []
+    for n in range(count):
+        order = servers[n % 3 :] + servers[: n % 3]
+        nodes.append(start("--engine", cluster_url(order), *flags))
+    return nodes

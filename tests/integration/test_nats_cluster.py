@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,28 +19,14 @@ import httpx
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.helpers import ServerProcess, at_least, until, wait_for
+from tests.helpers import at_least, until, wait_for
 from tests.integration import test_cluster_haproxy as balanced
 from tests.integration import test_no_loss as no_loss
 from tests.laggingproxy import lagging
-from tests.natsservers import NatsServer, cluster, cluster_url
+from tests.natsservers import NatsServer, nodes_on
 from tests.proxies import free_port
 
 DEADLINE_S = 30.0
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
-    servers = cluster(tmp_path)
-    try:
-        for server in servers:
-            server.start(wait=False)
-        for server in servers:
-            server.wait_ready()
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture
@@ -49,17 +34,6 @@ def pool() -> Iterator[ThreadPoolExecutor]:
     executor = ThreadPoolExecutor(max_workers=8)
     yield executor
     executor.shutdown(wait=False, cancel_futures=True)
-
-
-def nodes_on(
-    server_factory: ServerFactory, servers: list[NatsServer], count: int
-) -> list[ServerProcess]:
-    """PushUp nodes, the n-th naming the n-th NATS server first."""
-    nodes = []
-    for n in range(count):
-        order = servers[n % 3 :] + servers[: n % 3]
-        nodes.append(server_factory("--engine", cluster_url(order)))
-    return nodes
 
 
 def test_the_stream_is_copied_to_all_three_servers(
@@ -288,3 +262,27 @@ def test_a_node_that_cannot_reach_nats_stops_its_start_with_one_line() -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Error: --engine {url} cannot be used: cannot reach NATS")
     assert "Traceback" not in result.stderr
+
+
+def test_a_node_whose_server_froze_is_healthy_again_by_itself(
+    nats_cluster: list[NatsServer], server_factory: ServerFactory
+) -> None:
+    """A write through a node whose server is frozen fails (503), and `/health` says
+    503 too, so a balancer sends the node nothing more: once the server thaws, the
+    node must find out by itself, with no write to tell it."""
+    (node,) = nodes_on(server_factory, nats_cluster, 1)
+    client = node.client()
+    channel = client.post("/channels").json()["id"]
+    (server,) = [s for s in nats_cluster if s.connections() > 0]
+    server.pause()
+    try:
+        frozen = client.post("/publish", json={"channels": [channel], "data": 1})
+        assert frozen.status_code == 503, frozen.text
+        assert client.get("/health").status_code == 503
+    finally:
+        server.resume()
+    wait_for(
+        lambda: client.get("/health").status_code == 200,
+        timeout=DEADLINE_S,
+        what="the node to be healthy again",
+    )

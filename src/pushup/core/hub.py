@@ -243,7 +243,9 @@ class Hub:
             resyncs = self._resyncs
             result = await self._engine.read(channel_ids, query.since, query.start, query.end)
             if not stream and (result.hits or result.gap or query.timeout_s == 0 or ended):
-                return _outcome(result, query.last, query.limit)
+                # Never a cursor below the one sent (see `_parked_from`).
+                floor = self._parked_from(result.high_water, query.since)
+                return _outcome(result, query.last, query.limit, floor)
             # Parked right after this read: a publication announced while it was in
             # flight, or a resync that started meanwhile (and so cannot know this
             # subscription), may have passed it by, so read again.
@@ -424,11 +426,11 @@ class Hub:
             self._arm_timer(loop, next_deadline)
 
 
-def _outcome(result: ReadResult, last: int = 0, limit: int = 0) -> PollOutcome:
+def _outcome(result: ReadResult, last: int = 0, limit: int = 0, floor: int = 0) -> PollOutcome:
     """A read's answer: its hits (within the history controls), with the cursor after
-    the last one returned (or the high water)."""
+    the last one returned (or the high water, or `floor` if higher)."""
     hits, more = _window(result.hits, last, limit)
-    cursor = hits[-1][0].id if hits else result.high_water
+    cursor = hits[-1][0].id if hits else MessageId(max(result.high_water, floor))
     return PollOutcome(hits, cursor, result.gap, more)
 
 

@@ -48,6 +48,7 @@ from pushup.engines.nats.interest import Interest
 from pushup.engines.nats.layout import Servers, Subjects
 from pushup.engines.nats.log import Log
 from pushup.engines.nats.nodes import Nodes
+from pushup.engines.nats.opening import ensure_stream, open_log, wait_or_raise
 from pushup.engines.nats.records import ChannelRecord, Closed, Entry, Expired, Floor
 from pushup.engines.nats.replica import Replica, lowest_wanted_id
 from pushup.engines.nats.writer import (
@@ -55,7 +56,6 @@ from pushup.engines.nats.writer import (
     Change,
     Part,
     Writer,
-    ensure_stream,
     need_task,
 )
 
@@ -128,12 +128,13 @@ class NatsEngine:
         self._nc = nc
         js = nc.jetstream(timeout=self._timeout_s)
         stream, subjects = self._servers.stream, self._subjects
+        deadline = time.monotonic() + 3 * self._timeout_s
         try:
-            await ensure_stream(js, self._servers, subjects, time.monotonic() + 3 * self._timeout_s)
-            self._log = Log(nc, js, stream, subjects, self._replica)
-            await self._log.open(self._timeout_s)
-            self._writer = Writer(nc, stream, subjects, self._log, self._timeout_s)
-            last_id = await self._writer.start()
+            await ensure_stream(js, self._servers, subjects, deadline)
+            self._log, self._writer = await open_log(
+                nc, js, self._servers, subjects, self._replica, self._timeout_s, deadline
+            )
+            last_id = self._writer.seqs[1]
             self._replica.message_ids.advance_to(last_id)
             self._replica.told = max(self._replica.told, last_id)
             self._interest = Interest(
@@ -144,7 +145,12 @@ class NatsEngine:
                 timeout_s=self._timeout_s,
                 grace_s=self._interest_grace_s,
             )
-            await self._writer.append(self._raise_floor)
+            while True:  # a floor written twice is harmless
+                try:
+                    await self._writer.append(self._raise_floor)
+                    break
+                except EngineUnavailable as exc:
+                    await wait_or_raise(exc, deadline)
             await self._nodes.start(nc, listener)
         except UNREACHABLE as exc:
             raise EngineUnavailable(f"cannot use NATS JetStream: {exc!r}") from exc
@@ -426,9 +432,15 @@ class NatsEngine:
                 await self._purge()
                 if self._interest is not None and self._listener is not None:
                     await self._interest.release_idle(self._listener.subscribers)
+                if self._health.down and self._nc is not None and self._nc.is_connected:
+                    # A node whose /health says 503 gets no call from a balancer to
+                    # find out that NATS serves again (nor a reconnection, if its
+                    # server only froze): the sweep finds out.
+                    await self._catch_up()
+                    self._health.reachable()
             except EngineUnavailable as exc:
                 if not failing:
-                    log.warning("cannot sweep expired channels: %s", exc)
+                    log.warning("NATS is out of reach: %s", exc)
                 failing = True
             except Exception:  # one bad turn must not end the node's only timer
                 log.exception("the NATS engine's sweep failed")

@@ -21,6 +21,10 @@ class Health:
             self._down_since = time.time()
         self._down_reason = reason
 
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
     def reachable(self) -> None:
         self._down_since = None
 

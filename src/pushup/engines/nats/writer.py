@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +28,11 @@ from dataclasses import dataclass, field
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError
 
 from pushup.core.errors import EngineUnavailable
-from pushup.engines.nats import layout, records
-from pushup.engines.nats.layout import Servers, Subjects
+from pushup.engines.nats import records
+from pushup.engines.nats.layout import Subjects
 from pushup.engines.nats.log import Log
 
 log = logging.getLogger("pushup.nats")
@@ -98,14 +97,27 @@ class Writer:
         """Decide (given the highest id issued so far; `decide` may raise, or give
         None: nothing to write), append, and hand back the change written with the
         stream sequence of its last part. Raises EngineUnavailable while NATS is out
-        of reach."""
+        of reach, or when the write takes longer than the timeout."""
         await need_task()
+        try:
+            # Appends go one at a time: the timeout covers the wait in line too, else
+            # each caller would wait out every timeout before its own.
+            async with asyncio.timeout(self._timeout_s):
+                return await self._append(decide)
+        except TimeoutError as exc:
+            raise EngineUnavailable("NATS did not take the write in time") from exc
+
+    async def _append(self, decide: Callable[[int], Change | None]) -> tuple[Change, int] | None:
         async with self._lock:
             for _ in range(_MAX_TRIES):
                 expected, last_id, control = self.seqs
                 change = decide(last_id)
                 if change is None:
                     return None
+                if not self._nc.is_connected:
+                    # nats-py would hold the write until it reconnects, and store it
+                    # long after this caller was told 503.
+                    raise EngineUnavailable("the connection to NATS is down; reconnecting")
                 try:
                     seq = await self._publish(change, expected, last_id, control)
                 except APIError as exc:
@@ -187,33 +199,6 @@ class Writer:
         except UNREACHABLE as exc:
             raise EngineUnavailable(f"NATS is unreachable: {exc!r}") from exc
         self.seqs = (last, last_id, control)
-
-
-async def ensure_stream(
-    js: JetStreamContext, servers: Servers, subjects: Subjects, deadline: float
-) -> None:
-    """Make the stream unless it exists (or bring an older one to this layout); a
-    cluster still electing its JetStream leader is given until `deadline`."""
-    config = layout.stream_config(servers, subjects)
-    while True:
-        try:
-            try:
-                info = await js.stream_info(servers.stream)
-            except NotFoundError:
-                try:
-                    await js.add_stream(config)
-                except BadRequestError:  # another node made it meanwhile
-                    info = await js.stream_info(servers.stream)
-                else:
-                    return
-            if info.config.republish is None or not info.config.allow_atomic:
-                await js.update_stream(config)
-            return
-        except (*UNREACHABLE, ServiceUnavailableError) as exc:
-            if isinstance(exc, NotFoundError | BadRequestError) or time.monotonic() > deadline:
-                raise
-            log.info("waiting for NATS JetStream: %r", exc)
-            await asyncio.sleep(0.5)
 
 
 async def need_task() -> None:

@@ -44,6 +44,16 @@ def ids(csv: bytes) -> tuple[ChannelId, ...]:
     return tuple(ChannelId(int(part)) for part in csv.split(b",")) if csv else ()
 
 
+def resolved(values: list[Any]) -> tuple[int, list[tuple[ChannelId, int, float]]]:
+    """`resolve.lua`'s answer: the last event published, then per channel its id, its
+    newest message id ('' for none) and its expiry."""
+    channels = [
+        (ChannelId(int(values[i])), int(values[i + 1] or 0), float(values[i + 2]))
+        for i in range(1, len(values), 3)
+    ]
+    return int(values[0]), channels
+
+
 def info(values: list[Any]) -> ChannelInfo:
     channel_id, name, ttl, expires_at, messages, last = values
     return ChannelInfo(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from pushup.engines.redis.counts import Counting
 from pushup.engines.redis.events import EventStream
 from pushup.engines.redis.health import Health
 from pushup.engines.redis.keys import Keys
+from pushup.engines.redis.known import KnownChannels
 from pushup.engines.redis.nodes import Membership
 from pushup.engines.redis.scripts import UNREACHABLE, Scripts
 from pushup.engines.redis.shared_calls import SharedCalls
@@ -83,7 +85,9 @@ class RedisEngine:
             health=self._health,
             wait=self._clients.wait,
         )
-        self._events = EventStream(self._shared, self._health, timeout_s)
+        # Channels this node can vouch for: re-polls on them may skip Redis (`known.py`).
+        self._known = KnownChannels(time.time if clock is None else clock)
+        self._events = EventStream(self._shared, self._known, self._health, timeout_s)
         self._membership = Membership(self._scripts, self._health, keys.nodes, heartbeat_s)
         self._counting = Counting(
             redis=self._redis,
@@ -165,7 +169,9 @@ class RedisEngine:
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         ttl = "" if ttl_s is None else repr(float(ttl_s))
         reply = await self._run("renew", encoding.ref(ref), ttl)
-        return encoding.info(encoding.found(reply))
+        info = encoding.info(encoding.found(reply))
+        self._known.renewed(info.id, info.expires_at)
+        return info
 
     async def close_channel(self, ref: ChannelRef) -> None:
         encoding.found(await self._run("close", encoding.ref(ref)))
@@ -174,13 +180,31 @@ class RedisEngine:
         return encoding.info(encoding.found(await self._run("info", encoding.ref(ref))))
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
-        # Shared like reads (see `read`): every poll resolves its channels first.
+        """Known live on this node (`known.py`), or asked of Redis: shared like reads
+        (see `read`), since every poll resolves its channels first."""
+        if self._events.live:
+            known = self._known.lookup(refs)
+            if known is not None:
+                return known
         key = ("resolve", *refs)
         return list(await self._shared.join(key, lambda: self._resolve(refs)))
 
     async def _resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
+        generation = self._known.generation if self._events.live else None
         reply = encoding.found(await self._run("resolve", *map(encoding.ref, refs)))
-        return [ChannelId(int(value)) for value in reply]
+        as_of_event, channels = encoding.resolved(reply)
+        events = self._events
+        if generation == self._known.generation and events.live:
+            # Redis ran it while this node's event stream was up, and it still is: every
+            # later close or publication of these channels reaches `known` as an event.
+            self._known.learn(
+                refs,
+                channels,
+                as_of_event=as_of_event,
+                heard_event=events.seen,
+                high_water=events.high_water,
+            )
+        return [channel_id for channel_id, _, _ in channels]
 
     # -- messages --------------------------------------------------------------------
 
@@ -195,12 +219,24 @@ class RedisEngine:
         start: float | None,
         end: float | None,
     ) -> ReadResult:
-        """Join an identical read in flight, or start one (`shared_calls.py`).
+        """Nothing, at once, when this node heard everything up to past `since` and
+        nothing on these channels after it (`known.py`); else join an identical read in
+        flight, or start one (`shared_calls.py`).
 
-        Joining a read begun a moment earlier is safe: the hub re-reads when a
+        Answering without Redis is safe: every message at or below the events high
+        water was heard, none of those on these channels is after `since`, and any
+        later one comes as an event, which wakes the poll the hub parks at the high
+        water. Joining a read begun a moment earlier is safe: the hub re-reads when a
         publication was announced after the read's high water, and a later one wakes
         the parked poll.
         """
+        if since is not None and end is None and self._events.live:
+            # A cursor above the high water (another node heard more, or a clock set
+            # back) is Redis's to place; a read with an end may be answered at once by
+            # the hub, so it must see what this node has not heard yet.
+            high_water = self._events.high_water
+            if since <= high_water and self._known.quiet_since(channel_ids, since):
+                return ReadResult([], False, MessageId(high_water))
         key = ("read", tuple(channel_ids), since, start, end)
         result: ReadResult = await self._shared.join(
             key, lambda: self._read(channel_ids, since, start, end)

@@ -17,6 +17,7 @@ import logging
 from pushup.core.engine import EngineListener
 from pushup.engines.redis import encoding
 from pushup.engines.redis.health import Health
+from pushup.engines.redis.known import KnownChannels
 from pushup.engines.redis.shared_calls import SharedCalls
 from pushup.observe import metrics
 
@@ -35,6 +36,7 @@ class EventStream:
         "_echo_order",
         "_echoes",
         "_health",
+        "_known",
         "_listener",
         "_shared",
         "_timeout_s",
@@ -43,8 +45,11 @@ class EventStream:
         "seen",
     )
 
-    def __init__(self, shared: SharedCalls, health: Health, timeout_s: float) -> None:
+    def __init__(
+        self, shared: SharedCalls, known: KnownChannels, health: Health, timeout_s: float
+    ) -> None:
         self._shared = shared
+        self._known = known
         self._health = health
         self._timeout_s = timeout_s
         self._listener: EngineListener | None = None
@@ -80,6 +85,7 @@ class EventStream:
     def lost(self) -> None:
         """Nobody waits for an event that may never come: a resync covers them."""
         self._shared.forget()  # a poll from now on reads after the resync began
+        self._known.clear()  # closes may go unheard: vouch for no channel
         if self.live:
             self._health.events_down()
         self.live = False
@@ -100,9 +106,12 @@ class EventStream:
         if kind == b"P":
             messages, evicted = encoding.publication_event(rest)
             self.high_water = max(self.high_water, messages[-1].id)
+            self._known.heard_published(messages)
             self._listener.published(messages, evicted)
         elif kind == b"C":
-            self._listener.closed(list(encoding.ids(rest)))
+            closed = list(encoding.ids(rest))
+            self._known.heard_closed(closed, event)
+            self._listener.closed(closed)
         else:
             raise EventsLost(f"unknown event kind {kind!r}")
         self._advance(event)

@@ -4,8 +4,13 @@ rolled-back one publishes nothing, and PushUp out of reach does not lose the com
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import socket
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -54,7 +59,9 @@ def client(app: ModuleType) -> Client:
     return Client()
 
 
-def comments_on(pushup: ServerProcess, article: str, since: str | None = None) -> list[Any]:
+def comments_on(
+    pushup: ServerProcess, article: str, since: str | None = None
+) -> tuple[list[Any], str]:
     """What PushUp caches for the article's channel (after `since`), and its cursor."""
     params = {"channels": f"article:{article}", "timeout": "0"}
     if since is not None:
@@ -62,7 +69,7 @@ def comments_on(pushup: ServerProcess, article: str, since: str | None = None) -
     answer = httpx.get(f"{pushup.url}/subscribe", params=params, timeout=10.0)
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    return [[m["data"] for m in body["messages"]], body["cursor"]]
+    return [m["data"] for m in body["messages"]], body["cursor"]
 
 
 def test_a_committed_comment_reaches_pushup(
@@ -112,6 +119,25 @@ def test_pushup_out_of_reach_fails_the_publication_not_the_comment(
     (failure,) = [r for r in caplog.records if "on_commit()" in r.getMessage()]
     assert failure.exc_info is not None
     assert isinstance(failure.exc_info[1], TransportError)
+
+
+def test_it_runs_as_its_docstring_says(tmp_path: Path) -> None:
+    """`python -m examples.django_comments.app migrate --run-syncdb` makes its table (in
+    a process of its own: there the module is `__main__`)."""
+    database = tmp_path / "comments.sqlite3"
+    run = subprocess.run(
+        [sys.executable, "-m", "examples.django_comments.app", "migrate", "--run-syncdb"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "COMMENTS_DB": str(database)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "django_comments_comment" in tables
 
 
 def test_bad_requests(app: ModuleType, client: Client) -> None:

@@ -1,6 +1,7 @@
 """A Python client for PushUp's HTTP API: `AsyncPublisher` and `Publisher` for web
-servers, `subscribe` for long-polling consumers, `history` to page through the cache.
-Importing it pulls in httpx; the server itself never does."""
+servers, `mint_token` for the subscriber tokens they hand to pages, `subscribe` for
+long-polling consumers, `history` to page through the cache. Importing it pulls in
+httpx; the server itself never does."""
 
 from pushup.client.async_publisher import AsyncPublisher
 from pushup.client.errors import (
@@ -25,6 +26,7 @@ from pushup.client.errors import (
 from pushup.client.history import History, history
 from pushup.client.publisher import Publisher
 from pushup.client.subscribe import Subscription, subscribe
+from pushup.client.tokens import mint_token
 from pushup.client.wire import Channel, ChannelRef, ChannelState, Message, Published
 
 __all__ = [
@@ -55,5 +57,6 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "history",
+    "mint_token",
     "subscribe",
 ]

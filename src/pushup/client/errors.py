@@ -35,11 +35,13 @@ class InvalidRequest(ApiError):
 
 
 class Unauthorized(ApiError):
-    """401: the publisher key is missing or wrong."""
+    """401: the publisher key is missing or wrong, or the subscriber token is
+    (`token_expired`: it has expired)."""
 
 
 class Forbidden(ApiError):
-    """403: a publisher request without a key from a non-loopback or proxied peer."""
+    """403: a publisher request without a key from a non-loopback or proxied peer, or a
+    subscription to channels its token does not grant (`channels` in `body`)."""
 
 
 class NotFound(ApiError):

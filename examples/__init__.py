@@ -1,0 +1,2 @@
+"""Applications built on PushUp, each runnable (`python -m examples.<name>...`) and
+tested in tests/."""

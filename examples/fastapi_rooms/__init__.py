@@ -1,0 +1,2 @@
+"""Chat rooms published to PushUp from FastAPI, with subscriber tokens (the application
+is `app.py`)."""

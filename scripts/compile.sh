@@ -27,6 +27,9 @@ fi
 find src -name '*.so' -delete
 PUSHUP_COMPILE=1 "$python" setup.py --quiet build_ext --inplace 2>&1 \
     | grep -v 'warning: Treating generator comprehension as list' || true
+# build_ext keeps the times of the files it copies, and mypyc leaves a module's small
+# shim unchanged when only the shared library changed: date them all to this build.
+find src -name '*.so' -exec touch {} +
 "$python" -c 'import sys, pushup.build as b; sys.exit(0 if b.compiled() else 1)' \
     || { echo "the compiled build failed (see above)" >&2; exit 1; }
 touch "$stamp"

@@ -269,7 +269,8 @@ def test_a_bad_engine_url_is_a_usage_error(url: str) -> None:
     result = _pushup("serve", "--engine", url)
     assert result.returncode == 2, result
     assert (
-        "engine must be memory://, redis://host:port/db or nats://host:port[,host:port...]"
+        "engine must be memory://, redis://host:port/db, "
+        "redis+sentinel://host:port[,host:port...]/service[/db] or nats://host:port[,host:port...]"
         in result.stderr
     )
 

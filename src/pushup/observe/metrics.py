@@ -128,12 +128,12 @@ class Figures:
             if isinstance(theirs, dict):
                 for key, count in theirs.items():
                     mine[str(key)] = mine.get(str(key), 0) + int(count)
-        for histogram, theirs_h in (
+        for mine_h, theirs_h in (
             (self.fanout, dumped.get("fanout")),
             (self.delivery, dumped.get("delivery")),
         ):
             if isinstance(theirs_h, dict):
-                histogram.absorb(theirs_h)
+                mine_h.absorb(theirs_h)
         for item in dumped.get("requests", ()):
             route, method, histogram = item
             mine_h = self.requests.setdefault((route, method), Histogram(REQUEST_BUCKETS_S))

@@ -8,6 +8,7 @@ the same parser, so what is accepted and what is used cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -28,6 +29,8 @@ SENTINEL_PORT = 26379
 # A command to Redis times out after 5 s (a 503): waiting for replicas must end sooner.
 MAX_WAIT_TIMEOUT_S = 4.0
 _SENTINEL_OPTIONS = ("sentinel_password", "wait", "wait_timeout")
+# The user (and password) of a URL's authority: what an unparsable URL is shown without.
+_USERINFO = re.compile(r"(?<=://)[^/?#]*@")
 _SERVICE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -36,7 +39,7 @@ def check_engine_url(url: str) -> None:
     try:
         scheme = urlsplit(url).scheme
     except ValueError:  # brackets that close no IPv6 address
-        raise ValueError(f"{USAGE}, not {url!r}") from None
+        raise ValueError(f"{USAGE}, not {_shown(url)}") from None
     if scheme in NATS_SCHEMES:
         check_nats_url(url)
         return
@@ -50,22 +53,22 @@ def check_engine_url(url: str) -> None:
         parts = urlsplit(url)
         _port = parts.port  # raises ValueError unless a number in range
     except ValueError:
-        raise ValueError(f"{USAGE}, not {url!r}") from None
+        raise ValueError(f"{USAGE}, not {_shown(url)}") from None
     if scheme in MEMORY_SCHEMES:
         if parts.netloc or parts.path or parts.query:
             raise ValueError(f"{USAGE}: memory:// takes no host, path or options")
         return
     if scheme not in REDIS_SCHEMES:
-        raise ValueError(f"{USAGE}, not {url!r}")
+        raise ValueError(f"{USAGE}, not {_shown(url)}")
     if scheme == "unix":
         if not parts.path:
             raise ValueError(f"{USAGE}: unix:// needs a socket path")
         return
     if not parts.hostname:
-        raise ValueError(f"{USAGE}: {url!r} names no host")
+        raise ValueError(f"{USAGE}: {_shown(url)} names no host")
     db = parts.path.lstrip("/")
     if db and not (db.isascii() and db.isdigit()):
-        raise ValueError(f"{USAGE}: the database in {url!r} must be a number")
+        raise ValueError(f"{USAGE}: the database in {_shown(url)} must be a number")
 
 
 def check_nats_url(url: str) -> None:
@@ -73,11 +76,12 @@ def check_nats_url(url: str) -> None:
     parts = urlsplit(url)
     hosts = parts.netloc.split(",")
     if not parts.netloc or not all(hosts):
-        raise ValueError(f"{USAGE}: {url!r} names no host")
+        raise ValueError(f"{USAGE}: {_shown(url)} names no host")
     for host in hosts:
-        name, colon, port = host.rpartition("@")[2].rpartition(":")
+        host = host.rpartition("@")[2]
+        name, colon, port = host.rpartition(":")
         if not colon or not name or not (port.isascii() and port.isdigit()):
-            raise ValueError(f"{USAGE}: {host!r} in {url!r} must be host:port")
+            raise ValueError(f"{USAGE}: {host!r} in {_shown(url)} must be host:port")
         if not 0 < int(port) < 65536:
             raise ValueError(f"{USAGE}: the port of {host!r} is out of range")
     if parts.path not in ("", "/"):
@@ -85,7 +89,7 @@ def check_nats_url(url: str) -> None:
     options = dict(parse_qsl(parts.query))
     unknown = set(options) - {"stream", "replicas"}
     if unknown:
-        raise ValueError(f"{USAGE}: unknown option {sorted(unknown)[0]!r} in {url!r}")
+        raise ValueError(f"{USAGE}: unknown option {sorted(unknown)[0]!r} in {_shown(url)}")
     stream = options.get("stream", "PUSHUP")
     if not (stream.isascii() and stream.replace("_", "").replace("-", "").isalnum()):
         raise ValueError(f"{USAGE}: stream names are letters, digits, - and _")
@@ -198,3 +202,12 @@ def shown_url(url: str) -> str:
         return url
     # Not urlunsplit: it drops the empty authority of unix:///path.
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _shown(url: str) -> str:
+    """`url` as an error repeats it: quoted, without its passwords, even when it does
+    not parse (then without anything before an `@` in its authority)."""
+    try:
+        return repr(shown_url(url))
+    except ValueError:
+        return repr(_USERINFO.sub("", url, count=1))

@@ -99,6 +99,13 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable(
     assert field not in line.replace(variable, "")
 
 
+@pytest.mark.parametrize("url", ["redis://:s3cret@localhost:x/0", "nats://u:s3cret@localhost"])
+def test_a_bad_engine_url_is_one_line_without_its_password(url: str) -> None:
+    line = _one_line(_pushup("serve", "--engine", url))
+    assert line.startswith(f"Error: --engine {USAGE}"), line
+    assert "s3cret" not in line
+
+
 def test_an_unknown_flag_is_one_line() -> None:
     assert "--prot" in _one_line(_pushup("serve", "--prot", "7070"))
 

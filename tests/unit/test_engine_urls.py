@@ -63,6 +63,27 @@ def test_a_bad_sentinel_url_is_not_repeated_with_its_password() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@host:x/0", "'redis://host:x/0'"),
+        ("redis://user:s3cret@:6379/0", "'redis://user@:6379/0' names no host"),
+        ("redis://:s3cret@host/db", "the database in 'redis://host/db' must be a number"),
+        ("rediss://:s3cret@host:99999/0", "'rediss://host:99999/0'"),
+        ("redis://:s3cret@[::1/0", "'redis://[::1/0'"),
+        ("http://user:s3cret@host", "'http://user@host'"),
+        ("nats://u:s3cret@h:x", "'h:x' in 'nats://u@h:x' must be host:port"),
+        ("nats://u:s3cret@h:4222?foo=1", "unknown option 'foo' in 'nats://u@h:4222?foo=1'"),
+    ],
+)
+def test_a_bad_url_is_repeated_without_its_password(url: str, shown: str) -> None:
+    """The message ends up in a terminal, a journal or a CI log."""
+    with pytest.raises(ValueError) as caught:
+        check_engine_url(url)
+    assert "s3cret" not in str(caught.value)
+    assert shown in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "memory://",

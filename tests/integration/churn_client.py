@@ -18,6 +18,9 @@ from typing import cast
 import uvloop
 
 _RESET = struct.pack("ii", 1, 0)
+# Connections one churning process holds open at once, at most: a tenth of a second's
+# worth at 1,000 a second (in step, about 20 are).
+_IN_FLIGHT = 100
 
 
 class _Client(asyncio.Protocol):
@@ -55,7 +58,10 @@ async def hold(port: int, channel: str, count: int) -> None:
 async def churn(port: int, channel: str, rate: int, count: int) -> None:
     """`count` connections, `rate` a second at most, in ticks of 10 ms; half leave at
     once, half once their poll is parked (after 20 ms). A slower machine takes longer
-    rather than doing less."""
+    rather than doing less: at most `_IN_FLIGHT` connections are open at once, so a
+    client that falls behind does not open a second's worth in one burst (the server
+    would refuse those past --max-connections, and their ports, closed late, would
+    exhaust the loopback's ephemeral range)."""
     loop = asyncio.get_running_loop()
     request = _poll(port, channel)
     opened = failed = 0
@@ -80,6 +86,7 @@ async def churn(port: int, channel: str, rate: int, count: int) -> None:
     tick = 0
     while tick < count:
         due = min(int((time.monotonic() - started) * rate), count) - tick
+        due = min(due, _IN_FLIGHT - len(pending))
         for n in range(due):
             task = asyncio.ensure_future(cycle(linger=(tick + n) % 2 == 1))
             pending.add(task)
@@ -88,7 +95,7 @@ async def churn(port: int, channel: str, rate: int, count: int) -> None:
         await asyncio.sleep(0.01)
     if pending:
         await asyncio.wait(pending)
-    print("churned", opened, failed, flush=True)
+    print("churned", opened, failed, f"{time.monotonic() - started:.1f}", flush=True)
     if reasons:
         print("failures:", reasons, file=sys.stderr, flush=True)
 

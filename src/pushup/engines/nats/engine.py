@@ -7,6 +7,7 @@ order. Control entries (channels, closes, expiries, floors) reach every node
 publication is stored once per channel, on that channel's subject, and a node hears
 it only while it serves the channel (`interest.py`): its inbound traffic is the
 publications of the channels its clients poll, not the whole publication rate.
+Ages and expiries, which each node's clock decides, are `expiry.py`'s.
 
 Durability is JetStream's: a change is acknowledged once the stream's replicas (R3 on a
 cluster of three) have it on file.
@@ -41,23 +42,18 @@ from pushup.core.model import (
     ReadResult,
 )
 from pushup.engines.memory.channel import Channel
-from pushup.engines.nats import layout, records
+from pushup.engines.nats import layout
 from pushup.engines.nats import publications as publishing
+from pushup.engines.nats.expiry import Expiry
 from pushup.engines.nats.health import Health
 from pushup.engines.nats.interest import Interest
 from pushup.engines.nats.layout import Servers, Subjects
 from pushup.engines.nats.log import Log
 from pushup.engines.nats.nodes import Nodes
 from pushup.engines.nats.opening import ensure_stream, open_log, wait_or_raise
-from pushup.engines.nats.records import ChannelRecord, Closed, Entry, Expired, Floor
+from pushup.engines.nats.records import ChannelRecord, Closed, Expired, Floor
 from pushup.engines.nats.replica import Replica, lowest_wanted_id
-from pushup.engines.nats.writer import (
-    UNREACHABLE,
-    Change,
-    Part,
-    Writer,
-    need_task,
-)
+from pushup.engines.nats.writer import UNREACHABLE, Change, Writer, control, need_task
 
 log = logging.getLogger("pushup.nats")
 
@@ -111,8 +107,9 @@ class NatsEngine:
         self._writer: Writer | None = None
         self._interest: Interest | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        # Channels this node expired, whose subjects it still has to purge.
-        self._to_purge: list[ChannelId] = []
+        self._expiry = Expiry(
+            self._replica, self._servers.stream, self._subjects, clock, self._write_control
+        )
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -193,18 +190,12 @@ class NatsEngine:
         floor = Floor(
             max(now_us, last_id, replica.message_ids.last), max(now_us, replica.channel_ids.last)
         )
-        return self._control(self._subjects.floor, floor, last_id)
-
-    def _control(
-        self, subject: str, entry: Entry, last_id: int, ttl_s: int | None = None
-    ) -> Change:
-        part = Part(subject, records.encode(entry), ttl_s=ttl_s, rollup=True)
-        return Change((part,), last_id, entry, control=True)
+        return control(self._subjects.floor, floor, last_id)
 
     # -- channels --------------------------------------------------------------------
 
     async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
-        await self._expire()
+        await self._expiry.run(self._interest)
         ttl = self._channel_ttl_s if ttl_s is None else ttl_s
 
         def decide(last_id: int) -> Change:
@@ -212,14 +203,14 @@ class NatsEngine:
                 raise NameTaken(name)
             channel_id = ChannelId(self._replica.channel_ids.next())
             record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0)
-            return self._control(self._subjects.channel(channel_id), record, last_id)
+            return control(self._subjects.channel(channel_id), record, last_id)
 
         record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
         return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None)
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
-        await self._expire()
+        await self._expiry.run(self._interest)
 
         def decide(last_id: int) -> Change:
             (channel,) = self._replica.cache.lookup([ref])
@@ -232,7 +223,7 @@ class NatsEngine:
                 channel.last_message_id,
                 channel.dropped_through,
             )
-            return self._control(self._subjects.channel(channel.id), record, last_id)
+            return control(self._subjects.channel(channel.id), record, last_id)
 
         record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
@@ -245,23 +236,23 @@ class NatsEngine:
         )
 
     async def close_channel(self, ref: ChannelRef) -> None:
-        await self._expire()
+        await self._expiry.run(self._interest)
 
         def decide(last_id: int) -> Change:
             (channel,) = self._replica.cache.lookup([ref])
             subject = self._subjects.channel(channel.id)
-            return self._control(subject, Closed(channel.id), last_id, layout.ttl(0))
+            return control(subject, Closed(channel.id), last_id, layout.ttl(0))
 
         await self._write_control(decide)
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
-        await self._expire()
+        await self._expiry.run(self._interest)
         channels = await self._lookup([ref])
         await self._served(channels)
         return channels[0].info()
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
-        await self._expire()
+        await self._expiry.run(self._interest)
         return [channel.id for channel in await self._lookup(refs)]
 
     # -- messages --------------------------------------------------------------------
@@ -270,7 +261,7 @@ class NatsEngine:
         """Stored as atomic batches (`publications.py`), each on top of the stream's
         last entry; the listener hears of them at once, the other nodes when they serve
         the channels."""
-        await self._expire()
+        await self._expiry.run(self._interest)
         try:
             self._replica.cache.lookup_all([refs for refs, _ in publications])
         except ChannelsNotFound:
@@ -299,7 +290,7 @@ class NatsEngine:
         end: float | None,
     ) -> ReadResult:
         """A local read of this node's copy, once it serves the channels."""
-        await self._expire()
+        await self._expiry.run(self._interest)
         assert self._interest is not None
         await need_task()
         await self._interest.serve(channel_ids)
@@ -385,51 +376,15 @@ class NatsEngine:
         self._health.reachable()
         return None if written is None else written[0]
 
-    async def _expire(self) -> None:
-        """Age messages, and expire due channels with one entry (the first node to see
-        them due writes it; the others find nothing left to do). A channel this node
-        does not serve may have been kept alive by publications it did not hear: its
-        newest one is looked up first."""
-        replica = self._replica
-        now = self._clock()
-        if replica.next_due() > now:
-            return
-        replica.age(now)
-        due = replica.due(now)
-        if not due:
-            return
-        assert self._interest is not None
-        channels = replica.cache.channels
-        for channel_id in due:
-            channel = channels.get(channel_id)
-            if channel is None or self._interest.serving(channel_id):
-                continue
-            await need_task()
-            published_at = await self._interest.last_publication(channel_id)
-            if published_at is not None:
-                replica.extend(channel, published_at)
-                if channel.expires_at > now:
-                    replica.cache.push_expiry(channel, channel.expires_at)
-
-        def decide(last_id: int) -> Change | None:
-            at = self._clock()
-            ids = [c for c in due if (ch := channels.get(c)) is not None and ch.expires_at <= at]
-            if not ids:
-                return None
-            return self._control(self._subjects.expiry, Expired(tuple(ids)), last_id, layout.ttl(0))
-
-        entry = await self._write_control(decide)
-        if isinstance(entry, Expired):
-            self._to_purge.extend(entry.ids)
-
     async def _sweep_forever(self) -> None:
         """One timer for the whole node: expire without a request, purge the subjects
         of the channels it expired, and stop serving channels no one polls."""
         failing = False
         while not self._closed:
             try:
-                await self._expire()
-                await self._purge()
+                await self._expiry.run(self._interest)
+                assert self._nc is not None
+                await self._expiry.purge(self._nc.jetstream(timeout=self._timeout_s))
                 if self._interest is not None and self._listener is not None:
                     await self._interest.release_idle(self._listener.subscribers)
                 if self._health.down and self._nc is not None and self._nc.is_connected:
@@ -447,21 +402,6 @@ class NatsEngine:
             else:
                 failing = False
             await asyncio.sleep(self._sweep_interval_s)
-
-    async def _purge(self) -> None:
-        assert self._nc is not None
-        jsm = self._nc.jetstream(timeout=self._timeout_s)
-        while self._to_purge:
-            channel_id = self._to_purge[-1]
-            try:
-                for subject in (
-                    self._subjects.channel(channel_id),
-                    self._subjects.messages(channel_id),
-                ):
-                    await jsm.purge_stream(self._servers.stream, subject=subject)
-            except UNREACHABLE as exc:
-                raise EngineUnavailable(f"cannot purge expired channels: {exc!r}") from exc
-            self._to_purge.pop()
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS: %r", exc)

@@ -68,6 +68,13 @@ class Change:
     control: bool = False
 
 
+def control(subject: str, entry: records.Entry, last_id: int, ttl_s: int | None = None) -> Change:
+    """A control entry (a channel, a close, an expiry, a floor) as the change that writes
+    it: a rollup, so its subject keeps only the newest."""
+    part = Part(subject, records.encode(entry), ttl_s=ttl_s, rollup=True)
+    return Change((part,), last_id, entry, control=True)
+
+
 class Writer:
     """Appends one change at a time from this node, on top of the stream's last entry."""
 

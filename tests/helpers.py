@@ -24,9 +24,10 @@ import httpx
 T = TypeVar("T")
 
 
-def readme_blocks(language: str) -> list[str]:
-    """The README's fenced code blocks in `language`, as written, in order."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def readme_blocks(language: str, readme: str = "README.md") -> list[str]:
+    """The fenced code blocks in `language` of the README (or `readme`, a path in the
+    repository), as written, in order."""
+    text = (Path(__file__).resolve().parents[1] / readme).read_text()
     return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
 
 

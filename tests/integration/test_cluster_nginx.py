@@ -5,19 +5,23 @@ through nginx is refused unless PushUp has a publisher key."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 import websockets.sync.client
 
 from tests.conftest import ServerFactory
-from tests.helpers import ServerProcess, wait_for
-from tests.proxies import Nginx
+from tests.helpers import ServerProcess, readme_blocks, wait_for
+from tests.proxies import NGINX, Nginx
 
+ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
 KEY = "nginx-publisher-key"
 NginxFactory = Callable[[ServerProcess], Nginx]
@@ -195,3 +199,27 @@ def test_streams_and_the_browser_client_pass_through_nginx(
             sent = direct.post("/publish", json={"channels": [channel], "data": "ws"}).json()
             frame = json.loads(socket.recv(timeout=DEADLINE_S))
             assert (frame["id"], frame["data"]) == (sent["id"], "ws")
+
+
+def test_the_deploy_readmes_nginx_commands_make_a_file_nginx_accepts(tmp_path: Path) -> None:
+    """deploy/README.md's commands as written, on a machine without their folders: only
+    the two system paths move under a temporary folder, and nginx checks the file it
+    made (`-t`, its own error log aside) rather than serving on port 80."""
+    (block,) = [b for b in readme_blocks("sh", "deploy/README.md") if "envsubst" in b]
+    assert block.count("\nnginx -p ") == 1, block
+    script = (
+        block.replace("/var/lib/pushup-nginx", f"{tmp_path}/var/lib/pushup-nginx")
+        .replace("/etc/pushup", f"{tmp_path}/etc/pushup")
+        .replace("\nnginx -p ", f"\n{NGINX} -t -e {tmp_path}/error.log -p ")
+    )
+    run = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "test is successful" in run.stderr
+    conf = (tmp_path / "etc/pushup/nginx.conf").read_text()
+    assert re.findall(r"\$\{PUSHUP_[A-Z_]+\}", conf) == []

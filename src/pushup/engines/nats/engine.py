@@ -203,7 +203,9 @@ class NatsEngine:
 
     # -- channels --------------------------------------------------------------------
 
-    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
+    async def create_channel(
+        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+    ) -> ChannelInfo:
         await self._expire()
         ttl = self._channel_ttl_s if ttl_s is None else ttl_s
 
@@ -211,12 +213,12 @@ class NatsEngine:
             if name is not None and name in self._replica.cache.names:
                 raise NameTaken(name)
             channel_id = ChannelId(self._replica.channel_ids.next())
-            record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0)
+            record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0, owner)
             return self._control(self._subjects.channel(channel_id), record, last_id)
 
         record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
-        return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None)
+        return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None, owner)
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         await self._expire()
@@ -231,6 +233,7 @@ class NatsEngine:
                 self._clock() + ttl,
                 channel.last_message_id,
                 channel.dropped_through,
+                channel.owner,
             )
             return self._control(self._subjects.channel(channel.id), record, last_id)
 
@@ -241,7 +244,13 @@ class NatsEngine:
             await self._served([channel])
             return channel.info()
         return ChannelInfo(
-            record.id, record.name, record.expires_at, record.ttl_s, 0, record.last_message_id
+            record.id,
+            record.name,
+            record.expires_at,
+            record.ttl_s,
+            0,
+            record.last_message_id,
+            record.owner,
         )
 
     async def close_channel(self, ref: ChannelRef) -> None:

@@ -40,6 +40,9 @@ class ChannelRecord:
     expires_at: float
     last_message_id: MessageId | None
     dropped_through: int
+    # The publisher key that created it; every record of the channel repeats it, as the
+    # newest replaces the others (a rollup).
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +77,17 @@ class Copy:
 
 def encode(entry: Entry) -> bytes:
     if isinstance(entry, ChannelRecord):
-        return orjson.dumps(
-            {
-                "id": entry.id,
-                "name": entry.name,
-                "ttl": entry.ttl_s,
-                "exp": entry.expires_at,
-                "last": entry.last_message_id,
-                "drop": entry.dropped_through,
-            }
-        )
+        body = {
+            "id": entry.id,
+            "name": entry.name,
+            "ttl": entry.ttl_s,
+            "exp": entry.expires_at,
+            "last": entry.last_message_id,
+            "drop": entry.dropped_through,
+        }
+        if entry.owner is not None:
+            body["owner"] = entry.owner
+        return orjson.dumps(body)
     if isinstance(entry, Closed):
         return orjson.dumps({"id": entry.id, "closed": True})
     if isinstance(entry, Expired):
@@ -104,6 +108,7 @@ def decode(kind: str, data: bytes) -> Entry:
             float(head["exp"]),
             None if head["last"] is None else MessageId(head["last"]),
             int(head["drop"]),
+            head.get("owner"),
         )
     if kind == "expired":
         return Expired(tuple(ChannelId(c) for c in head["ids"]))

@@ -55,6 +55,8 @@ def answered_error(error: AnsweredError, *, in_request: bool = True) -> tuple[tu
     request was handled: they get an id of their own."""
     metrics.count_error(error.code)
     request = current_request.get() if in_request else None
+    if request is not None and (key := request.publisher_name) is not None:
+        metrics.count_key_error(key, error.code)
     rid = new_id() if request is None else request_id(request)
     where = "" if request is None else f" to {request.method} {request.path}"
     # Failed publisher checks are worth an operator's attention (a wrong key, a proxy).

@@ -138,8 +138,9 @@ def test_metrics_and_the_dashboard_are_for_admin_keys_and_count_per_key(
     text = ops.get("/metrics").text
     assert 'pushup_key_publications_total{key="blog",worker="all"} 3.0' in text
     assert 'pushup_key_errors_total{code="forbidden",key="shop",worker="all"} 1.0' in text
-    # The banner names the keys, never their secrets.
+    # The banner and the log of a refusal name the keys, never their secrets.
     assert "keys.toml (--publisher-keys): blog, shop, ops" in server.log()
+    assert "answered 403 forbidden to POST /publish (publisher key shop)" in server.log()
     for secret in (BLOG, SHOP, OPS):
         assert secret not in text
         assert secret not in server.log()

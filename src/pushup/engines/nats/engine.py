@@ -218,7 +218,7 @@ class NatsEngine:
 
         record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
-        return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None, owner)
+        return record.info()
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         await self._expire()
@@ -243,15 +243,7 @@ class NatsEngine:
         if channel is not None:
             await self._served([channel])
             return channel.info()
-        return ChannelInfo(
-            record.id,
-            record.name,
-            record.expires_at,
-            record.ttl_s,
-            0,
-            record.last_message_id,
-            record.owner,
-        )
+        return record.info()
 
     async def close_channel(self, ref: ChannelRef) -> None:
         await self._expire()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from pushup.core.model import ChannelId, Message, MessageId
+from pushup.core.model import ChannelId, ChannelInfo, Message, MessageId
 
 # Every entry: the highest message id issued up to and including it, and the stream
 # sequence of the newest control entry before it (`writer.py` appends on top of both).
@@ -43,6 +43,18 @@ class ChannelRecord:
     # The publisher key that created it; every record of the channel repeats it, as the
     # newest replaces the others (a rollup).
     owner: str | None = None
+
+    def info(self) -> ChannelInfo:
+        """The channel as this record has it; its messages are not counted here."""
+        return ChannelInfo(
+            self.id,
+            self.name,
+            self.expires_at,
+            self.ttl_s,
+            0,
+            self.last_message_id,
+            self.owner,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,11 +64,7 @@ def facts(settings: Settings, base: str) -> dict[str, Any]:
         "metrics": f"{base}/metrics",
         "engine": "memory (in this process)" if embedded else shown_url(settings.engine_url),
         "data_dir": data,
-        "publishers": (
-            "loopback only (no --publisher-key)"
-            if settings.publisher_key is None
-            else "with the bearer key (--publisher-key)"
-        ),
+        "publishers": _publishers(settings),
         "subscribers": (
             "anyone"
             if settings.subscriber_secret is None
@@ -81,6 +77,18 @@ def facts(settings: Settings, base: str) -> dict[str, Any]:
         "limits": _limits(settings),
         "cache": _cache(settings),
     }
+
+
+def _publishers(settings: Settings) -> str:
+    keys = settings.publisher_keys
+    if keys is not None:
+        # Names only: a secret is never shown.
+        return f"with {len(keys.keys)} keys from {keys.source} (--publisher-keys): " + ", ".join(
+            keys.names
+        )
+    if settings.publisher_key is None:
+        return "loopback only (no --publisher-key)"
+    return "with the bearer key (--publisher-key)"
 
 
 def _build() -> str:

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pushup.core.tenants import PublisherKeys, single_key
 from pushup.engine_urls import check_engine_url
 from pushup.options import (
+    SettingError,
     at_least,
     between,
     build,
@@ -28,6 +30,7 @@ from pushup.options import (
     seconds,
     validate,
 )
+from pushup.publisher_keys import check_keys, load_keys
 
 # The embedded engine's data directory, under the working directory; `none` keeps nothing.
 DEFAULT_DATA_DIR = "pushup-data"
@@ -282,6 +285,15 @@ class Settings:
         check=not_empty,
         metavar="KEY",
     )
+    # Read once, here: the workers get the keys, not the file.
+    publisher_keys: PublisherKeys | None = option(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        "TOML file of publisher keys, each allowed some channel-name prefixes.",
+        group="security",
+        parse=load_keys,
+        check=check_keys,
+        metavar="FILE",
+    )
     # Other local users can read a flag, but not the variable, in the process list.
     # None: subscribers need no token.
     subscriber_secret: str | None = option(
@@ -337,6 +349,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.publisher_key is not None and self.publisher_keys is not None:
+            raise SettingError(
+                "publisher_keys",
+                "and --publisher-key cannot be used together: put that key in the file, "
+                'with prefixes = [""] to allow it every channel',
+            )
 
     @classmethod
     def from_env(
@@ -346,6 +364,14 @@ class Settings:
         variables in `environ`, else the defaults; OptionError names a bad flag or
         variable as the user wrote it."""
         return build(cls, environ, flags or {})
+
+    @property
+    def keys(self) -> PublisherKeys | None:
+        """The publisher keys, or None when publishing is open to loopback clients:
+        `--publisher-key` is one key allowed everything."""
+        if self.publisher_key is not None:
+            return PublisherKeys((single_key(self.publisher_key),))
+        return self.publisher_keys
 
     @property
     def default_timeout_s(self) -> float:

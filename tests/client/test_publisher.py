@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from pushup.client import (
     Channel,
     ChannelNotFound,
     ChannelState,
+    Forbidden,
     InvalidRequest,
     NameTaken,
     NotFound,
@@ -195,6 +197,31 @@ async def test_the_publisher_key(
         assert (caught.value.status, caught.value.code) == (401, "unauthorized")
     channel = await publisher_factory(server.url, key="s3cret").create_channel()
     assert channel.id > 0
+
+
+async def test_a_key_of_several_raises_forbidden_outside_its_channels(
+    publisher_factory: PublisherFactory, server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """With `--publisher-keys`, the client needs nothing but its own key."""
+    keys = tmp_path / "keys.toml"
+    blog, shop = "b" * 32, "s" * 32
+    keys.write_text(
+        f'[keys.blog]\nsecret = "{blog}"\nprefixes = ["blog:"]\n'
+        f'[keys.shop]\nsecret = "{shop}"\nprefixes = ["shop:"]\n'
+    )
+    server = server_factory("--publisher-keys", str(keys))
+    publisher = publisher_factory(server.url, key=blog)
+    await publisher.create_channel("blog:a")
+    mine = await publisher.create_channel()
+    published = await publisher.publish(["blog:a", mine.id], {"n": 1})
+    assert published.channels == ((await publisher.channel_info("blog:a")).id, mine.id)
+    await publisher_factory(server.url, key=shop).create_channel("shop:b")
+    with pytest.raises(Forbidden) as caught:
+        await publisher.publish(["blog:a", "shop:b"], {"n": 2})
+    assert (caught.value.status, caught.value.code) == (403, "forbidden")
+    assert caught.value.body["channels"] == ["shop:b"]
+    with pytest.raises(Forbidden):
+        await publisher_factory(server.url, key=shop).renew_channel(mine.id)
 
 
 async def test_no_server_raises_transport_error(publisher_factory: PublisherFactory) -> None:

@@ -72,6 +72,38 @@ async def test_create_returns_the_channel_info(engine: Engine) -> None:
     assert named.ttl_s == 10.0
 
 
+async def test_the_owner_is_kept_with_the_channel(engine: Engine, clock: FakeClock) -> None:
+    """The publisher key that made a channel owns it for its whole life: renewals and
+    publications rewrite a channel's record, never its owner."""
+    unnamed = await engine.create_channel(None, None, owner="blog")
+    named = await engine.create_channel(None, "shop:cart", owner="shop")
+    plain = await engine.create_channel(None, "plain")
+    assert (unnamed.owner, named.owner, plain.owner) == ("blog", "shop", None)
+    clock.advance(1)
+    await publish1(engine, [unnamed.id, "shop:cart"])
+    assert (await engine.renew_channel(unnamed.id, 60.0)).owner == "blog"
+    assert (await engine.channel_info(unnamed.id)).owner == "blog"
+    assert (await engine.channel_info("shop:cart")).owner == "shop"
+    assert (await engine.channel_info("plain")).owner is None
+
+
+async def test_the_owner_outlives_the_engine_that_stored_it(
+    engine_kind: str, make_engine: MakeEngine, listener: RecordingListener, clock: FakeClock
+) -> None:
+    """A restarted embedded engine (its journal), or another node of a shared one,
+    knows who owns each channel."""
+    if engine_kind == "memory":
+        pytest.skip("without a journal nothing outlives the engine")
+    first = await started(make_engine, listener)
+    made = await first.create_channel(None, None, owner="blog")
+    await publish1(first, [made.id])
+    await first.renew_channel(made.id, None)
+    await first.close()
+    clock.advance(1.0)
+    second = await started(make_engine, listener)
+    assert (await second.channel_info(made.id)).owner == "blog"
+
+
 async def test_channel_ids_are_unique_and_grow_even_when_the_clock_stands_still(
     engine: Engine, clock: FakeClock
 ) -> None:

@@ -258,9 +258,40 @@ async def test_a_journal_of_the_first_version_is_brought_up_to_date(
     assert [m.data for m, _ in (await read(engine, [7])).hits] == [b'{"n":1}', b'"new"']
     assert journal_lines(caplog) == []
     db = sqlite3.connect(data_dir / DATABASE)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
     assert db.execute(f"SELECT crc FROM messages WHERE id = {new.id}").fetchone()[0] is not None
     db.close()
+
+
+async def test_a_journal_of_the_second_version_keeps_its_channels_without_owners(
+    make_engine: MakeEngine,
+    listener: RecordingListener,
+    data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Version 3 adds the owner column: rows checksummed by version 2 still pass their
+    check, own nothing, and new rows carry their owner."""
+    data_dir.mkdir()
+    tamper(
+        data_dir,
+        "PRAGMA auto_vacuum = INCREMENTAL",
+        "CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT, ttl_s REAL NOT NULL,"
+        " expires_at REAL NOT NULL, last_message_id INTEGER, dropped_through INTEGER NOT NULL,"
+        " crc INTEGER)",
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, channels TEXT NOT NULL,"
+        " data BLOB NOT NULL, crc INTEGER)",
+        "CREATE TABLE marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+        f"INSERT INTO channels VALUES (7, 'old', 600, {T0 + 600}, NULL, 0,"
+        f" channel_crc(7, 'old', 600.0, {T0 + 600}, NULL, 0))",
+        "PRAGMA user_version = 2",
+    )
+    engine = await started(make_engine, listener)
+    assert (await engine.channel_info("old")).owner is None
+    made = await engine.create_channel(None, None, owner="blog")
+    engine = await restarted(engine, make_engine, listener)
+    assert (await engine.channel_info(7)).owner is None
+    assert (await engine.channel_info(made.id)).owner == "blog"
+    assert journal_lines(caplog) == []
 
 
 # -- acknowledged, and gone ----------------------------------------------------------------

@@ -106,6 +106,42 @@ def test_a_bad_engine_url_is_one_line_without_its_password(url: str) -> None:
     assert "s3cret" not in line
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "cannot read"),
+        ("[keys.a\n", "is not valid TOML"),
+        ('[keys.a]\nsecret = "short"\nprefixes = ["a:"]\n', "is too short"),
+        (f'[keys.a]\nsecret = "{"s" * 32}"\nprefixes = []\n', "are empty"),
+        (
+            f'[keys.a]\nsecret = "{"s" * 32}"\nprefixes = ["a:"]\n'
+            f'[keys.b]\nsecret = "{"s" * 32}"\nprefixes = ["b:"]\n',
+            "have the same secret",
+        ),
+    ],
+)
+def test_a_bad_publisher_keys_file_is_one_line_naming_the_flag_or_variable(
+    tmp_path: Path, text: str | None, problem: str
+) -> None:
+    path = tmp_path / "keys.toml"
+    if text is not None:
+        path.write_text(text)
+    line = _one_line(_pushup("serve", "--publisher-keys", str(path)))
+    assert line.startswith(f"Error: --publisher-keys {'cannot read ' if text is None else ''}")
+    assert problem in line, line
+    assert "s" * 32 not in line
+    env = {**os.environ, "PUSHUP_PUBLISHER_KEYS": str(path)}
+    line = _one_line(_pushup("serve", env=env))
+    assert line.startswith("Error: PUSHUP_PUBLISHER_KEYS "), line
+    assert problem in line, line
+
+
+def test_publisher_keys_and_a_publisher_key_are_one_or_the_other() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "publisher-keys.example.toml"
+    line = _one_line(_pushup("serve", "--publisher-keys", str(example), "--publisher-key", "k"))
+    assert line.startswith("Error: --publisher-keys and --publisher-key cannot be used together")
+
+
 def test_an_unknown_flag_is_one_line() -> None:
     assert "--prot" in _one_line(_pushup("serve", "--prot", "7070"))
 

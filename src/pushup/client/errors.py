@@ -40,7 +40,8 @@ class Unauthorized(ApiError):
 
 
 class Forbidden(ApiError):
-    """403: a publisher request without a key from a non-loopback or proxied peer, or a
+    """403: a publisher request without a key from a non-loopback or proxied peer, a
+    publisher key's request for channels that are not its own (`--publisher-keys`), or a
     subscription to channels its token does not grant (`channels` in `body`)."""
 
 

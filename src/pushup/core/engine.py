@@ -44,8 +44,12 @@ class Engine(Protocol):
 
     async def close(self) -> None: ...
 
-    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
-        """Raises NameTaken."""
+    async def create_channel(
+        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+    ) -> ChannelInfo:
+        """Raises NameTaken. `owner`, the creating publisher key's name, is kept with the
+        channel for as long as it lives (across restarts and nodes) and shown by
+        `channel_info`."""
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         """Raises ChannelsNotFound."""

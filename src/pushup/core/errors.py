@@ -27,6 +27,16 @@ class NameTaken(PushUpError):
         self.name = name
 
 
+class NotAllowed(PushUpError):
+    """A publisher key asked for channels outside its prefixes (or unnamed channels
+    another key created)."""
+
+    def __init__(self, key: str, refs: Sequence[ChannelRef]) -> None:
+        super().__init__(f"publisher key {key!r} may not use channels {list(refs)}")
+        self.key = key
+        self.refs = list(refs)
+
+
 class EngineUnavailable(PushUpError):
     """The engine's backing store cannot be reached now; the request may be retried.
 

@@ -106,13 +106,13 @@ class Hub:
         return messages
 
     def create_channel(
-        self, ttl_s: float | None, name: str | None
+        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
     ) -> Coroutine[Any, Any, ChannelInfo]:
-        """A new channel; raises NameTaken."""
-        return self._engine.create_channel(ttl_s, name)
+        """A new channel, owned by the publisher key named `owner`; raises NameTaken."""
+        return self._engine.create_channel(ttl_s, name, owner=owner)
 
     async def get_or_create_channel(
-        self, ttl_s: float | None, name: str
+        self, ttl_s: float | None, name: str, *, owner: str | None = None
     ) -> tuple[ChannelInfo, bool]:
         """The live channel of that name, renewed, or a new one; and whether it is new.
         An application's start-up can then ask for its channels without counting
@@ -120,7 +120,7 @@ class Hub:
         created anew, as if it had been gone before."""
         for _ in range(_GET_OR_CREATE_TRIES):
             try:
-                return await self._engine.create_channel(ttl_s, name), True
+                return await self._engine.create_channel(ttl_s, name, owner=owner), True
             except NameTaken:
                 pass
             try:

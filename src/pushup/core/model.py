@@ -64,6 +64,9 @@ class ChannelInfo:
     ttl_s: float
     messages: int
     last_message_id: MessageId | None
+    # The name of the publisher key that created it (`--publisher-keys`); None when made
+    # without a key. An unnamed channel belongs to this key alone.
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from pushup.core.errors import (
     ChannelsNotFound,
     EngineUnavailable,
     NameTaken,
+    NotAllowed,
     NotReplicated,
     StorageFull,
 )
@@ -157,6 +158,14 @@ def answer(exc: BaseException) -> ApiError | None:
             "unknown, expired or closed channels: " + ", ".join(map(str, exc.refs)),
             status=404,
             code="channel_not_found",
+            channels=exc.refs,
+        )
+    if isinstance(exc, NotAllowed):
+        return ApiError(
+            "this publisher key may not use these channels (outside its name prefixes, "
+            "or unnamed and made by another key): " + ", ".join(map(str, exc.refs)),
+            status=403,
+            code="forbidden",
             channels=exc.refs,
         )
     if isinstance(exc, NameTaken):

@@ -1,5 +1,5 @@
 """`GET /metrics` (Prometheus) and `GET /dashboard` (a live page), both behind the
-publisher check.
+publisher check, and for an admin key only when there are several (`--publisher-keys`).
 
 A browser cannot send the publisher key as a header, so `/dashboard` also takes it
 once as `?key=`: the answer sets an HttpOnly cookie holding a token derived from the
@@ -17,12 +17,15 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from pushup.core.tenants import PublisherKey, PublisherKeys
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
 from pushup.observe import exposition, observer
 
 DASHBOARD_PATH = "/dashboard"
+# What only admin keys may read: every tenant's figures.
+ADMIN_PATHS = frozenset(("/metrics", DASHBOARD_PATH))
 COOKIE = "pushup_dashboard"
 _COOKIE_MAX_AGE_S = 7 * 24 * 3600
 # The page loads nothing from elsewhere: its script and style are inline, its data
@@ -45,11 +48,11 @@ async def metrics(request: Request, services: Services) -> Response:
 
 
 async def dashboard(request: Request, services: Services) -> Response:
-    key = services.settings.publisher_key
+    key = request.publisher
     if key is not None and "key" in _query(request):
         # Authorized by this key (the router checked it): trade it for the cookie.
         cookie = (
-            f"{COOKIE}={cookie_token(key.encode())}; Path={DASHBOARD_PATH}; "
+            f"{COOKIE}={cookie_token(key.secret.encode())}; Path={DASHBOARD_PATH}; "
             f"Max-Age={_COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict"
         )
         return Response(303, b"", (("Location", DASHBOARD_PATH), ("Set-Cookie", cookie)))
@@ -61,16 +64,23 @@ async def dashboard(request: Request, services: Services) -> Response:
     return Response(200, _page().replace(b"{{CONFIG}}", data), _PAGE_HEADERS)
 
 
-def admits(request: Request, key: bytes) -> bool:
-    """Whether a request for the dashboard carries the key as `?key=` or the cookie
-    that `/dashboard?key=` set (the router asks when there is no Authorization)."""
+def admitted(request: Request, keys: PublisherKeys) -> PublisherKey | None:
+    """The key a request for the dashboard carries as `?key=`, or whose cookie it
+    carries (set by `/dashboard?key=`); the router asks when there is no Authorization.
+    Every key is compared, in constant time."""
     if request.path != DASHBOARD_PATH:
-        return False
+        return None
     given = _query(request).get("key")
     if given is not None:
-        return hmac.compare_digest(given[-1].encode(), key)
+        return keys.match(given[-1].encode())
     token = _cookie(request)
-    return token is not None and hmac.compare_digest(token.encode(), cookie_token(key).encode())
+    if token is None:
+        return None
+    found = None
+    for key in keys.keys:
+        if hmac.compare_digest(token.encode(), cookie_token(key.secret.encode()).encode()):
+            found = key
+    return found
 
 
 def cookie_token(key: bytes) -> str:

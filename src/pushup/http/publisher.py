@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from pushup.core.engine import Publication
 from pushup.core.model import ChannelInfo, Message
+from pushup.core.tenants import PublisherKey
 from pushup.http import params
 from pushup.http.errors import InvalidBody
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
+from pushup.observe import metrics
 
 
 def _channel(info: ChannelInfo) -> dict[str, Any]:
@@ -20,16 +24,43 @@ def _published(message: Message) -> dict[str, Any]:
     return {"id": str(message.id), "time": message.time, "channels": list(message.channels)}
 
 
+def _restricted(request: Request) -> PublisherKey | None:
+    """The request's publisher key when its channels need checking (not allowed all)."""
+    key = request.publisher
+    return None if key is None or key.unrestricted else key
+
+
+async def _store(
+    request: Request, services: Services, items: Sequence[Publication]
+) -> list[Message]:
+    """Publish, after the publish rate and the key's channels: refused whole (403,
+    nothing stored) if any channel of any item is not the key's."""
+    services.limits.check_publish(request, len(items))
+    key = _restricted(request)
+    if key is not None:
+        await services.access.check(key, [ref for refs, _ in items for ref in refs])
+    messages = await services.hub.publish(items)
+    if request.publisher is not None:
+        metrics.key_published(request.publisher.name, len(messages))
+    return messages
+
+
 async def create_channel(request: Request, services: Services) -> Response:
     body = params.json_body(request.body, optional=True)
     params.only_fields(body, {"ttl", "name", "exist_ok"})
     ttl_s, name = params.ttl(body), params.name(body)
+    key = request.publisher
+    # An unnamed channel is its creator's; a named one is any key's whose prefix it has.
+    owner = None if key is None else key.name
+    if name is not None:
+        await services.access.check(key, [name])
     if params.flag(body, "exist_ok"):
         if name is None:
             raise InvalidBody("exist_ok needs a name: only a named channel can already exist")
-        info, created = await services.hub.get_or_create_channel(ttl_s, name)
+        info, created = await services.hub.get_or_create_channel(ttl_s, name, owner=owner)
         return Response.json(201 if created else 200, _channel(info))
-    info = await services.hub.create_channel(ttl_s, name)
+    info = await services.hub.create_channel(ttl_s, name, owner=owner)
+    services.access.remember(info)
     return Response.json(201, _channel(info))
 
 
@@ -37,17 +68,21 @@ async def renew_channel(request: Request, services: Services, ref: str) -> Respo
     channel = params.path_channel(ref)
     body = params.json_body(request.body, optional=True)
     params.only_fields(body, {"ttl"})
+    await services.access.check(request.publisher, [channel])
     info = await services.hub.renew_channel(channel, params.ttl(body))
     return Response.json(200, _channel(info))
 
 
 async def close_channel(request: Request, services: Services, ref: str) -> Response:
-    await services.hub.close_channel(params.path_channel(ref))
+    channel = params.path_channel(ref)
+    await services.access.check(request.publisher, [channel])
+    await services.hub.close_channel(channel)
     return Response(204)
 
 
 async def channel_info(request: Request, services: Services, ref: str) -> Response:
     channel = params.path_channel(ref)
+    await services.access.check(request.publisher, [channel])
     info = await services.hub.channel_info(channel)
     count = await services.hub.count_subscribers(info.id)
     last = None if info.last_message_id is None else str(info.last_message_id)
@@ -71,8 +106,7 @@ async def publish(request: Request, services: Services) -> Response:
         max_channels=settings.max_channels_per_request,
         max_bytes=settings.max_message_bytes,
     )
-    services.limits.check_publish(request, 1)
-    (message,) = await services.hub.publish([item])
+    (message,) = await _store(request, services, [item])
     return Response.json(201, _published(message))
 
 
@@ -83,6 +117,5 @@ async def publish_batch(request: Request, services: Services) -> Response:
         max_channels=settings.max_channels_per_request,
         max_bytes=settings.max_message_bytes,
     )
-    services.limits.check_publish(request, len(items))
-    messages = await services.hub.publish(items)
+    messages = await _store(request, services, items)
     return Response.json(201, {"messages": [_published(message) for message in messages]})

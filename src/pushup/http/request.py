@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushup.core.tenants import PublisherKey
+
 
 class Request:
     __slots__ = (
@@ -15,6 +17,7 @@ class Request:
         "mode",
         "path",
         "peer",
+        "publisher",
         "query",
         "url",
     )
@@ -31,6 +34,14 @@ class Request:
         self.query = ""
         self.mode = 0  # how the response ends the connection (see response.py)
         self.expect_continue = False
+        # The publisher key that authorized it (router.py); None without keys.
+        self.publisher: PublisherKey | None = None
+
+    @property
+    def publisher_name(self) -> str | None:
+        """The name of the publisher key it came with, for metrics and logs."""
+        key = self.publisher
+        return None if key is None else key.name
 
     def header(self, name: str) -> str | None:
         """A header by lower-case name."""

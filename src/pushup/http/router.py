@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -102,8 +101,7 @@ def _pick(methods: dict[str, Handler], method: str) -> Handler:
 class Router:
     def __init__(self, services: Services, cors: CorsPolicy | None = None) -> None:
         self.services = services
-        key = services.settings.publisher_key
-        self._publisher_key = None if key is None else key.encode()
+        self._keys = services.settings.keys
         secret = services.settings.subscriber_secret
         self._tokens = None if secret is None else SubscriberTokens(secret)
         self._cors = cors
@@ -159,17 +157,27 @@ class Router:
         return await handler(request, self.services, grant=grant, cors=headers)
 
     def _authorize_publisher(self, request: Request) -> None:
-        if self._publisher_key is not None:
+        """A publisher key (its request then carries it, `request.publisher`), or with
+        none configured a direct loopback client; `/metrics` and `/dashboard` need a
+        key marked admin."""
+        keys = self._keys
+        if keys is not None:
             given = request.header("authorization") or ""
             scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), self._publisher_key
-            ):
-                if monitoring.admits(request, self._publisher_key):
-                    return  # a browser on the dashboard: the key as ?key= or its cookie
+            key = keys.match(token.strip().encode()) if scheme.lower() == "bearer" else None
+            if key is None:
+                # A browser on the dashboard: the key as ?key= or its cookie.
+                key = monitoring.admitted(request, keys)
+            if key is None:
                 raise Unauthorized(
                     "publisher requests need Authorization: Bearer <publisher key>",
                     headers=(("WWW-Authenticate", 'Bearer realm="pushup"'),),
+                )
+            request.publisher = key
+            if not key.admin and request.path in monitoring.ADMIN_PATHS:
+                raise Forbidden(
+                    f"publisher key {key.name!r} may not read {request.path}: "
+                    "only keys marked admin may"
                 )
             return
         if not is_loopback(request.peer) or any(

@@ -102,6 +102,14 @@ class _Collector:
         )
         yield _labelled_counter(
             snapshots,
+            "key_publications",
+            "pushup_key_publications",
+            "Messages published, by the name of the publisher key that sent them.",
+            "key",
+        )
+        yield _key_errors(snapshots)
+        yield _labelled_counter(
+            snapshots,
             "dropped",
             "pushup_cache_dropped_messages",
             "Messages the cache let go, once per channel, by reason: its message TTL "
@@ -122,6 +130,24 @@ def _labelled_counter(
             totals[value] = totals.get(value, 0) + count
     for value, count in sorted(totals.items()):
         counter.add_metric([ALL, value], count)
+    return counter
+
+
+def _key_errors(snapshots: Sequence[Snapshot]) -> CounterMetricFamily:
+    counter = CounterMetricFamily(
+        "pushup_key_errors",
+        "Error answers to requests made with a publisher key, by the key's name and the "
+        "JSON error code.",
+        labels=["worker", "key", "code"],
+    )
+    totals: dict[tuple[str, str], int] = {}
+    for snap in snapshots:
+        for key, codes in sorted(snap.get("key_errors", {}).items()):
+            for code, count in sorted(codes.items()):
+                counter.add_metric([snap["worker"], key, code], count)
+                totals[(key, code)] = totals.get((key, code), 0) + count
+    for (key, code), count in sorted(totals.items()):
+        counter.add_metric([ALL, key, code], count)
     return counter
 
 

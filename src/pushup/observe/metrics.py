@@ -88,6 +88,10 @@ class Figures:
         # in several channels counts once per channel that dropped it.
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self.requests: dict[tuple[str, str], Histogram] = {}
+        # Per publisher key (names from --publisher-keys, so bounded): messages
+        # published, and error answers by code.
+        self.key_publications: dict[str, int] = {}
+        self.key_errors: dict[str, dict[str, int]] = {}
 
     def request_done(self, route: str, method: str, seconds: float) -> None:
         histogram = self.requests.get((route, method))
@@ -108,6 +112,8 @@ class Figures:
             "fanout": self.fanout.dump(),
             "delivery": self.delivery.dump(),
             "dropped": dict(self.dropped),
+            "key_publications": dict(self.key_publications),
+            "key_errors": {key: dict(codes) for key, codes in self.key_errors.items()},
             "requests": [
                 [route, method, histogram.dump()]
                 for (route, method), histogram in sorted(self.requests.items())
@@ -128,6 +134,16 @@ class Figures:
             if isinstance(theirs, dict):
                 for key, count in theirs.items():
                     mine[str(key)] = mine.get(str(key), 0) + int(count)
+        key_publications = dumped.get("key_publications")
+        if isinstance(key_publications, dict):
+            for name, count in key_publications.items():
+                self.key_publications[name] = self.key_publications.get(name, 0) + int(count)
+        key_errors = dumped.get("key_errors")
+        if isinstance(key_errors, dict):
+            for name, codes in key_errors.items():
+                mine = self.key_errors.setdefault(str(name), {})
+                for code, count in codes.items():
+                    mine[str(code)] = mine.get(str(code), 0) + int(count)
         for mine_h, theirs_h in (
             (self.fanout, dumped.get("fanout")),
             (self.delivery, dumped.get("delivery")),
@@ -158,6 +174,18 @@ def count_limit(name: str, n: int = 1) -> None:
 def published(n: int) -> None:
     """Messages published through this process."""
     FIGURES.publications += n
+
+
+def key_published(key: str, n: int) -> None:
+    """Messages published with the publisher key of this name."""
+    counts = FIGURES.key_publications
+    counts[key] = counts.get(key, 0) + n
+
+
+def count_key_error(key: str, code: str) -> None:
+    """An error answered to a request made with the publisher key of this name."""
+    codes = FIGURES.key_errors.setdefault(key, {})
+    codes[code] = codes.get(code, 0) + 1
 
 
 def fanned_out(receivers: int, seconds: float, since_published_s: float) -> None:

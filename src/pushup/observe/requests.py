@@ -55,8 +55,16 @@ def answered_error(error: AnsweredError, *, in_request: bool = True) -> tuple[tu
     request was handled: they get an id of their own."""
     metrics.count_error(error.code)
     request = current_request.get() if in_request else None
+    key = None if request is None else request.publisher_name
+    if key is not None:
+        metrics.count_key_error(key, error.code)
     rid = new_id() if request is None else request_id(request)
     where = "" if request is None else f" to {request.method} {request.path}"
+    fields: dict[str, object] = {"request_id": rid, "status": error.status, "code": error.code}
+    if key is not None:
+        # Its name only: a publisher key's secret is never logged.
+        where += f" (publisher key {key})"
+        fields["publisher_key"] = key
     # Failed publisher checks are worth an operator's attention (a wrong key, a proxy).
     # Server-side failures are logged where they happen (a 500 with its traceback, a
     # 502 or 504 by the proxy, an outage once by the engine); the rest are the
@@ -72,6 +80,6 @@ def answered_error(error: AnsweredError, *, in_request: bool = True) -> tuple[tu
             error.code,
             where,
             error.detail,
-            extra={"request_id": rid, "status": error.status, "code": error.code},
+            extra=fields,
         )
     return ((HEADER, rid),)

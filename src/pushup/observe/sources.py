@@ -24,7 +24,7 @@ class ObservedHub(Protocol):
     def cache_stats(self, leave_out: Collection[ChannelId] = ()) -> CacheStats | None: ...
 
     async def get_or_create_channel(
-        self, ttl_s: float | None, name: str
+        self, ttl_s: float | None, name: str, *, owner: str | None = None
     ) -> tuple[ChannelInfo, bool]: ...
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]: ...
@@ -55,6 +55,10 @@ class ObservedRequest(Protocol):
 
     @property
     def path(self) -> str: ...
+
+    @property
+    def publisher_name(self) -> str | None:
+        """The name of the publisher key it came with (None: none, or not yet known)."""
 
 
 class AnsweredError(Protocol):

@@ -18,13 +18,18 @@ class Channel:
         "last_message_id",
         "messages",
         "name",
+        "owner",
         "scheduled_at",
         "ttl_s",
     )
 
-    def __init__(self, id: ChannelId, name: str | None, ttl_s: float, now: float) -> None:
+    def __init__(
+        self, id: ChannelId, name: str | None, ttl_s: float, now: float, owner: str | None = None
+    ) -> None:
         self.id = id
         self.name = name
+        # The publisher key that created it; never changes.
+        self.owner = owner
         self.ttl_s = ttl_s
         self.expires_at = now + ttl_s
         # The time of this channel's authoritative expiry-heap entry; always at or
@@ -48,4 +53,5 @@ class Channel:
             ttl_s=self.ttl_s,
             messages=len(self.messages),
             last_message_id=self.last_message_id,
+            owner=self.owner,
         )

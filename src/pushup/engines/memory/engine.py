@@ -80,7 +80,9 @@ class MemoryEngine:
 
     # -- channels --------------------------------------------------------------------
 
-    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
+    async def create_channel(
+        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+    ) -> ChannelInfo:
         journal = self._journal
         journal.check()
         now = self._clock()
@@ -92,6 +94,7 @@ class MemoryEngine:
             name,
             self._channel_ttl_s if ttl_s is None else ttl_s,
             now,
+            owner,
         )
         self._cache.add(channel)
         self._schedule_sweep()

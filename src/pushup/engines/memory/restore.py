@@ -23,7 +23,7 @@ def restore(
     for stored in snapshot.channels:  # in id order: the newer of two names wins
         if stored.expires_at <= now:
             continue
-        channel = Channel(stored.id, stored.name, stored.ttl_s, now)
+        channel = Channel(stored.id, stored.name, stored.ttl_s, now, stored.owner)
         channel.expires_at = channel.scheduled_at = stored.expires_at
         channel.last_message_id = stored.last_message_id
         channel.dropped_through = stored.dropped_through

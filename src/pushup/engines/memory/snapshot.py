@@ -28,6 +28,8 @@ class ChannelState(Protocol):
     def dropped_through(self) -> int: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def owner(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class StoredChannel:
     expires_at: float
     last_message_id: MessageId | None
     dropped_through: int
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

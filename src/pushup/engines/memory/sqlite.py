@@ -14,7 +14,8 @@ Every row carries a CRC32 of its values, computed as it is written; `read` check
 and decodes every message as JSON, and leaves out (and counts) rows that fail, so
 damage that SQLite cannot see (its own checks cover only the file's structure) is never
 served. Rows written before version 2 have no checksum: they are checked by decoding
-alone.
+alone. Version 3 adds each channel's owner (the publisher key that created it), in its
+checksum only when there is one, so older rows check as they did.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from pushup.core.model import ChannelId, Message, MessageId
 from pushup.engines.memory.snapshot import ChannelState, Snapshot, StoredChannel, StoredMessage
 
 DATABASE = "journal.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = (
     "CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT, ttl_s REAL NOT NULL,"
     " expires_at REAL NOT NULL, last_message_id INTEGER, dropped_through INTEGER NOT NULL,"
-    " crc INTEGER)",
+    " crc INTEGER, owner TEXT)",
     # `channels`: the message's channel ids, comma-separated.
     "CREATE TABLE messages (id INTEGER PRIMARY KEY, channels TEXT NOT NULL, data BLOB NOT NULL,"
     " crc INTEGER)",
@@ -53,26 +54,28 @@ _MIGRATIONS = {
         "ALTER TABLE channels ADD COLUMN crc INTEGER",
         "ALTER TABLE messages ADD COLUMN crc INTEGER",
     ),
+    2: ("ALTER TABLE channels ADD COLUMN owner TEXT",),
 }
 # A channel's `dropped_through` only grows: compaction raises it for messages it
 # deletes, and a later write of the channel from memory must not lower it again. The
 # checksum, computed by the writer with the row, is computed again by SQLite in that
 # rare case, for the row as it ends up.
 _UPSERT_CHANNEL = (
-    "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    "INSERT INTO channels (id, name, ttl_s, expires_at, last_message_id, dropped_through,"
+    " owner, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
     " name = excluded.name, ttl_s = excluded.ttl_s, expires_at = excluded.expires_at,"
-    " last_message_id = excluded.last_message_id,"
+    " last_message_id = excluded.last_message_id, owner = excluded.owner,"
     " dropped_through = max(dropped_through, excluded.dropped_through),"
     " crc = CASE WHEN dropped_through > excluded.dropped_through"
     " THEN channel_crc(excluded.id, excluded.name, excluded.ttl_s, excluded.expires_at,"
-    " excluded.last_message_id, dropped_through) ELSE excluded.crc END"
+    " excluded.last_message_id, dropped_through, excluded.owner) ELSE excluded.crc END"
 )
 # A damaged row keeps a checksum that does not match: compaction never blesses it.
 _RAISE_GAP_MARK = (
     "UPDATE channels SET dropped_through = max(dropped_through, ?1), crc = CASE"
-    " WHEN crc = channel_crc(id, name, ttl_s, expires_at, last_message_id, dropped_through)"
-    " THEN channel_crc(id, name, ttl_s, expires_at, last_message_id,"
-    " max(dropped_through, ?1)) ELSE crc END WHERE id = ?2"
+    " WHEN crc = channel_crc(id, name, ttl_s, expires_at, last_message_id, dropped_through,"
+    " owner) THEN channel_crc(id, name, ttl_s, expires_at, last_message_id,"
+    " max(dropped_through, ?1), owner) ELSE crc END WHERE id = ?2"
 )
 _UPSERT_MARK = (
     "INSERT INTO marks VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
@@ -98,7 +101,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # Opened here, then used only by the writer thread (and at close, once it is idle).
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        db.create_function("channel_crc", 6, channel_crc, deterministic=True)
+        db.create_function("channel_crc", 7, channel_crc, deterministic=True)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             # Must come before the first table: lets compaction shrink the file.
@@ -182,18 +185,19 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
     channels: list[StoredChannel] = []
     damaged: list[int] = []
     for row in db.execute(
-        "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through, crc"
+        "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through, owner, crc"
         " FROM channels ORDER BY id"
     ):
-        channel_id, raw_name, ttl_s, expires_at, last, dropped, crc = row
+        channel_id, raw_name, ttl_s, expires_at, last, dropped, raw_owner, crc = row
         try:
             name = None if raw_name is None else raw_name.decode()
+            owner = None if raw_owner is None else raw_owner.decode()
             if not (
                 isinstance(ttl_s, float)
                 and isinstance(expires_at, float)
                 and isinstance(last, int | None)
                 and isinstance(dropped, int)
-                and (crc is None or crc == channel_crc(*row[:6]))
+                and (crc is None or crc == channel_crc(*row[:7]))
             ):
                 raise ValueError("not as written")
         except (ValueError, AttributeError, struct.error):  # UnicodeDecodeError is one
@@ -207,6 +211,7 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
                 expires_at,
                 None if last is None else MessageId(last),
                 dropped,
+                owner,
             )
         )
     return channels, damaged
@@ -249,8 +254,10 @@ def channel_crc(
     expires_at: float,
     last_message_id: int | None,
     dropped_through: int,
+    owner: str | bytes | None = None,
 ) -> int:
-    """The checksum of a channel row: over its values as the engine wrote them."""
+    """The checksum of a channel row: over its values as the engine wrote them (an
+    owner only when there is one: a row without, as version 2 wrote it, checks the same)."""
     head = _CHANNEL_ROW.pack(
         channel_id,
         ttl_s,
@@ -260,7 +267,11 @@ def channel_crc(
     )
     # 0xFF never occurs in UTF-8: no name differs from every name.
     tail = b"\xff" if name is None else name if isinstance(name, bytes) else name.encode()
-    return zlib.crc32(tail, zlib.crc32(head))
+    crc = zlib.crc32(tail, zlib.crc32(head))
+    if owner is None:
+        return crc
+    # 0xFE never occurs in UTF-8 either: the owner cannot be read as part of the name.
+    return zlib.crc32(b"\xfe" + (owner if isinstance(owner, bytes) else owner.encode()), crc)
 
 
 def message_crc(message_id: int, channels: bytes, data: bytes) -> int:
@@ -291,6 +302,7 @@ def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
                     float(channel.expires_at),
                     newest.get(channel.id, channel.last_message_id),
                     channel.dropped_through,
+                    channel.owner,
                 )
             )
     # Messages are immutable: the writer thread encodes them itself.

@@ -194,7 +194,9 @@ class NatsEngine:
 
     # -- channels --------------------------------------------------------------------
 
-    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
+    async def create_channel(
+        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+    ) -> ChannelInfo:
         await self._expiry.run(self._interest)
         ttl = self._channel_ttl_s if ttl_s is None else ttl_s
 
@@ -202,12 +204,12 @@ class NatsEngine:
             if name is not None and name in self._replica.cache.names:
                 raise NameTaken(name)
             channel_id = ChannelId(self._replica.channel_ids.next())
-            record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0)
+            record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0, owner)
             return control(self._subjects.channel(channel_id), record, last_id)
 
         record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
-        return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None)
+        return record.info()
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         await self._expiry.run(self._interest)
@@ -222,6 +224,7 @@ class NatsEngine:
                 self._clock() + ttl,
                 channel.last_message_id,
                 channel.dropped_through,
+                channel.owner,
             )
             return control(self._subjects.channel(channel.id), record, last_id)
 
@@ -231,9 +234,7 @@ class NatsEngine:
         if channel is not None:
             await self._served([channel])
             return channel.info()
-        return ChannelInfo(
-            record.id, record.name, record.expires_at, record.ttl_s, 0, record.last_message_id
-        )
+        return record.info()
 
     async def close_channel(self, ref: ChannelRef) -> None:
         await self._expiry.run(self._interest)

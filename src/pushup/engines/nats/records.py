@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from pushup.core.model import ChannelId, Message, MessageId
+from pushup.core.model import ChannelId, ChannelInfo, Message, MessageId
 
 # Every entry: the highest message id issued up to and including it, and the stream
 # sequence of the newest control entry before it (`writer.py` appends on top of both).
@@ -40,6 +40,21 @@ class ChannelRecord:
     expires_at: float
     last_message_id: MessageId | None
     dropped_through: int
+    # The publisher key that created it; every record of the channel repeats it, as the
+    # newest replaces the others (a rollup).
+    owner: str | None = None
+
+    def info(self) -> ChannelInfo:
+        """The channel as this record has it; its messages are not counted here."""
+        return ChannelInfo(
+            self.id,
+            self.name,
+            self.expires_at,
+            self.ttl_s,
+            0,
+            self.last_message_id,
+            self.owner,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +89,17 @@ class Copy:
 
 def encode(entry: Entry) -> bytes:
     if isinstance(entry, ChannelRecord):
-        return orjson.dumps(
-            {
-                "id": entry.id,
-                "name": entry.name,
-                "ttl": entry.ttl_s,
-                "exp": entry.expires_at,
-                "last": entry.last_message_id,
-                "drop": entry.dropped_through,
-            }
-        )
+        body = {
+            "id": entry.id,
+            "name": entry.name,
+            "ttl": entry.ttl_s,
+            "exp": entry.expires_at,
+            "last": entry.last_message_id,
+            "drop": entry.dropped_through,
+        }
+        if entry.owner is not None:
+            body["owner"] = entry.owner
+        return orjson.dumps(body)
     if isinstance(entry, Closed):
         return orjson.dumps({"id": entry.id, "closed": True})
     if isinstance(entry, Expired):
@@ -104,6 +120,7 @@ def decode(kind: str, data: bytes) -> Entry:
             float(head["exp"]),
             None if head["last"] is None else MessageId(head["last"]),
             int(head["drop"]),
+            head.get("owner"),
         )
     if kind == "expired":
         return Expired(tuple(ChannelId(c) for c in head["ids"]))

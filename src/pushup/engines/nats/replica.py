@@ -105,7 +105,7 @@ class Replica:
         cache = self.cache
         channel = cache.channels.get(record.id)
         if channel is None:
-            channel = Channel(record.id, record.name, record.ttl_s, 0.0)
+            channel = Channel(record.id, record.name, record.ttl_s, 0.0, record.owner)
             channel.expires_at = channel.scheduled_at = record.expires_at
             channel.last_message_id = record.last_message_id
             channel.dropped_through = record.dropped_through

@@ -55,7 +55,7 @@ def resolved(values: list[Any]) -> tuple[int, list[tuple[ChannelId, int, float]]
 
 
 def info(values: list[Any]) -> ChannelInfo:
-    channel_id, name, ttl, expires_at, messages, last = values
+    channel_id, name, ttl, expires_at, messages, last, owner = values
     return ChannelInfo(
         id=ChannelId(int(channel_id)),
         name=name.decode() if name else None,
@@ -63,6 +63,7 @@ def info(values: list[Any]) -> ChannelInfo:
         ttl_s=float(ttl),
         messages=int(messages),
         last_message_id=MessageId(int(last)) if last else None,
+        owner=owner.decode() if owner else None,
     )
 
 

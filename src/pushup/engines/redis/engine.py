@@ -158,9 +158,13 @@ class RedisEngine:
 
     # -- channels --------------------------------------------------------------------
 
-    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
+    async def create_channel(
+        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+    ) -> ChannelInfo:
         ttl = self._channel_ttl if ttl_s is None else repr(float(ttl_s))
-        reply = await self._run("create", ttl, "" if name is None else name)
+        reply = await self._run(
+            "create", ttl, "" if name is None else name, "" if owner is None else owner
+        )
         if reply[0] == b"taken":
             assert name is not None
             raise NameTaken(name)

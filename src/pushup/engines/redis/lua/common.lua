@@ -44,8 +44,9 @@ local function real(x)
   return string.format('%.17g', x)
 end
 
--- A channel: hash with ttl, expires_at, name, last (message id), dropped (the
--- newest message id it dropped from its cache), and a zset of its message ids.
+-- A channel: hash with ttl, expires_at, name, owner (the publisher key that created
+-- it), last (message id), dropped (the newest message id it dropped from its cache),
+-- and a zset of its message ids.
 local function channel_key(id)
   return P .. 'channel:' .. id
 end
@@ -87,8 +88,8 @@ local function lookup(ref)
 end
 
 local function info(id)
-  local f = redis.call('HMGET', channel_key(id), 'name', 'ttl', 'expires_at', 'last')
-  return {id, f[1] or '', f[2], f[3], redis.call('ZCARD', messages_key(id)), f[4] or ''}
+  local f = redis.call('HMGET', channel_key(id), 'name', 'ttl', 'expires_at', 'last', 'owner')
+  return {id, f[1] or '', f[2], f[3], redis.call('ZCARD', messages_key(id)), f[4] or '', f[5] or ''}
 end
 
 local function mark_dropped(channel, id)

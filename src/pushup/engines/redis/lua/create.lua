@@ -1,5 +1,6 @@
--- Create a channel. ARGV[6] ttl in seconds, ARGV[7] name ('' for none).
-local ttl, name = ARGV[6], ARGV[7]
+-- Create a channel. ARGV[6] ttl in seconds, ARGV[7] name ('' for none), ARGV[8] the
+-- name of the publisher key that creates it ('' for none).
+local ttl, name, owner = ARGV[6], ARGV[7], ARGV[8]
 if name ~= '' and redis.call('HEXISTS', K_NAMES, name) == 1 then
   return reply('taken', {})
 end
@@ -9,6 +10,9 @@ redis.call('HSET', channel_key(id), 'ttl', ttl, 'expires_at', expires_at)
 if name ~= '' then
   redis.call('HSET', channel_key(id), 'name', name)
   redis.call('HSET', K_NAMES, name, id)
+end
+if owner ~= '' then
+  redis.call('HSET', channel_key(id), 'owner', owner)
 end
 redis.call('ZADD', K_EXPIRY, expires_at, id)
 return reply('ok', info(id))

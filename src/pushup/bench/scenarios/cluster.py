@@ -24,6 +24,8 @@ from typing import Any
 from pushup.bench import procstat
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
+from pushup.bench.scenarios.cluster_costs import COLUMNS as cost_columns
+from pushup.bench.scenarios.cluster_costs import PUBLICATIONS, publication_costs
 from pushup.bench.scenarios.common import (
     LP_TIMEOUT_S,
     Options,
@@ -52,6 +54,7 @@ COLUMNS = [
     "rmp_pct",
     "server_us_per_repoll",
     "engine_us_per_repoll",
+    *cost_columns,
     "errors",
     "status",
 ]
@@ -115,15 +118,16 @@ def _measure(
     target = ClusterTarget(nodes=nodes, balancers=row["balancers"], engine=engine)
     try:
         target.start()
-        engine_cpu = _cpu(target.redis.pid)
+        engine_cpu = _cpu(target.engine_server.pid)
         measure_rounds(target, count, options, progress, row, problems)
         row["parked_per_node"] = list(target.spread)
-        if target.redis.pid is not None:
-            row["engine_mib"] = procstat.rss_bytes([target.redis.pid]) / 2**20
+        if target.engine_server.pid is not None:
+            row["engine_mib"] = procstat.rss_bytes([target.engine_server.pid]) / 2**20
             polls = count * (options.rounds + 1)  # the first polls, then each round's
             if engine_cpu is not None and polls:
-                used = (_cpu(target.redis.pid) or engine_cpu) - engine_cpu
+                used = (_cpu(target.engine_server.pid) or engine_cpu) - engine_cpu
                 row["engine_us_per_repoll"] = used / polls * 1e6
+        row.update(publication_costs(target))
         if target.proxy is not None:
             row["sessions_per_node"] = list(target.proxy.sessions().values())
     except Exception as exc:  # a failure is a result here: record it, carry on
@@ -161,7 +165,11 @@ def _notes(result: Run) -> list[str]:
         "delivery of every round; RMP: deliveries / (connections asked for x rounds); "
         "node_parked: polls parked on each node as that node counts them, with all parked; "
         "engine_us_per_repoll: CPU of the engine's server (redis-server or nats-server) "
-        "over the first polls and the rounds, per poll, publications included.",
+        "over the first polls and the rounds, per poll, publications included; "
+        "engine_us_per_pub, nodes_us_per_pub, copies_per_pub: after the rounds, "
+        f"{PUBLICATIONS:,} publications through the balancer to channels no poll is "
+        "parked on, the CPU of the engine's server and of all nodes together per "
+        "publication, and the copies of each the nodes heard.",
         "Every node, Redis, HAProxy and the load generator share this machine's cores "
         "(the paper had a machine per node), so adding nodes adds balancing and Redis "
         "propagation, not CPU.",

@@ -37,7 +37,7 @@ class ClusterTarget(PushUpTarget):
         self.balancers = balancers
         self.key = secrets.token_urlsafe(16)
         self.engine = engine
-        self.redis: RedisServer | NatsServer = (
+        self.engine_server: RedisServer | NatsServer = (
             NatsServer(host) if engine == "nats" else RedisServer(host)
         )
         self.nodes: list[PushUpTarget] = []
@@ -51,8 +51,8 @@ class ClusterTarget(PushUpTarget):
 
     def start(self) -> None:
         try:
-            self.redis.start()
-            flags = ("--engine", self.redis.url, "--publisher-key", self.key)
+            self.engine_server.start()
+            flags = ("--engine", self.engine_server.url, "--publisher-key", self.key)
             for _ in range(self.node_count):
                 node = PushUpTarget(self.host, (*flags, "--max-timeout", "60"))
                 self.nodes.append(node)
@@ -72,7 +72,7 @@ class ClusterTarget(PushUpTarget):
         for node in self.nodes:
             node.stop()
         self.nodes = []
-        self.redis.stop()
+        self.engine_server.stop()
 
     def pids(self) -> list[int]:
         """The nodes and the balancer; the engine's server is counted apart."""

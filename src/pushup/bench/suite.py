@@ -77,7 +77,7 @@ RUNS: tuple[Published, ...] = (
         1830,
     ),
     Published(
-        "cluster", ("cluster", "--engine", "redis,nats", "--nodes", "1,2,3,4", "--rounds", "5"), 700
+        "cluster", ("cluster", "--engine", "redis,nats", "--nodes", "1,2,3,4", "--rounds", "5"), 932
     ),
     Published("capacity", ("capacity", "--workers", "6", "--rounds", "3"), 806),
 )

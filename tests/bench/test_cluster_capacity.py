@@ -75,6 +75,28 @@ def test_cluster_tiny_run(tmp_path: pathlib.Path) -> None:
     _assert_pngs(tmp_path, ["cluster-fig12.png", "cluster-fig13.png"])
 
 
+def test_cluster_on_both_shared_engines(tmp_path: pathlib.Path) -> None:
+    saved = _bench(
+        "cluster",
+        *("--engine", "redis,nats", "--nodes", "2", "--subscribers", "20", "--rounds", "1"),
+        *("--client-processes", "1"),
+        out=tmp_path,
+    )
+    rows = saved["rows"]
+    assert [(row["engine"], row["nodes"]) for row in rows] == [("redis", 2), ("nats", 2)]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["rmp_pct"] == 100.0 and row["errors"] == 0
+        # CPU is read in clock ticks: a tiny run may round to zero, never go missing.
+        assert row["engine_us_per_repoll"] >= 0 and row["engine_mib"] > 0
+        assert row["cost_acknowledged"] == row["cost_publications"]
+        assert row["engine_us_per_pub"] > 0 and row["nodes_us_per_pub"] > 0
+    # Every Redis node hears every publication; a NATS node only the channels it serves
+    # (here, none of the channels published to).
+    redis_row, nats_row = rows
+    assert redis_row["copies_per_pub"] == 2 and nats_row["copies_per_pub"] == 0
+
+
 def _nchan_available() -> bool:
     from pushup.bench.nchan import NCHAN_MODULE, NGINX
 
@@ -156,3 +178,14 @@ def test_bench_rejects_a_bad_node_list() -> None:
     )
     assert result.returncode == 2
     assert "whole numbers" in result.stderr
+
+
+def test_bench_rejects_an_unknown_engine() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pushup", "bench", "cluster", "--engine", "mongo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--engine" in result.stderr and "redis, nats" in result.stderr

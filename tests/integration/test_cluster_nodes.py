@@ -150,3 +150,27 @@ def test_health_is_503_naming_the_engine_state_while_redis_is_down(
         what="/health to recover with Redis",
     )
     assert client.get("/health").json()["engine"]["state"] == "reachable"
+
+
+def test_every_redis_node_hears_every_publication(
+    server_factory: ServerFactory, redis_factory: RedisFactory
+) -> None:
+    """What a Redis cluster's inbound traffic follows (and the NATS engine's interest
+    avoids): each node counts every publication in `/health`, wherever it was made."""
+    store = redis_factory()
+    node_a, node_b = (server_factory("--engine", store.url) for _ in range(2))
+    on_a, on_b = node_a.client(), node_b.client()
+
+    def heard(client: httpx.Client) -> int:
+        return int(client.get("/health").json()["engine"]["received_publications"])
+
+    before = [heard(on_a), heard(on_b)]
+    channel = on_a.post("/channels", json={}).json()["id"]
+    for n in range(5):
+        response = on_a.post("/publish", json={"channels": [channel], "data": n})
+        assert response.status_code == 201, response.text
+    wait_for(
+        lambda: [heard(on_a) - before[0], heard(on_b) - before[1]] == [5, 5],
+        timeout=DEADLINE_S,
+        what="both nodes to count the 5 publications",
+    )

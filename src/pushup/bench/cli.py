@@ -41,9 +41,16 @@ def _ints(value: str) -> tuple[int, ...]:
     return numbers
 
 
-def _extra(intervals: str | None, nodes: str | None, workers: int | None) -> dict[str, str]:
+def _extra(
+    intervals: str | None, nodes: str | None, workers: int | None, engine: str | None = None
+) -> dict[str, str]:
     """The options only some scenarios read, checked here, passed on as text."""
     extra = {"intervals": intervals} if intervals else {}
+    if engine:
+        names = [part for part in engine.split(",") if part]
+        if not names or any(name not in ("redis", "nats") for name in names):
+            raise click.BadParameter("a comma-separated list of redis, nats", param_hint="--engine")
+        extra["engine"] = ",".join(names)
     if nodes:
         extra["nodes"] = ",".join(map(str, _ints(nodes)))
     if workers is not None:
@@ -90,6 +97,12 @@ def _scenario_params() -> list[click.Parameter]:
             ["--nodes"],
             default=None,
             help="Comma-separated PushUp node counts behind HAProxy (cluster; default 1,2,3,4).",
+        ),
+        click.Option(
+            ["--engine"],
+            default=None,
+            help="Shared engines the cluster scenario measures, in turn, comma-separated: "
+            "redis, nats (default redis).",
         ),
         click.Option(
             ["--workers"],
@@ -164,7 +177,10 @@ def scenario_options(scenario: str, params: Mapping[str, Any]) -> Options:
         client_processes=params["client_processes"],
         time_scale=params["time_scale"],
         extra=_extra(
-            intervals=params["intervals"], nodes=params["nodes"], workers=params["workers"]
+            intervals=params["intervals"],
+            nodes=params["nodes"],
+            workers=params["workers"],
+            engine=params["engine"],
         ),
     )
 

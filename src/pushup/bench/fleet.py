@@ -240,7 +240,7 @@ async def _worker(pipe: Connection, target_name: str, host: str, port: int, sour
     target.host, target.port = host, port
     recorder = Recorder()
     clients: list[PollClient] = []
-    publishers = _Publishers(target, source)
+    publishers = Publishers(target, source)
     loop = asyncio.get_running_loop()
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
@@ -285,8 +285,9 @@ async def _worker(pipe: Connection, target_name: str, host: str, port: int, sour
         pipe.send(reply)
 
 
-class _Publishers:
-    """A worker's keep-alive publisher connections and its share of the next run."""
+class Publishers:
+    """Keep-alive publisher connections and their share of the next run (a client
+    process's, or a scenario's own for a small run in its process)."""
 
     def __init__(self, target: Target, source: str) -> None:
         self.target = target

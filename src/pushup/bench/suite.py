@@ -76,7 +76,9 @@ RUNS: tuple[Published, ...] = (
         ("paper-traffic", "--time-scale", "1", "--rounds", "1"),
         1830,
     ),
-    Published("cluster", ("cluster", "--nodes", "1,2,3,4", "--rounds", "5"), 319),
+    Published(
+        "cluster", ("cluster", "--engine", "redis,nats", "--nodes", "1,2,3,4", "--rounds", "5"), 932
+    ),
     Published("capacity", ("capacity", "--workers", "6", "--rounds", "3"), 806),
 )
 

@@ -24,6 +24,8 @@ from typing import Any
 from pushup.bench import procstat
 from pushup.bench.progress import Progress
 from pushup.bench.run import Check, Run
+from pushup.bench.scenarios.cluster_costs import COLUMNS as cost_columns
+from pushup.bench.scenarios.cluster_costs import PUBLICATIONS, publication_costs
 from pushup.bench.scenarios.common import (
     LP_TIMEOUT_S,
     Options,
@@ -41,6 +43,7 @@ DEFAULT_SUBSCRIBERS = (500, 1000, 2000, 4000, 8000, 16000)
 DEFAULT_NODES = (1, 2, 3, 4)
 
 COLUMNS = [
+    "engine",
     "nodes",
     "connections",
     "connected",
@@ -50,6 +53,8 @@ COLUMNS = [
     "max_s",
     "rmp_pct",
     "server_us_per_repoll",
+    "engine_us_per_repoll",
+    *cost_columns,
     "errors",
     "status",
 ]
@@ -63,11 +68,18 @@ def node_counts(options: Options) -> tuple[int, ...]:
     return tuple(int(part) for part in value.split(",") if part)
 
 
+def engines(options: Options) -> tuple[str, ...]:
+    """`--engine`: the shared engines to measure, in turn (default: Redis)."""
+    value = options.extra.get("engine")
+    return tuple(value.split(",")) if value else ("redis",)
+
+
 def run(options: Options, progress: Progress) -> Run:
     nodes = node_counts(options)
     result = Run(
         "cluster",
         {
+            "engines": list(engines(options)),
             "nodes": list(nodes),
             "connections": list(options.subscribers),
             "rounds": options.rounds,
@@ -76,20 +88,25 @@ def run(options: Options, progress: Progress) -> Run:
         },
         COLUMNS,
     )
-    for count in nodes:
-        for connections in options.subscribers:
-            progress.start(f"cluster {_nodes(count)} {connections:,}", options.rounds + 2)
-            row = _measure(count, connections, options, progress)
-            result.rows.append(row)
-            if row["status"] != "ok":
-                progress.note(f"{_nodes(count)} at {connections:,}: {row['status']}")
+    for engine in engines(options):
+        for count in nodes:
+            for connections in options.subscribers:
+                label = f"cluster {engine} {_nodes(count)} {connections:,}"
+                progress.start(label, options.rounds + 2)
+                row = _measure(engine, count, connections, options, progress)
+                result.rows.append(row)
+                if row["status"] != "ok":
+                    progress.note(f"{label}: {row['status']}")
     result.checks += _checks(result)
     result.notes += _notes(result)
     return result
 
 
-def _measure(nodes: int, count: int, options: Options, progress: Progress) -> dict[str, Any]:
+def _measure(
+    engine: str, nodes: int, count: int, options: Options, progress: Progress
+) -> dict[str, Any]:
     row: dict[str, Any] = {
+        "engine": engine,
         "nodes": nodes,
         "connections": count,
         "balancers": processes_for(count),
@@ -98,13 +115,19 @@ def _measure(nodes: int, count: int, options: Options, progress: Progress) -> di
         "rounds": [],
     }
     problems: list[str] = []
-    target = ClusterTarget(nodes=nodes, balancers=row["balancers"])
+    target = ClusterTarget(nodes=nodes, balancers=row["balancers"], engine=engine)
     try:
         target.start()
+        engine_cpu = _cpu(target.engine_server.pid)
         measure_rounds(target, count, options, progress, row, problems)
         row["parked_per_node"] = list(target.spread)
-        if target.redis.pid is not None:
-            row["redis_mib"] = procstat.rss_bytes([target.redis.pid]) / 2**20
+        if target.engine_server.pid is not None:
+            row["engine_mib"] = procstat.rss_bytes([target.engine_server.pid]) / 2**20
+            polls = count * (options.rounds + 1)  # the first polls, then each round's
+            if engine_cpu is not None and polls:
+                used = (_cpu(target.engine_server.pid) or engine_cpu) - engine_cpu
+                row["engine_us_per_repoll"] = used / polls * 1e6
+        row.update(publication_costs(target))
         if target.proxy is not None:
             row["sessions_per_node"] = list(target.proxy.sessions().values())
     except Exception as exc:  # a failure is a result here: record it, carry on
@@ -117,6 +140,11 @@ def _measure(nodes: int, count: int, options: Options, progress: Progress) -> di
     return row
 
 
+def _cpu(pid: int | None) -> float | None:
+    """CPU seconds the engine's server (redis-server, nats-server) used so far."""
+    return None if pid is None else procstat.cpu_seconds([pid])
+
+
 def _checks(result: Run) -> list[Check]:
     if not result.rows:
         return []
@@ -126,7 +154,7 @@ def _checks(result: Run) -> list[Check]:
         "every cell"
         if full
         else f"lowest: {worst['rmp_pct']:.1f} % with {_nodes(worst['nodes'])} "
-        f"at {worst['connections']:,} connections"
+        f"on {worst['engine']} at {worst['connections']:,} connections"
     )
     return [Check("RMP at every (nodes, connections)", worst["rmp_pct"], "100 %", full, note)]
 
@@ -135,14 +163,21 @@ def _notes(result: Run) -> list[str]:
     notes = [
         "MPT: mean time from creating a message to a subscriber parsing it, over every "
         "delivery of every round; RMP: deliveries / (connections asked for x rounds); "
-        "node_parked: polls parked on each node as that node counts them, with all parked.",
+        "node_parked: polls parked on each node as that node counts them, with all parked; "
+        "engine_us_per_repoll: CPU of the engine's server (redis-server or nats-server) "
+        "over the first polls and the rounds, per poll, publications included; "
+        "engine_us_per_pub, nodes_us_per_pub, copies_per_pub: after the rounds, "
+        f"{PUBLICATIONS:,} publications through the balancer to channels no poll is "
+        "parked on, the CPU of the engine's server and of all nodes together per "
+        "publication, and the copies of each the nodes heard.",
         "Every node, Redis, HAProxy and the load generator share this machine's cores "
         "(the paper had a machine per node), so adding nodes adds balancing and Redis "
         "propagation, not CPU.",
     ]
     for row in result.rows:
         if row["status"] != "ok":
-            notes.append(f"{_nodes(row['nodes'])} at {row['connections']:,}: {row['status']}.")
+            where = f"{_nodes(row['nodes'])} on {row['engine']} at {row['connections']:,}"
+            notes.append(f"{where}: {row['status']}.")
     return notes
 
 
@@ -157,7 +192,6 @@ def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
     if not run.rows:
         return []
     counts = sorted({row["connections"] for row in run.rows})
-    sizes = sorted({row["nodes"] for row in run.rows})
     paths = []
     figures = (
         (12, "mean publish trip time", "MPT (s, log scale)", "mpt_s"),
@@ -166,12 +200,12 @@ def plot(run: Run, out_dir: pathlib.Path) -> list[pathlib.Path]:
     for figure, title, ylabel, key in figures:
         series = [
             line(
-                (row for row in run.rows if row["nodes"] == nodes),
+                (row for row in run.rows if (row["nodes"], row.get("engine", "redis")) == cell),
                 "connections",
                 key,
-                _nodes(nodes),
+                f"{_nodes(cell[0])}, {cell[1]}",
             )
-            for nodes in sizes
+            for cell in sorted({(row["nodes"], row.get("engine", "redis")) for row in run.rows})
         ]
         paths.append(
             line_figure(

@@ -1,7 +1,8 @@
-"""Several PushUp nodes on one Redis behind HAProxy, as one benchmark target.
+"""Several PushUp nodes on one shared engine behind HAProxy, as one benchmark target.
 
 The paper's section 4.4 deployment: `nodes` `pushup serve` processes share one
-redis-server (the Redis engine, no journal), and HAProxy (deploy/haproxy.cfg, see
+redis-server (the Redis engine, no journal) or one nats-server (the NATS JetStream
+engine, `engine="nats"`), and HAProxy (deploy/haproxy.cfg, see
 `haproxy.py`) balances subscribers and publishers over them. Requests go to the
 balancer; the per-node figures are read from each node directly (GET /channels/{id}
 says how many polls are parked on the node that answers).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import secrets
 
 from pushup.bench.targets.haproxy import HAProxyGroup
+from pushup.bench.targets.nats import NatsServer
 from pushup.bench.targets.process import http_json
 from pushup.bench.targets.pushup import PushUpTarget
 from pushup.bench.targets.redis import RedisServer
@@ -27,12 +29,17 @@ class ClusterTarget(PushUpTarget):
 
     name = "pushup-cluster"
 
-    def __init__(self, host: str = "127.0.0.1", nodes: int = 3, balancers: int = 1) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", nodes: int = 3, balancers: int = 1, engine: str = "redis"
+    ) -> None:
         super().__init__(host)
         self.node_count = nodes
         self.balancers = balancers
         self.key = secrets.token_urlsafe(16)
-        self.redis = RedisServer(host)
+        self.engine = engine
+        self.engine_server: RedisServer | NatsServer = (
+            NatsServer(host) if engine == "nats" else RedisServer(host)
+        )
         self.nodes: list[PushUpTarget] = []
         self.proxy: HAProxyGroup | None = None
         # Polls parked on each node at the last `subscribers` call.
@@ -44,8 +51,8 @@ class ClusterTarget(PushUpTarget):
 
     def start(self) -> None:
         try:
-            self.redis.start()
-            flags = ("--engine", self.redis.url, "--publisher-key", self.key)
+            self.engine_server.start()
+            flags = ("--engine", self.engine_server.url, "--publisher-key", self.key)
             for _ in range(self.node_count):
                 node = PushUpTarget(self.host, (*flags, "--max-timeout", "60"))
                 self.nodes.append(node)
@@ -65,10 +72,10 @@ class ClusterTarget(PushUpTarget):
         for node in self.nodes:
             node.stop()
         self.nodes = []
-        self.redis.stop()
+        self.engine_server.stop()
 
     def pids(self) -> list[int]:
-        """The nodes and the balancer; Redis is counted apart (`redis_pid`)."""
+        """The nodes and the balancer; the engine's server is counted apart."""
         pids = [pid for node in self.nodes for pid in node.pids()]
         return pids + (self.proxy.pids if self.proxy is not None else [])
 

@@ -279,6 +279,7 @@ class RedisEngine:
             self._membership.live_nodes,
             events_live=self._events.live,
             closed=self._closed,
+            received_publications=self._events.received,
         )
 
     # -- internals -------------------------------------------------------------------

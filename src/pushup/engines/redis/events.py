@@ -42,6 +42,7 @@ class EventStream:
         "_timeout_s",
         "high_water",
         "live",
+        "received",
         "seen",
     )
 
@@ -59,6 +60,7 @@ class EventStream:
         # the event connection is up; callers wait for their own events meanwhile.
         self.seen = 0
         self.live = False
+        self.received = 0  # publication events heard, for /health
         self._echoes: list[tuple[int, int, asyncio.Future[None]]] = []
         self._echo_order = itertools.count()
 
@@ -105,6 +107,7 @@ class EventStream:
             raise EventsLost(f"event {event} after {self.seen}")
         if kind == b"P":
             messages, evicted = encoding.publication_event(rest)
+            self.received += 1
             self.high_water = max(self.high_water, messages[-1].id)
             self._known.heard_published(messages)
             self._listener.published(messages, evicted)

@@ -38,8 +38,16 @@ class Health:
         self._events_down_since = None
 
     def report(
-        self, node_id: str, live_nodes: int, *, events_live: bool, closed: bool
+        self,
+        node_id: str,
+        live_nodes: int,
+        *,
+        events_live: bool,
+        closed: bool,
+        received_publications: int = 0,
     ) -> EngineHealth:
+        """`received_publications`: the publication events this node heard so far (every
+        node hears every publication: the figure a cluster's inbound traffic follows)."""
         details: dict[str, object] = {"kind": "redis", "node": node_id}
         if self._down_since is not None:
             since, reason = self._down_since, self._down_reason
@@ -47,7 +55,11 @@ class Health:
             since = self._events_down_since or time.time()
             reason = "the event connection to Redis is down; reconnecting"
         else:
-            details.update(state="reachable", live_nodes=live_nodes)
+            details.update(
+                state="reachable",
+                live_nodes=live_nodes,
+                received_publications=received_publications,
+            )
             return EngineHealth(True, details)
         details.update(state="unreachable", since=since, reason=reason)
         return EngineHealth(False, details)

@@ -180,6 +180,10 @@ def _measure(
         "publications": RUNS * options.publications,
         "acknowledged": sum(r["acknowledged"] for r in runs),
         "non_2xx": sum(r["non_2xx"] for r in runs) + warm.non_2xx,
+        # Which statuses they were, over the warm-up and the runs: a refusal is a finding.
+        "non_2xx_statuses": dict(
+            sum((Counter(r["non_2xx_statuses"]) for r in runs), Counter(_refused(warm)))
+        ),
         "errors": sum(r["errors"] for r in runs) + warm.errors,
         "timed_out": any(r["timed_out"] for r in runs) or warm.timed_out,
         "warmup_acknowledged": warm.acknowledged,
@@ -232,6 +236,7 @@ def _figures(
         "publications": published.requested,
         "acknowledged": acknowledged,
         "non_2xx": published.non_2xx,
+        "non_2xx_statuses": _refused(published),
         "errors": published.errors,
         "timed_out": published.timed_out,
         "seconds": published.seconds,
@@ -245,6 +250,11 @@ def _figures(
         "client_cpu_pct": 100.0 * share,
         "client_bound": share >= CLIENT_BOUND_SHARE,
     }
+
+
+def _refused(published: PublishResult) -> dict[str, int]:
+    """The answers that were not 2xx, by status."""
+    return {str(k): n for k, n in published.statuses.items() if not 200 <= k < 300}
 
 
 def _share(used_s: float, processes: int, others_s: float, window_s: float, cpus: int) -> float:

@@ -258,7 +258,7 @@ async def test_a_journal_of_the_first_version_is_brought_up_to_date(
     assert [m.data for m, _ in (await read(engine, [7])).hits] == [b'{"n":1}', b'"new"']
     assert journal_lines(caplog) == []
     db = sqlite3.connect(data_dir / DATABASE)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
     assert db.execute(f"SELECT crc FROM messages WHERE id = {new.id}").fetchone()[0] is not None
     db.close()
 

@@ -24,15 +24,19 @@ from pushup.core.engine import (
 )
 from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.model import (
+    SERVER_RETENTION,
     ChannelId,
     ChannelInfo,
+    ChannelPage,
     ChannelRef,
     Hit,
     Message,
     MessageId,
     Outcome,
     PollOutcome,
-    ReadResult,
+    Retention,
+    paged_outcome,
+    window,
 )
 from pushup.core.waiters import Receiver, Subscription, Waiters
 from pushup.observe import metrics
@@ -106,21 +110,22 @@ class Hub:
         return messages
 
     def create_channel(
-        self, ttl_s: float | None, name: str | None
+        self, ttl_s: float | None, name: str | None, retention: Retention = SERVER_RETENTION
     ) -> Coroutine[Any, Any, ChannelInfo]:
         """A new channel; raises NameTaken."""
-        return self._engine.create_channel(ttl_s, name)
+        return self._engine.create_channel(ttl_s, name, retention)
 
     async def get_or_create_channel(
-        self, ttl_s: float | None, name: str
+        self, ttl_s: float | None, name: str, retention: Retention = SERVER_RETENTION
     ) -> tuple[ChannelInfo, bool]:
         """The live channel of that name, renewed, or a new one; and whether it is new.
         An application's start-up can then ask for its channels without counting
         `name_taken` errors. A channel that closes or expires between the two steps is
-        created anew, as if it had been gone before."""
+        created anew, as if it had been gone before. A channel found keeps its own
+        retention: messages it holds were kept by it, and the answer shows it."""
         for _ in range(_GET_OR_CREATE_TRIES):
             try:
-                return await self._engine.create_channel(ttl_s, name), True
+                return await self._engine.create_channel(ttl_s, name, retention), True
             except NameTaken:
                 pass
             try:
@@ -142,6 +147,17 @@ class Hub:
     def channel_info(self, ref: ChannelRef) -> Coroutine[Any, Any, ChannelInfo]:
         """A channel's state; raises ChannelsNotFound."""
         return self._engine.channel_info(ref)
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> tuple[ChannelPage, list[SubscriberCount]]:
+        """A page of live channels (`Engine.list_channels`), each with its parked polls
+        over every node of a shared engine (one question for the page)."""
+        page = await self._engine.list_channels(prefix, after, limit)
+        ids = [info.id for info in page.channels]
+        if isinstance(self._engine, Clustered) and ids:
+            return page, await self._engine.count_each(ids)
+        return page, [SubscriberCount(n, n) for n in map(self.subscribers, ids)]
 
     def resolve(self, refs: Sequence[ChannelRef]) -> Coroutine[Any, Any, list[ChannelId]]:
         """Ids of live channels, in the order given; raises ChannelsNotFound."""
@@ -245,13 +261,13 @@ class Hub:
             if not stream and (result.hits or result.gap or query.timeout_s == 0 or ended):
                 # Never a cursor below the one sent (see `_parked_from`).
                 floor = self._parked_from(result.high_water, query.since)
-                return _outcome(result, query.last, query.limit, floor)
+                return paged_outcome(result, query.last, query.limit, floor)
             # Parked right after this read: a publication announced while it was in
             # flight, or a resync that started meanwhile (and so cannot know this
             # subscription), may have passed it by, so read again.
             if self._notified <= result.high_water and self._resyncs == resyncs:
                 break
-        initial = _outcome(result, query.last) if stream else None
+        initial = paged_outcome(result, query.last) if stream else None
         if initial is not None and ended:
             return initial, None
         # A stream waits until its `end` (forever without one), a poll its timeout too.
@@ -373,7 +389,7 @@ class Hub:
                 continue
             live = [sub for sub in subs if sub.parked]
             if result.hits or result.gap:
-                outcome = _outcome(result, last, limit)
+                outcome = paged_outcome(result, last, limit)
                 self.waiters.remove(sub for sub in live if not sub.stream)
                 for sub in live:
                     if sub.stream:
@@ -403,7 +419,7 @@ class Hub:
                     hits.append((message, channels))
         if not hits:
             return None
-        hits, more = _window(hits, sub.last, sub.limit)
+        hits, more = window(hits, sub.last, sub.limit)
         return PollOutcome(hits, hits[-1][0].id, not evicted.isdisjoint(wanted), more)
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
@@ -424,24 +440,6 @@ class Hub:
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)
-
-
-def _outcome(result: ReadResult, last: int = 0, limit: int = 0, floor: int = 0) -> PollOutcome:
-    """A read's answer: its hits (within the history controls), with the cursor after
-    the last one returned (or the high water, or `floor` if higher)."""
-    hits, more = _window(result.hits, last, limit)
-    cursor = hits[-1][0].id if hits else MessageId(max(result.high_water, floor))
-    return PollOutcome(hits, cursor, result.gap, more)
-
-
-def _window(hits: list[Hit], last: int, limit: int) -> tuple[list[Hit], bool | None]:
-    """The `last` newest hits, or the `limit` oldest and whether more are left (None:
-    the poll did not page, and its answer says nothing of more)."""
-    if last and len(hits) > last:
-        return hits[-last:], None
-    if limit:
-        return (hits[:limit], True) if len(hits) > limit else (hits, False)
-    return hits, None
 
 
 def _closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pushup.core.model import ChannelId, MessageId
+from pushup.core.model import SERVER_RETENTION, ChannelId, MessageId, Retention
 
 
 class ChannelState(Protocol):
@@ -28,6 +28,8 @@ class ChannelState(Protocol):
     def dropped_through(self) -> int: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def retention(self) -> Retention: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class StoredChannel:
     expires_at: float
     last_message_id: MessageId | None
     dropped_through: int
+    retention: Retention = SERVER_RETENTION
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,15 +31,16 @@ from typing import Any
 
 import orjson
 
-from pushup.core.model import ChannelId, Message, MessageId
+from pushup.core.model import ChannelId, Message, MessageId, Retention
 from pushup.engines.memory.snapshot import ChannelState, Snapshot, StoredChannel, StoredMessage
 
 DATABASE = "journal.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = (
+    # `message_ttl_s`, `max_messages`: the channel's own retention (NULL: the server's).
     "CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT, ttl_s REAL NOT NULL,"
     " expires_at REAL NOT NULL, last_message_id INTEGER, dropped_through INTEGER NOT NULL,"
-    " crc INTEGER)",
+    " crc INTEGER, message_ttl_s REAL, max_messages INTEGER)",
     # `channels`: the message's channel ids, comma-separated.
     "CREATE TABLE messages (id INTEGER PRIMARY KEY, channels TEXT NOT NULL, data BLOB NOT NULL,"
     " crc INTEGER)",
@@ -53,32 +54,43 @@ _MIGRATIONS = {
         "ALTER TABLE channels ADD COLUMN crc INTEGER",
         "ALTER TABLE messages ADD COLUMN crc INTEGER",
     ),
+    # Channels of older versions keep the server's retention (NULL).
+    2: (
+        "ALTER TABLE channels ADD COLUMN message_ttl_s REAL",
+        "ALTER TABLE channels ADD COLUMN max_messages INTEGER",
+    ),
 }
 # A channel's `dropped_through` only grows: compaction raises it for messages it
 # deletes, and a later write of the channel from memory must not lower it again. The
 # checksum, computed by the writer with the row, is computed again by SQLite in that
 # rare case, for the row as it ends up.
 _UPSERT_CHANNEL = (
-    "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    "INSERT INTO channels (id, name, ttl_s, expires_at, last_message_id, dropped_through,"
+    " message_ttl_s, max_messages, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET"
     " name = excluded.name, ttl_s = excluded.ttl_s, expires_at = excluded.expires_at,"
     " last_message_id = excluded.last_message_id,"
     " dropped_through = max(dropped_through, excluded.dropped_through),"
+    " message_ttl_s = excluded.message_ttl_s, max_messages = excluded.max_messages,"
     " crc = CASE WHEN dropped_through > excluded.dropped_through"
     " THEN channel_crc(excluded.id, excluded.name, excluded.ttl_s, excluded.expires_at,"
-    " excluded.last_message_id, dropped_through) ELSE excluded.crc END"
+    " excluded.last_message_id, dropped_through, excluded.message_ttl_s,"
+    " excluded.max_messages) ELSE excluded.crc END"
 )
 # A damaged row keeps a checksum that does not match: compaction never blesses it.
 _RAISE_GAP_MARK = (
     "UPDATE channels SET dropped_through = max(dropped_through, ?1), crc = CASE"
-    " WHEN crc = channel_crc(id, name, ttl_s, expires_at, last_message_id, dropped_through)"
+    " WHEN crc = channel_crc(id, name, ttl_s, expires_at, last_message_id, dropped_through,"
+    " message_ttl_s, max_messages)"
     " THEN channel_crc(id, name, ttl_s, expires_at, last_message_id,"
-    " max(dropped_through, ?1)) ELSE crc END WHERE id = ?2"
+    " max(dropped_through, ?1), message_ttl_s, max_messages) ELSE crc END WHERE id = ?2"
 )
 _UPSERT_MARK = (
     "INSERT INTO marks VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
     " value = max(value, excluded.value)"
 )
 _CHANNEL_ROW = struct.Struct("<qddqq")
+_RETENTION_ROW = struct.Struct("<dq")
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL is cut back to this after checkpoints
 # Rows of each kind one compaction step deletes, so a group never waits long for it.
 COMPACT_ROWS = 5_000
@@ -98,7 +110,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # Opened here, then used only by the writer thread (and at close, once it is idle).
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        db.create_function("channel_crc", 6, channel_crc, deterministic=True)
+        db.create_function("channel_crc", 8, channel_crc, deterministic=True)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             # Must come before the first table: lets compaction shrink the file.
@@ -182,10 +194,10 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
     channels: list[StoredChannel] = []
     damaged: list[int] = []
     for row in db.execute(
-        "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through, crc"
-        " FROM channels ORDER BY id"
+        "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through,"
+        " message_ttl_s, max_messages, crc FROM channels ORDER BY id"
     ):
-        channel_id, raw_name, ttl_s, expires_at, last, dropped, crc = row
+        channel_id, raw_name, ttl_s, expires_at, last, dropped, keep_s, cap, crc = row
         try:
             name = None if raw_name is None else raw_name.decode()
             if not (
@@ -193,7 +205,9 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
                 and isinstance(expires_at, float)
                 and isinstance(last, int | None)
                 and isinstance(dropped, int)
-                and (crc is None or crc == channel_crc(*row[:6]))
+                and isinstance(keep_s, float | None)
+                and isinstance(cap, int | None)
+                and (crc is None or crc == channel_crc(*row[:8]))
             ):
                 raise ValueError("not as written")
         except (ValueError, AttributeError, struct.error):  # UnicodeDecodeError is one
@@ -207,6 +221,7 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
                 expires_at,
                 None if last is None else MessageId(last),
                 dropped,
+                Retention(keep_s, cap),
             )
         )
     return channels, damaged
@@ -249,8 +264,11 @@ def channel_crc(
     expires_at: float,
     last_message_id: int | None,
     dropped_through: int,
+    message_ttl_s: float | None = None,
+    max_messages: int | None = None,
 ) -> int:
-    """The checksum of a channel row: over its values as the engine wrote them."""
+    """The checksum of a channel row: over its values as the engine wrote them (a
+    row without a retention of its own sums as rows written before there was one)."""
     head = _CHANNEL_ROW.pack(
         channel_id,
         ttl_s,
@@ -260,7 +278,14 @@ def channel_crc(
     )
     # 0xFF never occurs in UTF-8: no name differs from every name.
     tail = b"\xff" if name is None else name if isinstance(name, bytes) else name.encode()
-    return zlib.crc32(tail, zlib.crc32(head))
+    crc = zlib.crc32(tail, zlib.crc32(head))
+    if message_ttl_s is None and max_messages is None:
+        return crc
+    retention = _RETENTION_ROW.pack(
+        -1.0 if message_ttl_s is None else message_ttl_s,
+        -1 if max_messages is None else max_messages,
+    )
+    return zlib.crc32(retention, crc)
 
 
 def message_crc(message_id: int, channels: bytes, data: bytes) -> int:
@@ -291,6 +316,8 @@ def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
                     float(channel.expires_at),
                     newest.get(channel.id, channel.last_message_id),
                     channel.dropped_through,
+                    channel.retention.message_ttl_s,
+                    channel.retention.max_messages,
                 )
             )
     # Messages are immutable: the writer thread encodes them itself.

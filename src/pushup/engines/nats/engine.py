@@ -33,12 +33,15 @@ from pushup.core.engine import (
 )
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import (
+    SERVER_RETENTION,
     ChannelId,
     ChannelInfo,
+    ChannelPage,
     ChannelRef,
     Message,
     MessageId,
     ReadResult,
+    Retention,
 )
 from pushup.engines.memory.channel import Channel
 from pushup.engines.nats import layout, records
@@ -203,7 +206,9 @@ class NatsEngine:
 
     # -- channels --------------------------------------------------------------------
 
-    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
+    async def create_channel(
+        self, ttl_s: float | None, name: str | None, retention: Retention = SERVER_RETENTION
+    ) -> ChannelInfo:
         await self._expire()
         ttl = self._channel_ttl_s if ttl_s is None else ttl_s
 
@@ -211,12 +216,13 @@ class NatsEngine:
             if name is not None and name in self._replica.cache.names:
                 raise NameTaken(name)
             channel_id = ChannelId(self._replica.channel_ids.next())
-            record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0)
+            expires_at = self._clock() + ttl
+            record = ChannelRecord(channel_id, name, ttl, expires_at, None, 0, retention)
             return self._control(self._subjects.channel(channel_id), record, last_id)
 
         record = await self._write_control(decide)
         assert isinstance(record, ChannelRecord)
-        return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None)
+        return ChannelInfo(record.id, name, record.expires_at, ttl, 0, None, retention)
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         await self._expire()
@@ -231,6 +237,7 @@ class NatsEngine:
                 self._clock() + ttl,
                 channel.last_message_id,
                 channel.dropped_through,
+                channel.retention,
             )
             return self._control(self._subjects.channel(channel.id), record, last_id)
 
@@ -241,7 +248,13 @@ class NatsEngine:
             await self._served([channel])
             return channel.info()
         return ChannelInfo(
-            record.id, record.name, record.expires_at, record.ttl_s, 0, record.last_message_id
+            record.id,
+            record.name,
+            record.expires_at,
+            record.ttl_s,
+            0,
+            record.last_message_id,
+            record.retention,
         )
 
     async def close_channel(self, ref: ChannelRef) -> None:
@@ -259,6 +272,23 @@ class NatsEngine:
         channels = await self._lookup([ref])
         await self._served(channels)
         return channels[0].info()
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> ChannelPage:
+        """From this node's copy, which holds every channel once it has caught up with
+        the control log (one round trip), so one made through another node a moment
+        ago is listed. Counting their messages needs them served (their history
+        fetched, all at once), as for one channel's info: they stay served, and their
+        publications heard, for the grace period."""
+        await self._expire()
+        await self._catch_up()
+        channels, after_page = self._replica.cache.page(prefix, after, limit)
+        assert self._interest is not None
+        await need_task()
+        await asyncio.gather(*(self._interest.serve([channel.id]) for channel in channels))
+        live = [channel for channel in channels if not channel.closed]
+        return ChannelPage([channel.info() for channel in live], after_page)
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         await self._expire()
@@ -319,6 +349,10 @@ class NatsEngine:
         answers in time (`nodes.py`)."""
         await need_task()
         return await self._nodes.count(channel_id)
+
+    async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
+        await need_task()
+        return await self._nodes.count_each(channel_ids)
 
     def health(self) -> EngineHealth:
         connected = self._nc is not None and self._nc.is_connected

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from pushup.core.model import ChannelId, Message, MessageId
+from pushup.core.model import SERVER_RETENTION, ChannelId, Message, MessageId, Retention
 
 # Every entry: the highest message id issued up to and including it, and the stream
 # sequence of the newest control entry before it (`writer.py` appends on top of both).
@@ -40,6 +40,8 @@ class ChannelRecord:
     expires_at: float
     last_message_id: MessageId | None
     dropped_through: int
+    # Its own message TTL and count; kept by every record of it (a renewal too).
+    retention: Retention = SERVER_RETENTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +76,20 @@ class Copy:
 
 def encode(entry: Entry) -> bytes:
     if isinstance(entry, ChannelRecord):
-        return orjson.dumps(
-            {
-                "id": entry.id,
-                "name": entry.name,
-                "ttl": entry.ttl_s,
-                "exp": entry.expires_at,
-                "last": entry.last_message_id,
-                "drop": entry.dropped_through,
-            }
-        )
+        record = {
+            "id": entry.id,
+            "name": entry.name,
+            "ttl": entry.ttl_s,
+            "exp": entry.expires_at,
+            "last": entry.last_message_id,
+            "drop": entry.dropped_through,
+        }
+        # Left out when the server's: records of older versions read the same.
+        if entry.retention.message_ttl_s is not None:
+            record["mttl"] = entry.retention.message_ttl_s
+        if entry.retention.max_messages is not None:
+            record["mmax"] = entry.retention.max_messages
+        return orjson.dumps(record)
     if isinstance(entry, Closed):
         return orjson.dumps({"id": entry.id, "closed": True})
     if isinstance(entry, Expired):
@@ -104,12 +110,23 @@ def decode(kind: str, data: bytes) -> Entry:
             float(head["exp"]),
             None if head["last"] is None else MessageId(head["last"]),
             int(head["drop"]),
+            _retention(head),
         )
     if kind == "expired":
         return Expired(tuple(ChannelId(c) for c in head["ids"]))
     if kind == "floor":
         return Floor(int(head["m"]), int(head["c"]))
     raise ValueError(f"unknown entry kind {kind!r}")
+
+
+def _retention(head: dict[str, object]) -> Retention:
+    keep_s, cap = head.get("mttl"), head.get("mmax")
+    if keep_s is None and cap is None:
+        return SERVER_RETENTION
+    return Retention(
+        None if not isinstance(keep_s, int | float) else float(keep_s),
+        None if not isinstance(cap, int) else cap,
+    )
 
 
 def copy_headers(message: Message, now: float) -> dict[str, str]:

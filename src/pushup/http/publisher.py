@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushup.core.engine import SubscriberCount
 from pushup.core.model import ChannelInfo, Message
 from pushup.http import params
 from pushup.http.errors import InvalidBody
@@ -12,8 +13,21 @@ from pushup.http.response import Response
 from pushup.http.services import Services
 
 
-def _channel(info: ChannelInfo) -> dict[str, Any]:
-    return {"id": info.id, "name": info.name, "expires_at": info.expires_at}
+def _channel(info: ChannelInfo, services: Services) -> dict[str, Any]:
+    """A channel as every answer about one shows it: with the retention it gets (its
+    own within the server's limits, or the server's)."""
+    settings = services.settings
+    return {
+        "id": info.id,
+        "name": info.name,
+        "expires_at": info.expires_at,
+        "message_ttl": info.retention.keep_s(settings.message_ttl_s),
+        "max_messages": info.retention.cap(settings.max_messages),
+    }
+
+
+def _listed(info: ChannelInfo, count: SubscriberCount, services: Services) -> dict[str, Any]:
+    return {**_channel(info, services), "messages": info.messages, "subscribers": count.total}
 
 
 def _published(message: Message) -> dict[str, Any]:
@@ -22,15 +36,27 @@ def _published(message: Message) -> dict[str, Any]:
 
 async def create_channel(request: Request, services: Services) -> Response:
     body = params.json_body(request.body, optional=True)
-    params.only_fields(body, {"ttl", "name", "exist_ok"})
+    params.only_fields(body, {"ttl", "name", "exist_ok", "message_ttl", "max_messages"})
     ttl_s, name = params.ttl(body), params.name(body)
+    settings = services.settings
+    retention = params.retention(body, settings.message_ttl_s, settings.max_messages)
     if params.flag(body, "exist_ok"):
         if name is None:
             raise InvalidBody("exist_ok needs a name: only a named channel can already exist")
-        info, created = await services.hub.get_or_create_channel(ttl_s, name)
-        return Response.json(201 if created else 200, _channel(info))
-    info = await services.hub.create_channel(ttl_s, name)
-    return Response.json(201, _channel(info))
+        info, created = await services.hub.get_or_create_channel(ttl_s, name, retention)
+        return Response.json(201 if created else 200, _channel(info, services))
+    info = await services.hub.create_channel(ttl_s, name, retention)
+    return Response.json(201, _channel(info, services))
+
+
+async def list_channels(request: Request, services: Services) -> Response:
+    prefix, after, limit = params.listing(request.query)
+    page, counts = await services.hub.list_channels(prefix, after, limit)
+    channels = [
+        _listed(info, count, services) for info, count in zip(page.channels, counts, strict=True)
+    ]
+    after_page = None if page.next is None else str(page.next)
+    return Response.json(200, {"channels": channels, "next": after_page})
 
 
 async def renew_channel(request: Request, services: Services, ref: str) -> Response:
@@ -38,7 +64,7 @@ async def renew_channel(request: Request, services: Services, ref: str) -> Respo
     body = params.json_body(request.body, optional=True)
     params.only_fields(body, {"ttl"})
     info = await services.hub.renew_channel(channel, params.ttl(body))
-    return Response.json(200, _channel(info))
+    return Response.json(200, _channel(info, services))
 
 
 async def close_channel(request: Request, services: Services, ref: str) -> Response:
@@ -52,9 +78,7 @@ async def channel_info(request: Request, services: Services, ref: str) -> Respon
     count = await services.hub.count_subscribers(info.id)
     last = None if info.last_message_id is None else str(info.last_message_id)
     body = {
-        **_channel(info),
-        "subscribers": count.total,
-        "messages": info.messages,
+        **_listed(info, count, services),
         "last_message_id": last,
     }
     if count.live_nodes is not None:

@@ -276,11 +276,8 @@ class NatsEngine:
     async def list_channels(
         self, prefix: str | None, after: ChannelRef | None, limit: int
     ) -> ChannelPage:
-        """From this node's copy, which holds every channel once it has caught up with
-        the control log (one round trip), so one made through another node a moment
-        ago is listed. Counting their messages needs them served (their history
-        fetched, all at once), as for one channel's info: they stay served, and their
-        publications heard, for the grace period."""
+        """From this node's copy, caught up with the control log; the page's channels
+        served, as for one channel's info, to count their messages."""
         await self._expire()
         await self._catch_up()
         channels, after_page = self._replica.cache.page(prefix, after, limit)

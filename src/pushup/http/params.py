@@ -191,7 +191,7 @@ def listing(text: str) -> tuple[str | None, ChannelRef | None, int]:
     """`GET /channels`' query: the name prefix (None: every channel, by id), the cursor
     of the page before (an id, or a name with a prefix), and the page size."""
     found = query(text, {"prefix", "after", "limit"})
-    prefix = found.get("prefix") or None
+    prefix: str | None = found.get("prefix") or None
     if prefix is not None and len(prefix) > MAX_NAME_LENGTH:
         raise InvalidParameter(f"prefix has at most {MAX_NAME_LENGTH} characters")
     limit = LIST_LIMIT
@@ -200,7 +200,7 @@ def listing(text: str) -> tuple[str | None, ChannelRef | None, int]:
         if not is_digits(raw) or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIST_LIMIT:
             raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
         limit = int(raw)
-    after = found.get("after") or None
+    after: str | None = found.get("after") or None
     if after is None or prefix is not None:
         return prefix, after, limit  # with a prefix, the last name of the page before
     if not is_digits(after) or len(after) > _ID_DIGITS or not 1 <= int(after) <= MAX_ID:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from pushup.core.channels import visible_page
 from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.model import (
@@ -20,6 +21,7 @@ from pushup.core.model import (
     ReadResult,
     Retention,
 )
+from pushup.core.tenants import PublisherKey
 from tests.engines.conftest import MakeEngine, RecordingListener, hits, published, same
 from tests.unit.fakes import T0, FakeClock
 
@@ -93,6 +95,26 @@ async def test_the_owner_is_kept_with_the_channel(engine: Engine, clock: FakeClo
     assert (await engine.channel_info(unnamed.id)).owner == "blog"
     assert (await engine.channel_info("shop:cart")).owner == "shop"
     assert (await engine.channel_info("plain")).owner is None
+
+
+async def test_a_channel_keeps_its_retention_and_its_owner_together(
+    engine_kind: str, make_engine: MakeEngine, listener: RecordingListener, clock: FakeClock
+) -> None:
+    """Both are stored with the channel (the journal sums both in a row's checksum), and
+    kept by renewals and, where the store keeps channels, a restart."""
+    first = await started(make_engine, listener)
+    made = await first.create_channel(None, None, Retention(20.0, 2), owner="blog")
+    named = await first.create_channel(None, "blog:a", Retention(max_messages=3), owner="blog")
+    renewed = await first.renew_channel(made.id, 60.0)
+    assert (renewed.retention, renewed.owner) == (Retention(20.0, 2), "blog")
+    if engine_kind == "memory":
+        return  # without a journal nothing outlives the engine
+    await first.close()
+    clock.advance(1.0)
+    second = await started(make_engine, listener)
+    for kept, retention in ((made.id, Retention(20.0, 2)), (named.id, Retention(None, 3))):
+        info = await second.channel_info(kept)
+        assert (info.retention, info.owner) == (retention, "blog")
 
 
 async def test_the_owner_outlives_the_engine_that_stored_it(
@@ -793,3 +815,82 @@ async def test_a_listing_shows_live_channels_as_their_info_does(
     (info,) = page.channels
     assert (info.name, info.messages, info.retention) == ("kept", 1, Retention(None, 1))
     assert brief not in [c.id for c in (await engine.list_channels("b", None, 10)).channels]
+
+
+# -- a listing as a publisher key sees it (core/channels.py, over each engine) ---------
+
+BLOG_KEY = PublisherKey("blog", "b" * 32, ("blog:",))
+NEWS_KEY = PublisherKey("news", "n" * 32, ("news:", "blog:archive:"))
+
+
+async def keyed_listing(
+    engine: Engine, key: PublisherKey | None, prefix: str | None, limit: int
+) -> list[ChannelRef]:
+    """What `key` lists, page after page (ids, or names with a prefix), none twice."""
+    listed: list[ChannelRef] = []
+    after: ChannelRef | None = None
+    while True:
+        page = await visible_page(engine, key, prefix, after, limit)
+        assert len(page.channels) <= limit
+        listed += [c.id if prefix is None else c.name or "" for c in page.channels]
+        if page.next is None:
+            assert len(listed) == len(set(listed))
+            return listed
+        after = page.next
+
+
+async def test_a_key_lists_only_the_channels_it_may_touch(engine: Engine) -> None:
+    blogs = (await engine.create_channel(None, None, owner="blog")).id
+    news = (await engine.create_channel(None, None, owner="news")).id
+    keyless = await channel(engine)
+    named = {}
+    for name, owner in (
+        ("blog:a", "blog"),
+        ("news:x", "news"),
+        ("blog:archive:1", "news"),
+        ("shop:cart", "shop"),
+        ("blog:b", "blog"),
+    ):
+        named[name] = (await engine.create_channel(None, name, owner=owner)).id
+    for limit in (1, 2, 50):
+        assert await keyed_listing(engine, BLOG_KEY, None, limit) == [
+            blogs,
+            named["blog:a"],
+            named["blog:archive:1"],  # under the blog key's prefix, whoever made it
+            named["blog:b"],
+        ]
+        assert await keyed_listing(engine, NEWS_KEY, None, limit) == [
+            news,
+            named["news:x"],
+            named["blog:archive:1"],
+        ]
+        assert await keyed_listing(engine, None, None, limit) == [
+            blogs,
+            news,
+            keyless,
+            *named.values(),
+        ]
+        # By name: the key's prefixes within the one asked for, in name order.
+        assert await keyed_listing(engine, BLOG_KEY, "blog:", limit) == [
+            "blog:a",
+            "blog:archive:1",
+            "blog:b",
+        ]
+        assert await keyed_listing(engine, NEWS_KEY, "blog:", limit) == ["blog:archive:1"]
+        assert await keyed_listing(engine, NEWS_KEY, "", limit) == ["blog:archive:1", "news:x"]
+        assert await keyed_listing(engine, NEWS_KEY, "blog:archive:1", limit) == ["blog:archive:1"]
+        assert await keyed_listing(engine, BLOG_KEY, "shop:", limit) == []
+
+
+@pytest.mark.parametrize("engine_kind", ["memory"])
+async def test_a_page_by_id_for_a_key_looks_at_a_bounded_number_of_channels(
+    engine: Engine,
+) -> None:
+    """Channels of other keys are looked at and passed over, at most 500 per page: the
+    page then ends short (here empty) with a cursor, and the next one goes on."""
+    others = [(await engine.create_channel(None, None, owner="shop")).id for _ in range(600)]
+    mine = (await engine.create_channel(None, None, owner="blog")).id
+    first = await visible_page(engine, BLOG_KEY, None, None, 5)
+    assert (first.channels, first.next) == ([], others[499])
+    second = await visible_page(engine, BLOG_KEY, None, first.next, 5)
+    assert ([c.id for c in second.channels], second.next) == ([mine], None)

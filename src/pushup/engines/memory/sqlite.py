@@ -10,13 +10,13 @@ Compaction keeps the file about as large as the cache: it deletes messages past 
 age and channels past their expiry, and messages no channel holds any more, and hands
 freed pages back to the file system.
 
-Every row carries a CRC32 of its values, computed as it is written; `read` checks it
-and decodes every message as JSON, and leaves out (and counts) rows that fail, so
-damage that SQLite cannot see (its own checks cover only the file's structure) is never
-served. Rows written before version 2 have no checksum: they are checked by decoding
-alone. Version 3 adds each channel's own retention (`message_ttl_s`, `max_messages`)
-and its owner (the publisher key that created it), each in its checksum only when there
-is one, so older rows check as they did.
+Every row carries a CRC32 of its values (`checksums.py`), computed as it is written;
+`read` checks it and decodes every message as JSON, and leaves out (and counts) rows
+that fail, so damage that SQLite cannot see (its own checks cover only the file's
+structure) is never served. Rows written before version 2 have no checksum: they are
+checked by decoding alone. Version 3 adds each channel's own retention
+(`message_ttl_s`, `max_messages`) and its owner (the publisher key that created it),
+each in its checksum only when there is one, so older rows check as they did.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import contextlib
 import functools
 import sqlite3
 import struct
-import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import orjson
 
 from pushup.core.model import ChannelId, Message, MessageId, Retention
+from pushup.engines.memory.checksums import channel_crc, message_crc
 from pushup.engines.memory.snapshot import ChannelState, Snapshot, StoredChannel, StoredMessage
 
 DATABASE = "journal.sqlite3"
@@ -93,8 +93,6 @@ _UPSERT_MARK = (
     "INSERT INTO marks VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
     " value = max(value, excluded.value)"
 )
-_CHANNEL_ROW = struct.Struct("<qddqq")
-_RETENTION_ROW = struct.Struct("<dq")
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL is cut back to this after checkpoints
 # Rows of each kind one compaction step deletes, so a group never waits long for it.
 COMPACT_ROWS = 5_000
@@ -261,48 +259,6 @@ def drop_damaged(db: sqlite3.Connection, channel_ids: list[int], message_ids: li
     with _transaction(db):
         db.executemany("DELETE FROM channels WHERE id = ?", ((i,) for i in channel_ids))
         db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in message_ids))
-
-
-def channel_crc(
-    channel_id: int,
-    name: str | bytes | None,
-    ttl_s: float,
-    expires_at: float,
-    last_message_id: int | None,
-    dropped_through: int,
-    message_ttl_s: float | None = None,
-    max_messages: int | None = None,
-    owner: str | bytes | None = None,
-) -> int:
-    """The checksum of a channel row: over its values as the engine wrote them. A
-    retention of its own and an owner are summed only when there is one: a row without,
-    as version 2 wrote it, checks the same."""
-    head = _CHANNEL_ROW.pack(
-        channel_id,
-        ttl_s,
-        expires_at,
-        -1 if last_message_id is None else last_message_id,
-        dropped_through,
-    )
-    # 0xFF never occurs in UTF-8: no name differs from every name.
-    tail = b"\xff" if name is None else name if isinstance(name, bytes) else name.encode()
-    crc = zlib.crc32(tail, zlib.crc32(head))
-    if message_ttl_s is not None or max_messages is not None:
-        retention = _RETENTION_ROW.pack(
-            -1.0 if message_ttl_s is None else message_ttl_s,
-            -1 if max_messages is None else max_messages,
-        )
-        crc = zlib.crc32(retention, crc)
-    if owner is None:
-        return crc
-    # 0xFE never occurs in UTF-8 either: the owner cannot be read as part of the name.
-    return zlib.crc32(b"\xfe" + (owner if isinstance(owner, bytes) else owner.encode()), crc)
-
-
-def message_crc(message_id: int, channels: bytes, data: bytes) -> int:
-    """The checksum of a message row: its id, channel list and data."""
-    head = zlib.crc32(channels, zlib.crc32(message_id.to_bytes(8, "little", signed=True)))
-    return zlib.crc32(data, head)
 
 
 def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:

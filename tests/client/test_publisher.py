@@ -20,6 +20,7 @@ from pushup.client import (
     ChannelState,
     Forbidden,
     InvalidRequest,
+    ListedChannel,
     NameTaken,
     NotFound,
     PayloadTooLarge,
@@ -52,7 +53,16 @@ async def test_channel_lifecycle(publisher: Any) -> None:
     assert (await publisher.renew_channel(plain.id)).id == plain.id
 
     state = await publisher.channel_info(named.id)
-    assert state == ChannelState(named.id, named.name, renewed.expires_at, 0, 0, None)
+    assert state == ChannelState(
+        named.id,
+        named.name,
+        renewed.expires_at,
+        0,
+        0,
+        None,
+        message_ttl=300,  # the server's limits
+        max_messages=1000,
+    )
 
     await publisher.close_channel(named.name)
     with pytest.raises(ChannelNotFound) as caught:
@@ -71,6 +81,39 @@ async def test_get_or_create_finds_the_live_channel_instead_of_name_taken(
     assert found.id == made.id and found.expires_at > made.expires_at
     with pytest.raises(ValueError, match="needs a name"):
         await publisher.create_channel(exist_ok=True)
+
+
+async def test_a_channel_with_its_own_retention(publisher: Any) -> None:
+    made = await publisher.create_channel("brief", message_ttl=30, max_messages=2)
+    assert (made.message_ttl, made.max_messages) == (30, 2)
+    state = await publisher.channel_info("brief")
+    assert (state.message_ttl, state.max_messages) == (30, 2)
+    with pytest.raises(InvalidRequest) as caught:
+        await publisher.create_channel(max_messages=1001)
+    assert caught.value.code == "above_server_limit"
+    assert "--max-messages of 1000" in caught.value.detail
+
+
+async def test_list_channels_pages_through_every_channel(publisher: Any) -> None:
+    made = [await publisher.create_channel(name) for name in ("room:b", "room:a", None, "lobby")]
+    await publisher.publish("room:a", 1)
+
+    async def pages(**options: Any) -> list[list[ListedChannel]]:
+        listed = publisher.list_channels(**options)
+        if isinstance(publisher, AsyncPublisher):
+            return [page async for page in listed]
+        return list(await listed)
+
+    by_id = await pages(limit=3)
+    assert [[c.id for c in page] for page in by_id] == [
+        [c.id for c in made[:3]],
+        [made[3].id],
+    ]
+    by_name = await pages(prefix="room:", limit=1)
+    assert [[c.name for c in page] for page in by_name] == [["room:a"], ["room:b"]]
+    first = by_name[0][0]
+    assert (first.messages, first.subscribers, first.max_messages) == (1, 0, 1000)
+    assert await pages(prefix="nothing") == []
 
 
 async def test_publish_to_one_or_many_channels_and_in_batches(

@@ -9,9 +9,19 @@ from collections.abc import Sequence
 
 import pytest
 
+from pushup.core.channels import visible_page
 from pushup.core.engine import Engine
 from pushup.core.errors import ChannelsNotFound, NameTaken
-from pushup.core.model import ChannelId, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.model import (
+    SERVER_RETENTION,
+    ChannelId,
+    ChannelRef,
+    Message,
+    MessageId,
+    ReadResult,
+    Retention,
+)
+from pushup.core.tenants import PublisherKey
 from tests.engines.conftest import MakeEngine, RecordingListener, hits, published, same
 from tests.unit.fakes import T0, FakeClock
 
@@ -85,6 +95,26 @@ async def test_the_owner_is_kept_with_the_channel(engine: Engine, clock: FakeClo
     assert (await engine.channel_info(unnamed.id)).owner == "blog"
     assert (await engine.channel_info("shop:cart")).owner == "shop"
     assert (await engine.channel_info("plain")).owner is None
+
+
+async def test_a_channel_keeps_its_retention_and_its_owner_together(
+    engine_kind: str, make_engine: MakeEngine, listener: RecordingListener, clock: FakeClock
+) -> None:
+    """Both are stored with the channel (the journal sums both in a row's checksum), and
+    kept by renewals and, where the store keeps channels, a restart."""
+    first = await started(make_engine, listener)
+    made = await first.create_channel(None, None, Retention(20.0, 2), owner="blog")
+    named = await first.create_channel(None, "blog:a", Retention(max_messages=3), owner="blog")
+    renewed = await first.renew_channel(made.id, 60.0)
+    assert (renewed.retention, renewed.owner) == (Retention(20.0, 2), "blog")
+    if engine_kind == "memory":
+        return  # without a journal nothing outlives the engine
+    await first.close()
+    clock.advance(1.0)
+    second = await started(make_engine, listener)
+    for kept, retention in ((made.id, Retention(20.0, 2)), (named.id, Retention(None, 3))):
+        info = await second.channel_info(kept)
+        assert (info.retention, info.owner) == (retention, "blog")
 
 
 async def test_the_owner_outlives_the_engine_that_stored_it(
@@ -647,3 +677,220 @@ async def test_every_call_works_when_stepped_outside_a_task(engine: Engine) -> N
         lambda: start_eagerly(handler(), done.set_result, done.set_exception)
     )
     assert await asyncio.wait_for(done, timeout=10) == 1
+
+
+# -- per-channel retention ---------------------------------------------------------------
+
+
+async def test_a_channel_keeps_what_its_own_retention_says(
+    make_engine: MakeEngine, listener: RecordingListener, clock: FakeClock
+) -> None:
+    engine = await started(make_engine, listener, message_ttl_s=100, max_messages=10)
+    brief = await engine.create_channel(None, "brief", Retention(message_ttl_s=10))
+    short = await engine.create_channel(None, "short", Retention(max_messages=2))
+    plain = await channel(engine)
+    assert brief.retention == Retention(10.0, None)
+    assert (await engine.channel_info("short")).retention == Retention(None, 2)
+    assert (await engine.channel_info(plain)).retention == SERVER_RETENTION
+    sent = [await publish1(engine, [brief.id, short.id, plain]) for _ in range(3)]
+    assert [(await engine.channel_info(c)).messages for c in ("brief", "short", plain)] == [
+        3,
+        2,
+        3,
+    ]
+    result = await read(engine, [short.id])
+    assert (ids(result), result.gap) == ([m.id for m in sent[1:]], True)
+    clock.advance(10.5)  # past the brief channel's message TTL, not the server's
+    result = await read(engine, [brief.id])
+    assert (ids(result), result.gap) == ([], True)
+    assert (await engine.channel_info("brief")).messages == 0
+    assert ids(await read(engine, [plain])) == [m.id for m in sent]
+    # A message in two channels stays in the one that keeps it longer.
+    both = await publish1(engine, [brief.id, plain])
+    clock.advance(10.5)
+    assert ids(await read(engine, [brief.id, plain])) == [*(m.id for m in sent), both.id]
+    assert ids(await read(engine, [brief.id])) == []
+
+
+async def test_a_renewal_keeps_the_retention(engine: Engine) -> None:
+    made = await engine.create_channel(None, "kept", Retention(5.0, 3))
+    renewed = await engine.renew_channel("kept", 60.0)
+    assert renewed.retention == made.retention == Retention(5.0, 3)
+
+
+async def test_retention_survives_a_restart_of_a_store_that_keeps_channels(
+    make_engine: MakeEngine, listener: RecordingListener, clock: FakeClock, engine_kind: str
+) -> None:
+    if engine_kind == "memory":
+        pytest.skip("the memory engine without a journal keeps nothing across a restart")
+    first = await started(make_engine, listener, max_messages=10)
+    made = await first.create_channel(None, "kept", Retention(20.0, 2))
+    for _ in range(3):
+        await publish1(first, [made.id])
+    await first.close()
+    clock.advance(1.0)
+    second = await started(make_engine, listener, max_messages=10)
+    info = await second.channel_info("kept")
+    assert (info.retention, info.messages) == (Retention(20.0, 2), 2)
+    for _ in range(3):
+        await publish1(second, [made.id])
+    assert (await second.channel_info("kept")).messages == 2
+    clock.advance(20.5)
+    assert (await second.channel_info("kept")).messages == 0
+
+
+async def test_a_server_started_with_lower_limits_lowers_every_channel_to_them(
+    make_engine: MakeEngine, listener: RecordingListener, clock: FakeClock, engine_kind: str
+) -> None:
+    if engine_kind == "memory":
+        pytest.skip("the memory engine without a journal keeps nothing across a restart")
+    first = await started(make_engine, listener, max_messages=10)
+    made = await first.create_channel(None, "kept", Retention(max_messages=5))
+    await first.close()
+    second = await started(make_engine, listener, max_messages=2)
+    for _ in range(4):
+        await publish1(second, [made.id])
+    assert (await second.channel_info("kept")).messages == 2
+
+
+# -- listing -----------------------------------------------------------------------------
+
+
+async def every_page(
+    engine: Engine, prefix: str | None, limit: int, between: Sequence[str] = ()
+) -> list[list[ChannelRef]]:
+    """Every page's ids (names, with a prefix); a channel named from `between` is made
+    after each page."""
+    pages: list[list[ChannelRef]] = []
+    after: ChannelRef | None = None
+    made = iter(between)
+    while True:
+        page = await engine.list_channels(prefix, after, limit)
+        pages.append([c.id if prefix is None else c.name or "" for c in page.channels])
+        if page.next is None:
+            return pages
+        assert page.next == pages[-1][-1]
+        after = page.next
+        if (name := next(made, None)) is not None:
+            await engine.create_channel(None, name)
+
+
+async def test_a_listing_pages_by_id_and_channels_made_meanwhile_come_last(
+    engine: Engine,
+) -> None:
+    before = [await channel(engine, name) for name in ("b", None, "a", None, "c")]
+    pages = await every_page(engine, None, 2, between=["new1", "new2"])
+    listed = [ref for page in pages for ref in page]
+    assert listed[:5] == before
+    assert len(listed) == len(set(listed)) == 7
+    assert [len(page) for page in pages] == [2, 2, 2, 1]
+    assert (await engine.list_channels(None, None, 100)).next is None
+
+
+async def test_a_listing_with_a_prefix_pages_by_name(engine: Engine) -> None:
+    for name in ("room:b", "room:a", "other", "room:d", "room", "roomy"):
+        await channel(engine, name)
+    await channel(engine)  # unnamed: never matches a prefix
+    pages = await every_page(engine, "room:", 1, between=["room:c", "room:aa"])
+    # Made meanwhile: "room:c" sorts after the page before, "room:aa" before it.
+    assert pages == [["room:a"], ["room:b"], ["room:c"], ["room:d"]]
+    assert await every_page(engine, "room", 10) == [
+        ["room", "room:a", "room:aa", "room:b", "room:c", "room:d", "roomy"]
+    ]
+    assert await every_page(engine, "nothing", 10) == [[]]
+
+
+async def test_a_listing_shows_live_channels_as_their_info_does(
+    engine: Engine, clock: FakeClock
+) -> None:
+    kept = await engine.create_channel(None, "kept", Retention(max_messages=1))
+    closed = await channel(engine, "closed")
+    brief = await channel(engine, "brief", ttl=5)
+    await publish1(engine, [kept.id])
+    await publish1(engine, [kept.id, closed])
+    await engine.close_channel(closed)
+    clock.advance(6)  # the brief channel expired
+    page = await engine.list_channels(None, None, 10)
+    assert page.channels == [await engine.channel_info(kept.id)]
+    (info,) = page.channels
+    assert (info.name, info.messages, info.retention) == ("kept", 1, Retention(None, 1))
+    assert brief not in [c.id for c in (await engine.list_channels("b", None, 10)).channels]
+
+
+# -- a listing as a publisher key sees it (core/channels.py, over each engine) ---------
+
+BLOG_KEY = PublisherKey("blog", "b" * 32, ("blog:",))
+NEWS_KEY = PublisherKey("news", "n" * 32, ("news:", "blog:archive:"))
+
+
+async def keyed_listing(
+    engine: Engine, key: PublisherKey | None, prefix: str | None, limit: int
+) -> list[ChannelRef]:
+    """What `key` lists, page after page (ids, or names with a prefix), none twice."""
+    listed: list[ChannelRef] = []
+    after: ChannelRef | None = None
+    while True:
+        page = await visible_page(engine, key, prefix, after, limit)
+        assert len(page.channels) <= limit
+        listed += [c.id if prefix is None else c.name or "" for c in page.channels]
+        if page.next is None:
+            assert len(listed) == len(set(listed))
+            return listed
+        after = page.next
+
+
+async def test_a_key_lists_only_the_channels_it_may_touch(engine: Engine) -> None:
+    blogs = (await engine.create_channel(None, None, owner="blog")).id
+    news = (await engine.create_channel(None, None, owner="news")).id
+    keyless = await channel(engine)
+    named = {}
+    for name, owner in (
+        ("blog:a", "blog"),
+        ("news:x", "news"),
+        ("blog:archive:1", "news"),
+        ("shop:cart", "shop"),
+        ("blog:b", "blog"),
+    ):
+        named[name] = (await engine.create_channel(None, name, owner=owner)).id
+    for limit in (1, 2, 50):
+        assert await keyed_listing(engine, BLOG_KEY, None, limit) == [
+            blogs,
+            named["blog:a"],
+            named["blog:archive:1"],  # under the blog key's prefix, whoever made it
+            named["blog:b"],
+        ]
+        assert await keyed_listing(engine, NEWS_KEY, None, limit) == [
+            news,
+            named["news:x"],
+            named["blog:archive:1"],
+        ]
+        assert await keyed_listing(engine, None, None, limit) == [
+            blogs,
+            news,
+            keyless,
+            *named.values(),
+        ]
+        # By name: the key's prefixes within the one asked for, in name order.
+        assert await keyed_listing(engine, BLOG_KEY, "blog:", limit) == [
+            "blog:a",
+            "blog:archive:1",
+            "blog:b",
+        ]
+        assert await keyed_listing(engine, NEWS_KEY, "blog:", limit) == ["blog:archive:1"]
+        assert await keyed_listing(engine, NEWS_KEY, "", limit) == ["blog:archive:1", "news:x"]
+        assert await keyed_listing(engine, NEWS_KEY, "blog:archive:1", limit) == ["blog:archive:1"]
+        assert await keyed_listing(engine, BLOG_KEY, "shop:", limit) == []
+
+
+@pytest.mark.parametrize("engine_kind", ["memory"])
+async def test_a_page_by_id_for_a_key_looks_at_a_bounded_number_of_channels(
+    engine: Engine,
+) -> None:
+    """Channels of other keys are looked at and passed over, at most 500 per page: the
+    page then ends short (here empty) with a cursor, and the next one goes on."""
+    others = [(await engine.create_channel(None, None, owner="shop")).id for _ in range(600)]
+    mine = (await engine.create_channel(None, None, owner="blog")).id
+    first = await visible_page(engine, BLOG_KEY, None, None, 5)
+    assert (first.channels, first.next) == ([], others[499])
+    second = await visible_page(engine, BLOG_KEY, None, first.next, 5)
+    assert ([c.id for c in second.channels], second.next) == ([mine], None)

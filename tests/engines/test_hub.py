@@ -11,14 +11,17 @@ import pytest
 from pushup.core.engine import Engine, EngineListener, Publication
 from pushup.core.hub import Hub, PollQuery
 from pushup.core.model import (
+    SERVER_RETENTION,
     ChannelId,
     ChannelInfo,
+    ChannelPage,
     ChannelRef,
     Message,
     MessageId,
     Outcome,
     PollOutcome,
     ReadResult,
+    Retention,
 )
 from pushup.core.waiters import Subscription
 from tests.engines.conftest import MakeEngine
@@ -78,8 +81,20 @@ class LateEngine:
     async def close(self) -> None:
         await self.inner.close()
 
-    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
-        return await self.inner.create_channel(ttl_s, name)
+    async def create_channel(
+        self,
+        ttl_s: float | None,
+        name: str | None,
+        retention: Retention = SERVER_RETENTION,
+        *,
+        owner: str | None = None,
+    ) -> ChannelInfo:
+        return await self.inner.create_channel(ttl_s, name, retention, owner=owner)
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> ChannelPage:
+        return await self.inner.list_channels(prefix, after, limit)
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         return await self.inner.renew_channel(ref, ttl_s)

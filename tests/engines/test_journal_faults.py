@@ -15,7 +15,8 @@ import pytest
 from pushup.core.errors import EngineUnavailable, StorageFull
 from pushup.engines.memory import Journal, MemoryEngine
 from pushup.engines.memory.acked import ACKNOWLEDGED, AckFile
-from pushup.engines.memory.sqlite import DATABASE, channel_crc
+from pushup.engines.memory.checksums import channel_crc
+from pushup.engines.memory.sqlite import DATABASE
 from tests.engines.conftest import MakeEngine, RecordingListener
 from tests.engines.test_contract import alive, channel, ids, publish1, read
 from tests.engines.test_journal import restarted, rows, started, step, until

@@ -177,6 +177,21 @@ async def test_deployments_on_two_databases_of_one_redis_stay_apart(
 # -- the store ---------------------------------------------------------------------------
 
 
+async def test_channels_stored_before_listings_existed_are_indexed_once_at_start(
+    make_engine: MakeEngine, engine_url: str
+) -> None:
+    engine, _ = await node(make_engine)
+    made = [(await engine.create_channel(None, name)).id for name in ("b", None, "a")]
+    with redis.Redis.from_url(engine_url) as client:
+        # As a store written by an earlier version leaves it.
+        client.delete("pushup:channels", "pushup:names:sorted", "pushup:channels:indexed")
+        assert (await engine.list_channels(None, None, 10)).channels == []
+        later, _ = await node(make_engine)
+        assert client.get("pushup:channels:indexed") == b"1"
+    assert [c.id for c in (await later.list_channels(None, None, 10)).channels] == made
+    assert [c.name for c in (await later.list_channels("", None, 10)).channels] == ["a", "b"]
+
+
 async def test_a_payload_is_stored_once_and_expiry_leaves_nothing_behind(
     make_engine: MakeEngine, clock: FakeClock, engine_url: str
 ) -> None:
@@ -195,6 +210,8 @@ async def test_a_payload_is_stored_once_and_expiry_leaves_nothing_behind(
         "pushup:seq:channel",
         "pushup:seq:event",
         "pushup:expiry",
+        "pushup:channels",  # the live channel ids, for listings
+        "pushup:channels:indexed",
         "pushup:nodes",  # the live nodes' heartbeats: one entry per node
     }
 

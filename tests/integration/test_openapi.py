@@ -197,6 +197,8 @@ PROSE_RULES = re.compile(
     r"|channel -?[0-9]+\.0 is neither an id nor a name"
     r"|exist_ok needs a name: .*|integers must fit in 64 bits, not -?[0-9]+"
     r"|last and limit cannot be combined .*|(last|limit) must be a whole number from 1 to 10000"
+    r"|(message_ttl|max_messages) [0-9.e+]+ is above this server's .*"
+    r"|after must be the next of the page before: a channel id"
 )
 
 

@@ -32,7 +32,7 @@ DEFAULT_CHANNEL_TTL = 3600.0
 # Slack for comparing the server's clock readings with ours (same machine, same clock).
 CLOCK_SLACK = 0.05
 ERROR_FIELDS = {"error", "detail"}
-CHANNEL_FIELDS = {"id", "name", "expires_at"}
+CHANNEL_FIELDS = {"id", "name", "expires_at", "message_ttl", "max_messages"}
 INFO_FIELDS = CHANNEL_FIELDS | {"subscribers", "messages", "last_message_id"}
 PUBLISHED_FIELDS = {"id", "time", "channels"}
 
@@ -549,6 +549,8 @@ def test_channel_info_fields(pub: httpx.Client) -> None:
         "id": channel["id"],
         "name": name,
         "expires_at": channel["expires_at"],
+        "message_ttl": 300,  # the server's limits
+        "max_messages": 1000,
         "subscribers": 0,
         "messages": 0,
         "last_message_id": None,
@@ -1066,8 +1068,8 @@ def test_unknown_paths_are_404(pub: httpx.Client, method: str, url: str) -> None
 @pytest.mark.parametrize(
     ("method", "url", "allowed"),
     [
-        ("GET", "/channels", {"POST"}),
-        ("DELETE", "/channels", {"POST"}),
+        ("PUT", "/channels", {"GET", "POST"}),
+        ("DELETE", "/channels", {"GET", "POST"}),
         ("PUT", "/channels/17", {"GET", "DELETE"}),
         ("POST", "/channels/17", {"GET", "DELETE"}),
         ("PATCH", "/channels/tag%3Ac%2B%2B", {"GET", "DELETE"}),

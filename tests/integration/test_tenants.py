@@ -1,6 +1,6 @@
 """Two applications sharing one PushUp (`--publisher-keys`): each key creates, publishes
-to, renews, closes and reads only its own channels, on the embedded engine (across a
-restart too) and on a Redis that two nodes share."""
+to, renews, closes, reads and lists only its own channels, on the embedded engine
+(across a restart too) and on a Redis that two nodes share."""
 
 from __future__ import annotations
 
@@ -122,6 +122,51 @@ def test_a_publication_with_one_channel_not_the_keys_is_refused_whole(
     assert cached(server, "shop:b") == []
 
 
+def listed(http: httpx.Client, **params: object) -> list[int | str]:
+    """Every channel a key lists (ids, or names with a prefix), page after page."""
+    found: list[int | str] = []
+    after = None
+    while True:
+        answer = http.get("/channels", params={**params, **({"after": after} if after else {})})
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        found += [c["name"] if params.get("prefix") else c["id"] for c in page["channels"]]
+        if page["next"] is None:
+            assert len(found) == len(set(found))
+            return found
+        after = page["next"]
+
+
+def test_each_key_lists_only_its_own_channels(
+    server_factory: ServerFactory, keys_file: str
+) -> None:
+    server = server_factory("--publisher-keys", keys_file)
+    blog, shop, ops = client(server, BLOG), client(server, SHOP), client(server, OPS)
+    made = {}
+    for key, body in (
+        (blog, {"name": "blog:a"}),
+        (shop, {}),
+        (blog, {}),
+        (shop, {"name": "shop:cart"}),
+        (ops, {}),
+        (blog, {"name": "blog:b"}),
+    ):
+        answer = key.post("/channels", json=body)
+        assert answer.status_code == 201, answer.text
+        made[body.get("name") or f"#{len(made)}"] = answer.json()["id"]
+    blogs, shops, opss = made["#2"], made["#1"], made["#4"]
+    for limit in (1, 50):
+        assert listed(blog, limit=limit) == [made["blog:a"], blogs, made["blog:b"]]
+        assert listed(shop, limit=limit) == [shops, made["shop:cart"]]
+        assert listed(ops, limit=limit) == sorted(made.values())
+        assert listed(blog, prefix="blog:", limit=limit) == ["blog:a", "blog:b"]
+        assert listed(blog, prefix="b", limit=limit) == ["blog:a", "blog:b"]
+        # Another key's prefix lists nothing, as a name outside every prefix does.
+        assert listed(blog, prefix="shop:", limit=limit) == []
+        assert listed(shop, prefix="", limit=limit) == [shops, made["shop:cart"]]
+    assert opss not in listed(blog) + listed(shop)
+
+
 def test_metrics_and_the_dashboard_are_for_admin_keys_and_count_per_key(
     server_factory: ServerFactory, keys_file: str
 ) -> None:
@@ -193,3 +238,6 @@ def test_two_nodes_on_one_redis_keep_each_keys_channels_apart(
     assert published.status_code == 201
     assert cached(one, mine) == ["ok"]
     assert cached(two, "shop:cart") == []
+    # Each lists its own through the other node too.
+    assert listed(client(two, BLOG)) == [mine]
+    assert listed(client(two, SHOP), prefix="shop:") == ["shop:cart"]

@@ -27,7 +27,14 @@ from pushup.client.history import History, history
 from pushup.client.publisher import Publisher
 from pushup.client.subscribe import Subscription, subscribe
 from pushup.client.tokens import mint_token
-from pushup.client.wire import Channel, ChannelRef, ChannelState, Message, Published
+from pushup.client.wire import (
+    Channel,
+    ChannelRef,
+    ChannelState,
+    ListedChannel,
+    Message,
+    Published,
+)
 
 __all__ = [
     "ApiError",
@@ -41,6 +48,7 @@ __all__ = [
     "HeadersTooLarge",
     "History",
     "InvalidRequest",
+    "ListedChannel",
     "Message",
     "MethodNotAllowed",
     "NameTaken",

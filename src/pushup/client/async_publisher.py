@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
 
 import httpx
 
 from pushup.client import wire
 from pushup.client.errors import TransportError
-from pushup.client.wire import Channel, ChannelRef, Channels, ChannelState, Published
+from pushup.client.wire import (
+    Channel,
+    ChannelRef,
+    Channels,
+    ChannelState,
+    ListedChannel,
+    Published,
+)
 
 T = TypeVar("T")
 
@@ -29,12 +36,23 @@ class AsyncPublisher(wire.AsyncClosing):
         )
 
     async def create_channel(
-        self, name: str | None = None, ttl: float | None = None, *, exist_ok: bool = False
+        self,
+        name: str | None = None,
+        ttl: float | None = None,
+        *,
+        exist_ok: bool = False,
+        message_ttl: float | None = None,
+        max_messages: int | None = None,
     ) -> Channel:
         """A new channel, optionally named; it expires after `ttl` seconds without
         activity (the server's `--channel-ttl` if None). With `exist_ok`, the live
-        channel of that name, renewed, if there is one (no `NameTaken`)."""
-        return await self._call(wire.create_channel(name, ttl, exist_ok))
+        channel of that name, renewed, if there is one (no `NameTaken`; it keeps its
+        own retention). `message_ttl` and `max_messages` make it keep fewer messages,
+        or for less time, than the server's limits (above them: `InvalidRequest`)."""
+        call = wire.create_channel(
+            name, ttl, exist_ok, message_ttl=message_ttl, max_messages=max_messages
+        )
+        return await self._call(call)
 
     async def renew_channel(self, channel: ChannelRef, ttl: float | None = None) -> Channel:
         """Push the channel's expiry to now + its TTL (`ttl`, if given, becomes its TTL)."""
@@ -47,6 +65,21 @@ class AsyncPublisher(wire.AsyncClosing):
     async def channel_info(self, channel: ChannelRef) -> ChannelState:
         """The channel's state: expiry, parked polls, cached messages, last message id."""
         return await self._call(wire.channel_info(channel))
+
+    async def list_channels(
+        self, prefix: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[list[ListedChannel]]:
+        """Every live channel, a page (at most `limit`, the server's default if None)
+        at a time: by id, or by name among those whose name starts with `prefix`.
+        Channels made while it runs come in a later page, or not at all."""
+        after: str | None = None
+        while True:
+            page = await self._call(wire.list_channels(prefix, limit, after))
+            if page.channels:
+                yield page.channels
+            if page.next is None:
+                return
+            after = page.next
 
     async def publish(self, channels: Channels, data: Any) -> Published:
         """Publish `data` (any JSON value) to one channel or several, all or nothing."""

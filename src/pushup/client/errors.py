@@ -31,7 +31,8 @@ class ApiError(PushUpError):
 
 class InvalidRequest(ApiError):
     """400: the request was malformed (`invalid_body`, `invalid_parameter`,
-    `invalid_cursor`, `invalid_json`, `bad_request`): retrying will not help."""
+    `invalid_cursor`, `invalid_json`, `bad_request`), or asked a channel to keep more
+    than the server does (`above_server_limit`): retrying will not help."""
 
 
 class Unauthorized(ApiError):
@@ -123,6 +124,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "invalid_body": InvalidRequest,
     "invalid_parameter": InvalidRequest,
     "invalid_cursor": InvalidRequest,
+    "above_server_limit": InvalidRequest,
     "unauthorized": Unauthorized,
     "forbidden": Forbidden,
     "not_found": NotFound,

@@ -4,10 +4,10 @@ what its answer becomes, and which exception an error answer becomes."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
@@ -53,11 +53,30 @@ class AsyncClosing:
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A live channel: its id, its name (if it has one) and when it expires."""
+    """A live channel: its id, its name (if it has one) and when it expires, and how
+    long and how many of its messages it keeps (its own, or the server's limits)."""
 
     id: int
     name: str | None
     expires_at: float  # epoch seconds
+    message_ttl: float | None = field(default=None, kw_only=True)  # seconds
+    max_messages: int | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedChannel(Channel):
+    """A channel as a listing shows it (`GET /channels`)."""
+
+    subscribers: int  # polls parked on it now, over every node
+    messages: int  # messages cached now
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPage:
+    """One page of a listing, and the cursor of the next (None: this was the last)."""
+
+    channels: list[ListedChannel]
+    next: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +184,21 @@ def _ttl(ttl: float | None) -> dict[str, float]:
     return {} if ttl is None else {"ttl": ttl}
 
 
-def create_channel(name: str | None, ttl: float | None, exist_ok: bool = False) -> Call[Channel]:
+def create_channel(
+    name: str | None,
+    ttl: float | None,
+    exist_ok: bool = False,
+    *,
+    message_ttl: float | None = None,
+    max_messages: int | None = None,
+) -> Call[Channel]:
     body: dict[str, Any] = _ttl(ttl)
     if name is not None:
         body["name"] = name
+    if message_ttl is not None:
+        body["message_ttl"] = message_ttl
+    if max_messages is not None:
+        body["max_messages"] = max_messages
     if exist_ok:
         if name is None:
             raise ValueError("exist_ok needs a name: only a named channel can already exist")
@@ -187,6 +217,12 @@ def close_channel(channel: ChannelRef) -> Call[None]:
 
 def channel_info(channel: ChannelRef) -> Call[ChannelState]:
     return Call("GET", _path(channel), None, 200, _channel_state)
+
+
+def list_channels(prefix: str | None, limit: int | None, after: str | None) -> Call[ChannelPage]:
+    query = {"prefix": prefix, "limit": limit, "after": after}
+    given = urlencode({key: value for key, value in query.items() if value is not None})
+    return Call("GET", "/channels" + (f"?{given}" if given else ""), None, 200, _page)
 
 
 def publish(channels: Channels, data: Any) -> Call[Published]:
@@ -280,8 +316,13 @@ def _unexpected(response: httpx.Response, why: str) -> ApiError:
     return ApiError(response.status_code, "unexpected_response", why, body)
 
 
+def _retention(obj: Any) -> dict[str, Any]:
+    # Servers before per-channel retention leave them out.
+    return {"message_ttl": obj.get("message_ttl"), "max_messages": obj.get("max_messages")}
+
+
 def _channel(obj: Any) -> Channel:
-    return Channel(obj["id"], obj["name"], obj["expires_at"])
+    return Channel(obj["id"], obj["name"], obj["expires_at"], **_retention(obj))
 
 
 def _channel_state(obj: Any) -> ChannelState:
@@ -292,7 +333,18 @@ def _channel_state(obj: Any) -> ChannelState:
         obj["subscribers"],
         obj["messages"],
         obj["last_message_id"],
+        **_retention(obj),
     )
+
+
+def _page(obj: Any) -> ChannelPage:
+    listed = [
+        ListedChannel(
+            c["id"], c["name"], c["expires_at"], c["subscribers"], c["messages"], **_retention(c)
+        )
+        for c in obj["channels"]
+    ]
+    return ChannelPage(listed, obj["next"])
 
 
 def _published(obj: Any) -> Published:

@@ -10,7 +10,17 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.model import (
+    SERVER_RETENTION,
+    ChannelId,
+    ChannelInfo,
+    ChannelPage,
+    ChannelRef,
+    Message,
+    MessageId,
+    ReadResult,
+    Retention,
+)
 
 # One publication as the engine takes it: target channels and the JSON-encoded payload.
 Publication = tuple[Sequence[ChannelRef], bytes]
@@ -45,11 +55,17 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
     async def create_channel(
-        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+        self,
+        ttl_s: float | None,
+        name: str | None,
+        retention: Retention = SERVER_RETENTION,
+        *,
+        owner: str | None = None,
     ) -> ChannelInfo:
-        """Raises NameTaken. `owner`, the creating publisher key's name, is kept with the
-        channel for as long as it lives (across restarts and nodes) and shown by
-        `channel_info`."""
+        """Raises NameTaken. `retention` is kept with the channel (across restarts of a
+        store that keeps channels) and applied by the engine's eviction. `owner`, the
+        creating publisher key's name, is kept with the channel for as long as it lives
+        (across restarts and nodes) and shown by `channel_info`."""
 
     async def renew_channel(self, ref: ChannelRef, ttl_s: float | None) -> ChannelInfo:
         """Raises ChannelsNotFound."""
@@ -59,6 +75,14 @@ class Engine(Protocol):
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         """Raises ChannelsNotFound."""
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> ChannelPage:
+        """At most `limit` live channels after `after`: by id without a prefix, by name
+        (by code point) among those whose name starts with `prefix`. A page starts past
+        `after` (the last id or name of the page before), so none repeats a channel and
+        none skips one live throughout; one made meanwhile comes later or not at all."""
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         """Ids of live channels, in the order given; raises ChannelsNotFound for the rest."""
@@ -103,6 +127,9 @@ class Clustered(Protocol):
 
     async def count_subscribers(self, channel_id: ChannelId) -> SubscriberCount:
         """This node's count plus each live node's that answers in a bounded time."""
+
+    async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
+        """The same for several channels, with one question to the other nodes."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,7 @@ from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
-import orjson
-
+from pushup.core.channels import get_or_create, visible_page
 from pushup.core.engine import (
     CacheStats,
     Clustered,
@@ -22,18 +21,24 @@ from pushup.core.engine import (
     Publication,
     SubscriberCount,
 )
-from pushup.core.errors import ChannelsNotFound, NameTaken
+from pushup.core.errors import ChannelsNotFound
 from pushup.core.model import (
+    SERVER_RETENTION,
     ChannelId,
     ChannelInfo,
+    ChannelPage,
     ChannelRef,
     Hit,
     Message,
     MessageId,
     Outcome,
     PollOutcome,
-    ReadResult,
+    Retention,
+    closed_outcome,
+    paged_outcome,
+    window,
 )
+from pushup.core.tenants import PublisherKey
 from pushup.core.waiters import Receiver, Subscription, Waiters
 from pushup.observe import metrics
 
@@ -54,9 +59,6 @@ class PollQuery:
 
 
 _TIMER_SLACK_S = 0.002
-# Rounds of create-then-renew before giving up (each lost round is a close or an expiry
-# of that very name in between: more than a couple means something odd).
-_GET_OR_CREATE_TRIES = 5
 _NONE_LOST: frozenset[ChannelId] = frozenset()
 
 
@@ -106,28 +108,29 @@ class Hub:
         return messages
 
     def create_channel(
-        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+        self,
+        ttl_s: float | None,
+        name: str | None,
+        retention: Retention = SERVER_RETENTION,
+        *,
+        owner: str | None = None,
     ) -> Coroutine[Any, Any, ChannelInfo]:
         """A new channel, owned by the publisher key named `owner`; raises NameTaken."""
-        return self._engine.create_channel(ttl_s, name, owner=owner)
+        return self._engine.create_channel(ttl_s, name, retention, owner=owner)
 
-    async def get_or_create_channel(
-        self, ttl_s: float | None, name: str, *, owner: str | None = None
-    ) -> tuple[ChannelInfo, bool]:
-        """The live channel of that name, renewed, or a new one; and whether it is new.
-        An application's start-up can then ask for its channels without counting
-        `name_taken` errors. A channel that closes or expires between the two steps is
-        created anew, as if it had been gone before."""
-        for _ in range(_GET_OR_CREATE_TRIES):
-            try:
-                return await self._engine.create_channel(ttl_s, name, owner=owner), True
-            except NameTaken:
-                pass
-            try:
-                return await self._engine.renew_channel(name, ttl_s), False
-            except ChannelsNotFound:
-                continue
-        raise NameTaken(name)
+    def get_or_create_channel(
+        self,
+        ttl_s: float | None,
+        name: str,
+        retention: Retention = SERVER_RETENTION,
+        *,
+        owner: str | None = None,
+    ) -> Coroutine[Any, Any, tuple[ChannelInfo, bool]]:
+        """The live channel of that name, renewed, or a new one; and whether it is new
+        (`core/channels.py`). An application's start-up can then ask for its
+        channels without counting `name_taken` errors. A channel found keeps its own
+        retention and owner: messages it holds were kept by it, and the answer shows it."""
+        return get_or_create(self._engine, ttl_s, name, retention, owner)
 
     def renew_channel(
         self, ref: ChannelRef, ttl_s: float | None
@@ -142,6 +145,22 @@ class Hub:
     def channel_info(self, ref: ChannelRef) -> Coroutine[Any, Any, ChannelInfo]:
         """A channel's state; raises ChannelsNotFound."""
         return self._engine.channel_info(ref)
+
+    async def list_channels(
+        self,
+        prefix: str | None,
+        after: ChannelRef | None,
+        limit: int,
+        key: PublisherKey | None = None,
+    ) -> tuple[ChannelPage, list[SubscriberCount]]:
+        """A page of the live channels `key` may touch (`core/channels.py`), each
+        with its parked polls over every node of a shared engine (one question for the
+        page)."""
+        page = await visible_page(self._engine, key, prefix, after, limit)
+        ids = [info.id for info in page.channels]
+        if isinstance(self._engine, Clustered) and ids:
+            return page, await self._engine.count_each(ids)
+        return page, [SubscriberCount(n, n) for n in map(self.subscribers, ids)]
 
     def resolve(self, refs: Sequence[ChannelRef]) -> Coroutine[Any, Any, list[ChannelId]]:
         """Ids of live channels, in the order given; raises ChannelsNotFound."""
@@ -245,13 +264,13 @@ class Hub:
             if not stream and (result.hits or result.gap or query.timeout_s == 0 or ended):
                 # Never a cursor below the one sent (see `_parked_from`).
                 floor = self._parked_from(result.high_water, query.since)
-                return _outcome(result, query.last, query.limit, floor)
+                return paged_outcome(result, query.last, query.limit, floor)
             # Parked right after this read: a publication announced while it was in
             # flight, or a resync that started meanwhile (and so cannot know this
             # subscription), may have passed it by, so read again.
             if self._notified <= result.high_water and self._resyncs == resyncs:
                 break
-        initial = _outcome(result, query.last) if stream else None
+        initial = paged_outcome(result, query.last) if stream else None
         if initial is not None and ended:
             return initial, None
         # A stream waits until its `end` (forever without one), a poll its timeout too.
@@ -345,7 +364,7 @@ class Hub:
             closed = tuple(c for c in sub.channels if c in gone)
             outcome = answers.get(closed)
             if outcome is None:
-                outcome = answers[closed] = Outcome(410, _closed_body(closed))
+                outcome = answers[closed] = closed_outcome(closed)
             sub.receiver.deliver(outcome)
 
     async def resync(self) -> None:
@@ -373,7 +392,7 @@ class Hub:
                 continue
             live = [sub for sub in subs if sub.parked]
             if result.hits or result.gap:
-                outcome = _outcome(result, last, limit)
+                outcome = paged_outcome(result, last, limit)
                 self.waiters.remove(sub for sub in live if not sub.stream)
                 for sub in live:
                     if sub.stream:
@@ -403,7 +422,7 @@ class Hub:
                     hits.append((message, channels))
         if not hits:
             return None
-        hits, more = _window(hits, sub.last, sub.limit)
+        hits, more = window(hits, sub.last, sub.limit)
         return PollOutcome(hits, hits[-1][0].id, not evicted.isdisjoint(wanted), more)
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
@@ -424,31 +443,3 @@ class Hub:
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)
-
-
-def _outcome(result: ReadResult, last: int = 0, limit: int = 0, floor: int = 0) -> PollOutcome:
-    """A read's answer: its hits (within the history controls), with the cursor after
-    the last one returned (or the high water, or `floor` if higher)."""
-    hits, more = _window(result.hits, last, limit)
-    cursor = hits[-1][0].id if hits else MessageId(max(result.high_water, floor))
-    return PollOutcome(hits, cursor, result.gap, more)
-
-
-def _window(hits: list[Hit], last: int, limit: int) -> tuple[list[Hit], bool | None]:
-    """The `last` newest hits, or the `limit` oldest and whether more are left (None:
-    the poll did not page, and its answer says nothing of more)."""
-    if last and len(hits) > last:
-        return hits[-last:], None
-    if limit:
-        return (hits[:limit], True) if len(hits) > limit else (hits, False)
-    return hits, None
-
-
-def _closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:
-    return orjson.dumps(
-        {
-            "error": "channel_closed",
-            "detail": "a subscribed channel was closed or expired",
-            "channels": list(channel_ids),
-        }
-    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NewType
 
+import orjson
+
 ChannelId = NewType("ChannelId", int)
 MessageId = NewType("MessageId", int)
 
@@ -55,6 +57,29 @@ Hit = tuple[Message, tuple[ChannelId, ...]]
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How long and how many of its messages one channel keeps, when it asked for less
+    than the server's `--message-ttl` and `--max-messages` (None: the server's)."""
+
+    message_ttl_s: float | None = None
+    max_messages: int | None = None
+
+    def keep_s(self, server_ttl_s: float) -> float:
+        """Seconds a message stays: the channel's, never above the server's (which may
+        have been lowered since the channel was made)."""
+        own = self.message_ttl_s
+        return server_ttl_s if own is None else min(own, server_ttl_s)
+
+    def cap(self, server_max: int) -> int:
+        """Messages cached at most, never above the server's."""
+        own = self.max_messages
+        return server_max if own is None else min(own, server_max)
+
+
+SERVER_RETENTION = Retention()
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelInfo:
     """A live channel's public state."""
 
@@ -64,9 +89,20 @@ class ChannelInfo:
     ttl_s: float
     messages: int
     last_message_id: MessageId | None
+    retention: Retention = SERVER_RETENTION
     # The name of the publisher key that created it (`--publisher-keys`); None when made
     # without a key. An unnamed channel belongs to this key alone.
     owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPage:
+    """One page of a channel listing, and where the next one starts (None: the last).
+    Without a prefix channels come by id and `next` is the last id; with one, by name
+    and `next` is the last name."""
+
+    channels: list[ChannelInfo]
+    next: ChannelRef | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +153,33 @@ class PollOutcome(Outcome):
             b"" if more is None else (b',"more":true' if more else b',"more":false'),
         )
         super().__init__(200, body)
+
+
+def paged_outcome(result: ReadResult, last: int = 0, limit: int = 0, floor: int = 0) -> PollOutcome:
+    """A read's answer: its hits (within the history controls), with the cursor after
+    the last one returned (or the high water, or `floor` if higher)."""
+    hits, more = window(result.hits, last, limit)
+    cursor = hits[-1][0].id if hits else MessageId(max(result.high_water, floor))
+    return PollOutcome(hits, cursor, result.gap, more)
+
+
+def window(hits: list[Hit], last: int, limit: int) -> tuple[list[Hit], bool | None]:
+    """The `last` newest hits, or the `limit` oldest and whether more are left (None:
+    the poll did not page, and its answer says nothing of more)."""
+    if last and len(hits) > last:
+        return hits[-last:], None
+    if limit:
+        return (hits[:limit], True) if len(hits) > limit else (hits, False)
+    return hits, None
+
+
+def closed_outcome(channel_ids: tuple[ChannelId, ...]) -> Outcome:
+    """The 410 answer of a poll whose channels (these of them) closed or expired."""
+    body = orjson.dumps(
+        {
+            "error": "channel_closed",
+            "detail": "a subscribed channel was closed or expired",
+            "channels": list(channel_ids),
+        }
+    )
+    return Outcome(410, body)

@@ -72,6 +72,12 @@ class InvalidCursor(ApiError):
     code = "invalid_cursor"
 
 
+class AboveServerLimit(ApiError):
+    """A channel asked for more than the server keeps (`--message-ttl`, ...)."""
+
+    code = "above_server_limit"
+
+
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"

@@ -11,8 +11,9 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from pushup.core.model import MAX_ID, ChannelRef, MessageId
+from pushup.core.model import MAX_ID, SERVER_RETENTION, ChannelRef, MessageId, Retention
 from pushup.http.errors import (
+    AboveServerLimit,
     InvalidBody,
     InvalidCursor,
     InvalidJson,
@@ -147,6 +148,64 @@ def ttl(obj: Mapping[str, Any]) -> float | None:
     if not (0 < value < math.inf):
         raise InvalidBody("ttl must be a finite number of seconds above 0")
     return float(value)
+
+
+def retention(obj: Mapping[str, Any], max_ttl_s: float, max_messages: int) -> Retention:
+    """A channel's own `message_ttl` and `max_messages`, each at most the server's
+    (`--message-ttl`, `--max-messages`): a channel may keep less, never more."""
+    if "message_ttl" not in obj and "max_messages" not in obj:
+        return SERVER_RETENTION
+    keep_s = obj.get("message_ttl")
+    if keep_s is not None:
+        if isinstance(keep_s, bool) or not isinstance(keep_s, int | float):
+            raise InvalidBody("message_ttl must be a number of seconds")
+        if not 0 < keep_s < math.inf:
+            raise InvalidBody("message_ttl must be a finite number of seconds above 0")
+        if keep_s > max_ttl_s:
+            raise AboveServerLimit(
+                f"message_ttl {keep_s:g} is above this server's --message-ttl of {max_ttl_s:g}"
+            )
+        keep_s = float(keep_s)
+    cap = obj.get("max_messages")
+    if cap is not None:
+        # 3.0 is a whole number too, as JSON Schema counts.
+        if isinstance(cap, float) and cap.is_integer():
+            cap = int(cap)
+        if isinstance(cap, bool) or not isinstance(cap, int):
+            raise InvalidBody("max_messages must be a whole number")
+        if cap < 1:
+            raise InvalidBody("max_messages must be at least 1")
+        if cap > max_messages:
+            raise AboveServerLimit(
+                f"max_messages {cap} is above this server's --max-messages of {max_messages}"
+            )
+    return Retention(keep_s, cap)
+
+
+# Channels per page of `GET /channels`: by default, and at most.
+LIST_LIMIT = 50
+MAX_LIST_LIMIT = 200
+
+
+def listing(text: str) -> tuple[str | None, ChannelRef | None, int]:
+    """`GET /channels`' query: the name prefix (None: every channel, by id), the cursor
+    of the page before (an id, or a name with a prefix), and the page size."""
+    found = query(text, {"prefix", "after", "limit"})
+    prefix: str | None = found.get("prefix") or None
+    if prefix is not None and len(prefix) > MAX_NAME_LENGTH:
+        raise InvalidParameter(f"prefix has at most {MAX_NAME_LENGTH} characters")
+    limit = LIST_LIMIT
+    if "limit" in found:
+        raw = found["limit"]
+        if not is_digits(raw) or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+            raise InvalidParameter(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
+        limit = int(raw)
+    after: str | None = found.get("after") or None
+    if after is None or prefix is not None:
+        return prefix, after, limit  # with a prefix, the last name of the page before
+    if not is_digits(after) or len(after) > _ID_DIGITS or not 1 <= int(after) <= MAX_ID:
+        raise InvalidParameter("after must be the next of the page before: a channel id")
+    return prefix, int(after), limit
 
 
 def flag(obj: Mapping[str, Any], field: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pushup.core.engine import Publication
+from pushup.core.engine import Publication, SubscriberCount
 from pushup.core.model import ChannelInfo, Message
 from pushup.core.tenants import PublisherKey
 from pushup.http import params
@@ -16,8 +16,21 @@ from pushup.http.services import Services
 from pushup.observe import metrics
 
 
-def _channel(info: ChannelInfo) -> dict[str, Any]:
-    return {"id": info.id, "name": info.name, "expires_at": info.expires_at}
+def _channel(info: ChannelInfo, services: Services) -> dict[str, Any]:
+    """A channel as every answer about one shows it: with the retention it gets (its
+    own within the server's limits, or the server's)."""
+    settings = services.settings
+    return {
+        "id": info.id,
+        "name": info.name,
+        "expires_at": info.expires_at,
+        "message_ttl": info.retention.keep_s(settings.message_ttl_s),
+        "max_messages": info.retention.cap(settings.max_messages),
+    }
+
+
+def _listed(info: ChannelInfo, count: SubscriberCount, services: Services) -> dict[str, Any]:
+    return {**_channel(info, services), "messages": info.messages, "subscribers": count.total}
 
 
 def _published(message: Message) -> dict[str, Any]:
@@ -47,8 +60,10 @@ async def _store(
 
 async def create_channel(request: Request, services: Services) -> Response:
     body = params.json_body(request.body, optional=True)
-    params.only_fields(body, {"ttl", "name", "exist_ok"})
+    params.only_fields(body, {"ttl", "name", "exist_ok", "message_ttl", "max_messages"})
     ttl_s, name = params.ttl(body), params.name(body)
+    settings = services.settings
+    retention = params.retention(body, settings.message_ttl_s, settings.max_messages)
     key = request.publisher
     # An unnamed channel is its creator's; a named one is any key's whose prefix it has.
     owner = None if key is None else key.name
@@ -57,11 +72,24 @@ async def create_channel(request: Request, services: Services) -> Response:
     if params.flag(body, "exist_ok"):
         if name is None:
             raise InvalidBody("exist_ok needs a name: only a named channel can already exist")
-        info, created = await services.hub.get_or_create_channel(ttl_s, name, owner=owner)
-        return Response.json(201 if created else 200, _channel(info))
-    info = await services.hub.create_channel(ttl_s, name, owner=owner)
+        info, created = await services.hub.get_or_create_channel(
+            ttl_s, name, retention, owner=owner
+        )
+        return Response.json(201 if created else 200, _channel(info, services))
+    info = await services.hub.create_channel(ttl_s, name, retention, owner=owner)
     services.access.remember(info)
-    return Response.json(201, _channel(info))
+    return Response.json(201, _channel(info, services))
+
+
+async def list_channels(request: Request, services: Services) -> Response:
+    """A page of the live channels the request's publisher key may touch."""
+    prefix, after, limit = params.listing(request.query)
+    page, counts = await services.hub.list_channels(prefix, after, limit, request.publisher)
+    channels = [
+        _listed(info, count, services) for info, count in zip(page.channels, counts, strict=True)
+    ]
+    after_page = None if page.next is None else str(page.next)
+    return Response.json(200, {"channels": channels, "next": after_page})
 
 
 async def renew_channel(request: Request, services: Services, ref: str) -> Response:
@@ -70,7 +98,7 @@ async def renew_channel(request: Request, services: Services, ref: str) -> Respo
     params.only_fields(body, {"ttl"})
     await services.access.check(request.publisher, [channel])
     info = await services.hub.renew_channel(channel, params.ttl(body))
-    return Response.json(200, _channel(info))
+    return Response.json(200, _channel(info, services))
 
 
 async def close_channel(request: Request, services: Services, ref: str) -> Response:
@@ -87,9 +115,7 @@ async def channel_info(request: Request, services: Services, ref: str) -> Respon
     count = await services.hub.count_subscribers(info.id)
     last = None if info.last_message_id is None else str(info.last_message_id)
     body = {
-        **_channel(info),
-        "subscribers": count.total,
-        "messages": info.messages,
+        **_listed(info, count, services),
         "last_message_id": last,
     }
     if count.live_nodes is not None:

@@ -28,7 +28,7 @@ Handler = Callable[..., Awaitable[Reply]]
 # Path patterns: literal segments, or None for a channel id or name.
 _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
     (("",), {"GET": assets.home}, False),
-    (("channels",), {"POST": publisher.create_channel}, True),
+    (("channels",), {"GET": publisher.list_channels, "POST": publisher.create_channel}, True),
     (
         ("channels", None),
         {"GET": publisher.channel_info, "DELETE": publisher.close_channel},

@@ -24,7 +24,7 @@ OPS = PublisherKey("ops", "o" * 32, ("",), admin=True)
 
 
 def info(name: str | None, owner: str | None) -> ChannelInfo:
-    return ChannelInfo(1, name, 0.0, 60.0, 0, None, owner)  # type: ignore[arg-type]
+    return ChannelInfo(1, name, 0.0, 60.0, 0, None, owner=owner)  # type: ignore[arg-type]
 
 
 def test_names_are_allowed_by_prefix_and_unnamed_channels_by_owner() -> None:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Collection, Sequence
+from itertools import islice, takewhile
+
+from sortedcontainers import SortedList
 
 from pushup.core.engine import CacheStats, Publication
 from pushup.core.errors import ChannelsNotFound
@@ -33,6 +36,8 @@ class Cache:
         "_journal",
         "aging",
         "budget",
+        "by_id",
+        "by_name",
         "channels",
         "expiry",
         "max_messages",
@@ -52,6 +57,9 @@ class Cache:
         self.max_messages = max_messages
         self.channels: dict[ChannelId, Channel] = {}
         self.names: dict[str, Channel] = {}
+        # Live channel ids and names in order, for listings in pages.
+        self.by_id: SortedList = SortedList()
+        self.by_name: SortedList = SortedList()
         # Channels by when their oldest cached message expires, and by when they do.
         self.aging: list[tuple[float, ChannelId]] = []
         self.expiry: list[tuple[float, ChannelId]] = []
@@ -63,11 +71,32 @@ class Cache:
     # -- channels --------------------------------------------------------------------
 
     def add(self, channel: Channel) -> None:
-        """A new channel (its name is free)."""
+        """A new channel (its name is free), its retention fitted to the cache's limits."""
+        channel.keep_s = channel.retention.keep_s(self.message_ttl_s)
+        channel.cap = channel.retention.cap(self.max_messages)
         self.channels[channel.id] = channel
+        self.by_id.add(channel.id)
         if channel.name is not None:
             self.names[channel.name] = channel
+            self.by_name.add(channel.name)
         self.push_expiry(channel, channel.expires_at)
+
+    def page(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> tuple[list[Channel], ChannelRef | None]:
+        """Up to `limit` live channels past `after`: by id, or by name among those
+        starting with `prefix`; and the cursor of the next page (None: no more)."""
+        if prefix is None:
+            low = after if isinstance(after, int) else 0
+            ids = list(islice(self.by_id.irange(low, inclusive=(False, True)), limit + 1))
+            channels = [self.channels[ChannelId(i)] for i in ids[:limit]]
+            more = len(ids) > limit
+            return channels, channels[-1].id if more else None
+        past = isinstance(after, str) and after >= prefix
+        names = self.by_name.irange(after if past else prefix, inclusive=(not past, True))
+        found = list(islice(takewhile(lambda n: n.startswith(prefix), names), limit + 1))
+        named = [self.names[name] for name in found[:limit]]
+        return named, (named[-1].name if len(found) > limit else None)
 
     def push_expiry(self, channel: Channel, at: float) -> None:
         channel.scheduled_at = at
@@ -108,8 +137,10 @@ class Cache:
         for channel in channels:
             channel.closed = True
             del self.channels[channel.id]
+            self.by_id.remove(channel.id)
             if channel.name is not None:
                 del self.names[channel.name]
+                self.by_name.remove(channel.name)
             journal.channel(channel)
             for message in channel.messages:
                 self.release(message)
@@ -150,15 +181,14 @@ class Cache:
             return evicted
         # Every older message was told to the listener before these.
         told = messages[0].id - 1
-        max_messages, ttl_s, aging = self.max_messages, self.message_ttl_s, self.aging
-        budget = self.budget
+        aging, budget = self.aging, self.budget
         for channels, message in zip(targets, messages):  # noqa: B905 (as in issue)
             for channel in channels:
                 cached = channel.messages
                 cached.append(message)
                 channel.last_message_id = message.id
                 channel.expires_at = now + channel.ttl_s
-                if len(cached) > max_messages:
+                if len(cached) > channel.cap:
                     metrics.dropped("count")
                     dropped = cached.pop_oldest()
                     channel.dropped_through = dropped.id
@@ -167,7 +197,7 @@ class Cache:
                     self.release(dropped)
                 if not channel.aging:
                     channel.aging = True
-                    heapq.heappush(aging, (cached.oldest().time + ttl_s, channel.id))
+                    heapq.heappush(aging, (cached.oldest().time + channel.keep_s, channel.id))
             budget.add(message)
         if budget.bytes > budget.limit:
             self.trim_to_budget(told, evicted)
@@ -264,13 +294,13 @@ class Cache:
     def expire(self, now: float) -> list[ChannelId]:
         """Drop messages older than the message TTL and channels past their expiry;
         the ids of the channels dropped."""
-        ttl_s, aging = self.message_ttl_s, self.aging
+        aging = self.aging
         while aging and aging[0][0] <= now:
             _, channel_id = heapq.heappop(aging)
             channel = self.channels.get(channel_id)
             if channel is None:
                 continue
-            cached = channel.messages
+            cached, ttl_s = channel.messages, channel.keep_s
             # The same expression as the heap key, so a trimmed channel's next key is
             # always past `now` and the loop ends.
             while cached and cached.oldest().time + ttl_s <= now:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pushup.core.model import ChannelId, ChannelInfo, MessageId
+import math
+import sys
+
+from pushup.core.model import SERVER_RETENTION, ChannelId, ChannelInfo, MessageId, Retention
 from pushup.engines.memory.message_log import MessageLog
 
 
@@ -11,26 +14,40 @@ class Channel:
 
     __slots__ = (
         "aging",
+        "cap",
         "closed",
         "dropped_through",
         "expires_at",
         "id",
+        "keep_s",
         "last_message_id",
         "messages",
         "name",
         "owner",
+        "retention",
         "scheduled_at",
         "ttl_s",
     )
 
     def __init__(
-        self, id: ChannelId, name: str | None, ttl_s: float, now: float, owner: str | None = None
+        self,
+        id: ChannelId,
+        name: str | None,
+        ttl_s: float,
+        now: float,
+        retention: Retention = SERVER_RETENTION,
+        owner: str | None = None,
     ) -> None:
         self.id = id
         self.name = name
         # The publisher key that created it; never changes.
         self.owner = owner
         self.ttl_s = ttl_s
+        # As asked for (kept by the journal, shown), and as applied by the cache, which
+        # sets `keep_s` and `cap` within its own limits when the channel joins it.
+        self.retention = retention
+        self.keep_s = math.inf
+        self.cap = sys.maxsize
         self.expires_at = now + ttl_s
         # The time of this channel's authoritative expiry-heap entry; always at or
         # before `expires_at`. Other entries for it are stale and dropped when popped.
@@ -53,5 +70,6 @@ class Channel:
             ttl_s=self.ttl_s,
             messages=len(self.messages),
             last_message_id=self.last_message_id,
+            retention=self.retention,
             owner=self.owner,
         )

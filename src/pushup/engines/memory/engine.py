@@ -12,7 +12,17 @@ from collections.abc import Callable, Collection, Sequence
 from pushup.core.engine import CacheStats, EngineListener, Publication
 from pushup.core.errors import EngineUnavailable, NameTaken
 from pushup.core.ids import IdClock
-from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.model import (
+    SERVER_RETENTION,
+    ChannelId,
+    ChannelInfo,
+    ChannelPage,
+    ChannelRef,
+    Message,
+    MessageId,
+    ReadResult,
+    Retention,
+)
 from pushup.engines.memory.budget import CacheBudget
 from pushup.engines.memory.cache import Cache
 from pushup.engines.memory.channel import Channel
@@ -81,7 +91,12 @@ class MemoryEngine:
     # -- channels --------------------------------------------------------------------
 
     async def create_channel(
-        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+        self,
+        ttl_s: float | None,
+        name: str | None,
+        retention: Retention = SERVER_RETENTION,
+        *,
+        owner: str | None = None,
     ) -> ChannelInfo:
         journal = self._journal
         journal.check()
@@ -94,6 +109,7 @@ class MemoryEngine:
             name,
             self._channel_ttl_s if ttl_s is None else ttl_s,
             now,
+            retention,
             owner,
         )
         self._cache.add(channel)
@@ -152,6 +168,13 @@ class MemoryEngine:
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         return [channel.id for channel in self._lookup(refs, self._clock())]
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> ChannelPage:
+        self._expire(self._clock())
+        channels, after_page = self._cache.page(prefix, after, limit)
+        return ChannelPage([channel.info() for channel in channels], after_page)
 
     # -- messages --------------------------------------------------------------------
 

@@ -23,17 +23,15 @@ def restore(
     for stored in snapshot.channels:  # in id order: the newer of two names wins
         if stored.expires_at <= now:
             continue
-        channel = Channel(stored.id, stored.name, stored.ttl_s, now, stored.owner)
-        channel.expires_at = channel.scheduled_at = stored.expires_at
+        channel = Channel(stored.id, stored.name, stored.ttl_s, now, stored.retention, stored.owner)
+        channel.expires_at = stored.expires_at
         channel.last_message_id = stored.last_message_id
         channel.dropped_through = stored.dropped_through
         if stored.name is not None:
             older = cache.names.get(stored.name)
             if older is not None:  # possible only if the clock went back
                 cache.drop([older])
-            cache.names[stored.name] = channel
-        channels[channel.id] = channel
-    ttl_s = cache.message_ttl_s
+        cache.add(channel)
     for stored_message in snapshot.messages:  # in id order
         message_id = stored_message.id
         holders = [
@@ -47,23 +45,25 @@ def restore(
         message = Message(
             message_id, message_id / 1_000_000, stored_message.channels, stored_message.data
         )
-        if message.time + ttl_s <= now:
-            for channel in holders:
-                channel.dropped_through = message_id
-            continue
+        # Each channel keeps it as long as its own retention says.
+        kept = False
         for channel in holders:
-            channel.messages.append(message)
-        cache.budget.add(message)
+            if message.time + channel.keep_s <= now:
+                channel.dropped_through = message_id
+            else:
+                channel.messages.append(message)
+                kept = True
+        if kept:
+            cache.budget.add(message)
     for channel in channels.values():
         cached = channel.messages
-        while len(cached) > cache.max_messages:
+        while len(cached) > channel.cap:
             dropped = cached.pop_oldest()
             channel.dropped_through = dropped.id
             cache.release(dropped, journaled=False)
         if cached:
             channel.aging = True
-            heapq.heappush(cache.aging, (cached.oldest().time + ttl_s, channel.id))
-        heapq.heappush(cache.expiry, (channel.expires_at, channel.id))
+            heapq.heappush(cache.aging, (cached.oldest().time + channel.keep_s, channel.id))
     # Started with a smaller --max-cache-bytes than the journal holds; every message
     # restored counts as told.
     cache.trim_to_budget(message_ids.last, set())

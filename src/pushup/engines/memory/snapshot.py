@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pushup.core.model import ChannelId, MessageId
+from pushup.core.model import SERVER_RETENTION, ChannelId, MessageId, Retention
 
 
 class ChannelState(Protocol):
@@ -29,6 +29,8 @@ class ChannelState(Protocol):
     @property
     def closed(self) -> bool: ...
     @property
+    def retention(self) -> Retention: ...
+    @property
     def owner(self) -> str | None: ...
 
 
@@ -42,6 +44,7 @@ class StoredChannel:
     expires_at: float
     last_message_id: MessageId | None
     dropped_through: int
+    retention: Retention = SERVER_RETENTION
     owner: str | None = None
 
 

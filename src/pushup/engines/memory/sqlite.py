@@ -10,12 +10,13 @@ Compaction keeps the file about as large as the cache: it deletes messages past 
 age and channels past their expiry, and messages no channel holds any more, and hands
 freed pages back to the file system.
 
-Every row carries a CRC32 of its values, computed as it is written; `read` checks it
-and decodes every message as JSON, and leaves out (and counts) rows that fail, so
-damage that SQLite cannot see (its own checks cover only the file's structure) is never
-served. Rows written before version 2 have no checksum: they are checked by decoding
-alone. Version 3 adds each channel's owner (the publisher key that created it), in its
-checksum only when there is one, so older rows check as they did.
+Every row carries a CRC32 of its values (`checksums.py`), computed as it is written;
+`read` checks it and decodes every message as JSON, and leaves out (and counts) rows
+that fail, so damage that SQLite cannot see (its own checks cover only the file's
+structure) is never served. Rows written before version 2 have no checksum: they are
+checked by decoding alone. Version 3 adds each channel's own retention
+(`message_ttl_s`, `max_messages`) and its owner (the publisher key that created it),
+each in its checksum only when there is one, so older rows check as they did.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import contextlib
 import functools
 import sqlite3
 import struct
-import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,15 +32,17 @@ from typing import Any
 
 import orjson
 
-from pushup.core.model import ChannelId, Message, MessageId
+from pushup.core.model import ChannelId, Message, MessageId, Retention
+from pushup.engines.memory.checksums import channel_crc, message_crc
 from pushup.engines.memory.snapshot import ChannelState, Snapshot, StoredChannel, StoredMessage
 
 DATABASE = "journal.sqlite3"
 SCHEMA_VERSION = 3
 _SCHEMA = (
+    # `message_ttl_s`, `max_messages`: the channel's own retention (NULL: the server's).
     "CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT, ttl_s REAL NOT NULL,"
     " expires_at REAL NOT NULL, last_message_id INTEGER, dropped_through INTEGER NOT NULL,"
-    " crc INTEGER, owner TEXT)",
+    " crc INTEGER, message_ttl_s REAL, max_messages INTEGER, owner TEXT)",
     # `channels`: the message's channel ids, comma-separated.
     "CREATE TABLE messages (id INTEGER PRIMARY KEY, channels TEXT NOT NULL, data BLOB NOT NULL,"
     " crc INTEGER)",
@@ -54,7 +56,12 @@ _MIGRATIONS = {
         "ALTER TABLE channels ADD COLUMN crc INTEGER",
         "ALTER TABLE messages ADD COLUMN crc INTEGER",
     ),
-    2: ("ALTER TABLE channels ADD COLUMN owner TEXT",),
+    # Channels of older versions keep the server's retention (NULL) and have no owner.
+    2: (
+        "ALTER TABLE channels ADD COLUMN message_ttl_s REAL",
+        "ALTER TABLE channels ADD COLUMN max_messages INTEGER",
+        "ALTER TABLE channels ADD COLUMN owner TEXT",
+    ),
 }
 # A channel's `dropped_through` only grows: compaction raises it for messages it
 # deletes, and a later write of the channel from memory must not lower it again. The
@@ -62,26 +69,30 @@ _MIGRATIONS = {
 # rare case, for the row as it ends up.
 _UPSERT_CHANNEL = (
     "INSERT INTO channels (id, name, ttl_s, expires_at, last_message_id, dropped_through,"
-    " owner, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    " message_ttl_s, max_messages, owner, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET"
     " name = excluded.name, ttl_s = excluded.ttl_s, expires_at = excluded.expires_at,"
     " last_message_id = excluded.last_message_id, owner = excluded.owner,"
     " dropped_through = max(dropped_through, excluded.dropped_through),"
+    " message_ttl_s = excluded.message_ttl_s, max_messages = excluded.max_messages,"
     " crc = CASE WHEN dropped_through > excluded.dropped_through"
     " THEN channel_crc(excluded.id, excluded.name, excluded.ttl_s, excluded.expires_at,"
-    " excluded.last_message_id, dropped_through, excluded.owner) ELSE excluded.crc END"
+    " excluded.last_message_id, dropped_through, excluded.message_ttl_s,"
+    " excluded.max_messages, excluded.owner) ELSE excluded.crc END"
 )
 # A damaged row keeps a checksum that does not match: compaction never blesses it.
 _RAISE_GAP_MARK = (
     "UPDATE channels SET dropped_through = max(dropped_through, ?1), crc = CASE"
     " WHEN crc = channel_crc(id, name, ttl_s, expires_at, last_message_id, dropped_through,"
-    " owner) THEN channel_crc(id, name, ttl_s, expires_at, last_message_id,"
-    " max(dropped_through, ?1), owner) ELSE crc END WHERE id = ?2"
+    " message_ttl_s, max_messages, owner)"
+    " THEN channel_crc(id, name, ttl_s, expires_at, last_message_id,"
+    " max(dropped_through, ?1), message_ttl_s, max_messages, owner) ELSE crc END"
+    " WHERE id = ?2"
 )
 _UPSERT_MARK = (
     "INSERT INTO marks VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
     " value = max(value, excluded.value)"
 )
-_CHANNEL_ROW = struct.Struct("<qddqq")
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL is cut back to this after checkpoints
 # Rows of each kind one compaction step deletes, so a group never waits long for it.
 COMPACT_ROWS = 5_000
@@ -101,7 +112,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # Opened here, then used only by the writer thread (and at close, once it is idle).
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        db.create_function("channel_crc", 7, channel_crc, deterministic=True)
+        db.create_function("channel_crc", 9, channel_crc, deterministic=True)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             # Must come before the first table: lets compaction shrink the file.
@@ -185,10 +196,10 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
     channels: list[StoredChannel] = []
     damaged: list[int] = []
     for row in db.execute(
-        "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through, owner, crc"
-        " FROM channels ORDER BY id"
+        "SELECT id, name, ttl_s, expires_at, last_message_id, dropped_through,"
+        " message_ttl_s, max_messages, owner, crc FROM channels ORDER BY id"
     ):
-        channel_id, raw_name, ttl_s, expires_at, last, dropped, raw_owner, crc = row
+        channel_id, raw_name, ttl_s, expires_at, last, dropped, keep_s, cap, raw_owner, crc = row
         try:
             name = None if raw_name is None else raw_name.decode()
             owner = None if raw_owner is None else raw_owner.decode()
@@ -197,7 +208,9 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
                 and isinstance(expires_at, float)
                 and isinstance(last, int | None)
                 and isinstance(dropped, int)
-                and (crc is None or crc == channel_crc(*row[:7]))
+                and isinstance(keep_s, float | None)
+                and isinstance(cap, int | None)
+                and (crc is None or crc == channel_crc(*row[:9]))
             ):
                 raise ValueError("not as written")
         except (ValueError, AttributeError, struct.error):  # UnicodeDecodeError is one
@@ -211,6 +224,7 @@ def _read_channels(db: sqlite3.Connection) -> tuple[list[StoredChannel], list[in
                 expires_at,
                 None if last is None else MessageId(last),
                 dropped,
+                Retention(keep_s, cap),
                 owner,
             )
         )
@@ -247,39 +261,6 @@ def drop_damaged(db: sqlite3.Connection, channel_ids: list[int], message_ids: li
         db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in message_ids))
 
 
-def channel_crc(
-    channel_id: int,
-    name: str | bytes | None,
-    ttl_s: float,
-    expires_at: float,
-    last_message_id: int | None,
-    dropped_through: int,
-    owner: str | bytes | None = None,
-) -> int:
-    """The checksum of a channel row: over its values as the engine wrote them (an
-    owner only when there is one: a row without, as version 2 wrote it, checks the same)."""
-    head = _CHANNEL_ROW.pack(
-        channel_id,
-        ttl_s,
-        expires_at,
-        -1 if last_message_id is None else last_message_id,
-        dropped_through,
-    )
-    # 0xFF never occurs in UTF-8: no name differs from every name.
-    tail = b"\xff" if name is None else name if isinstance(name, bytes) else name.encode()
-    crc = zlib.crc32(tail, zlib.crc32(head))
-    if owner is None:
-        return crc
-    # 0xFE never occurs in UTF-8 either: the owner cannot be read as part of the name.
-    return zlib.crc32(b"\xfe" + (owner if isinstance(owner, bytes) else owner.encode()), crc)
-
-
-def message_crc(message_id: int, channels: bytes, data: bytes) -> int:
-    """The checksum of a message row: its id, channel list and data."""
-    head = zlib.crc32(channels, zlib.crc32(message_id.to_bytes(8, "little", signed=True)))
-    return zlib.crc32(data, head)
-
-
 def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
     """A group's rows, read from the live channels now, on the loop thread: a
     channel changed several times in one group is written once, as it ends up. Its
@@ -302,6 +283,8 @@ def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
                     float(channel.expires_at),
                     newest.get(channel.id, channel.last_message_id),
                     channel.dropped_through,
+                    channel.retention.message_ttl_s,
+                    channel.retention.max_messages,
                     channel.owner,
                 )
             )

@@ -34,12 +34,15 @@ from pushup.core.engine import (
 )
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import (
+    SERVER_RETENTION,
     ChannelId,
     ChannelInfo,
+    ChannelPage,
     ChannelRef,
     Message,
     MessageId,
     ReadResult,
+    Retention,
 )
 from pushup.engines.memory.channel import Channel
 from pushup.engines.nats import layout
@@ -195,7 +198,12 @@ class NatsEngine:
     # -- channels --------------------------------------------------------------------
 
     async def create_channel(
-        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+        self,
+        ttl_s: float | None,
+        name: str | None,
+        retention: Retention = SERVER_RETENTION,
+        *,
+        owner: str | None = None,
     ) -> ChannelInfo:
         await self._expiry.run(self._interest)
         ttl = self._channel_ttl_s if ttl_s is None else ttl_s
@@ -204,7 +212,8 @@ class NatsEngine:
             if name is not None and name in self._replica.cache.names:
                 raise NameTaken(name)
             channel_id = ChannelId(self._replica.channel_ids.next())
-            record = ChannelRecord(channel_id, name, ttl, self._clock() + ttl, None, 0, owner)
+            expires_at = self._clock() + ttl
+            record = ChannelRecord(channel_id, name, ttl, expires_at, None, 0, retention, owner)
             return control(self._subjects.channel(channel_id), record, last_id)
 
         record = await self._write_control(decide)
@@ -224,6 +233,7 @@ class NatsEngine:
                 self._clock() + ttl,
                 channel.last_message_id,
                 channel.dropped_through,
+                channel.retention,
                 channel.owner,
             )
             return control(self._subjects.channel(channel.id), record, last_id)
@@ -251,6 +261,20 @@ class NatsEngine:
         channels = await self._lookup([ref])
         await self._served(channels)
         return channels[0].info()
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> ChannelPage:
+        """From this node's copy, caught up with the control log; the page's channels
+        served, as for one channel's info, to count their messages."""
+        await self._expiry.run(self._interest)
+        await self._catch_up()
+        channels, after_page = self._replica.cache.page(prefix, after, limit)
+        assert self._interest is not None
+        await need_task()
+        await asyncio.gather(*(self._interest.serve([channel.id]) for channel in channels))
+        live = [channel for channel in channels if not channel.closed]
+        return ChannelPage([channel.info() for channel in live], after_page)
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         await self._expiry.run(self._interest)
@@ -311,6 +335,10 @@ class NatsEngine:
         answers in time (`nodes.py`)."""
         await need_task()
         return await self._nodes.count(channel_id)
+
+    async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
+        await need_task()
+        return await self._nodes.count_each(channel_ids)
 
     def health(self) -> EngineHealth:
         connected = self._nc is not None and self._nc.is_connected

@@ -1,6 +1,7 @@
 """The live nodes, by their heartbeats on a core NATS subject, and subscriber counts
 gathered from them: each node holds its own parked polls, so a channel's subscribers
-are counted by asking every live node (outside the stream: nothing here is kept)."""
+are counted by asking every live node (outside the stream: nothing here is kept). One
+question may name several channels (`<asker> <id>,<id>...`, answered `<n>,<n>...`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -90,13 +92,18 @@ class Nodes:
 
     async def count(self, channel_id: ChannelId) -> SubscriberCount:
         """This node's count plus each live node's that answers within the timeout."""
+        (count,) = await self.count_each([channel_id])
+        return count
+
+    async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
+        """The same for several channels, in one question."""
         assert self._listener is not None and self._nc is not None
-        local = self._listener.subscribers(channel_id)
+        local = [self._listener.subscribers(channel_id) for channel_id in channel_ids]
         live = self.live_nodes
         if live == 1:
-            return SubscriberCount(local, local, 1, 1)
+            return [SubscriberCount(n, n, 1, 1) for n in local]
         nc = self._nc
-        total, counted = local, 1
+        totals, counted, answered = list(local), 1, 1
         inbox = nc.new_inbox()
         answers: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -106,11 +113,15 @@ class Nodes:
         try:
             sub = await nc.subscribe(inbox, cb=on_answer)
             try:
-                await nc.publish(self._count, f"{self.node_id} {channel_id}".encode(), inbox)
+                wanted = ",".join(map(str, channel_ids))
+                await nc.publish(self._count, f"{self.node_id} {wanted}".encode(), inbox)
                 async with asyncio.timeout(self._timeout_s):
-                    while counted < live:
-                        total += int(await answers.get())
-                        counted += 1
+                    while answered < live:
+                        counts = [int(n) for n in (await answers.get()).split(b",")]
+                        answered += 1
+                        if len(counts) == len(totals):  # else a node that misread it
+                            totals = [t + n for t, n in zip(totals, counts, strict=True)]
+                            counted += 1
             except TimeoutError:
                 pass
             finally:
@@ -118,7 +129,10 @@ class Nodes:
                     await sub.unsubscribe()
         except UNREACHABLE as exc:
             log.debug("could not ask the other nodes for counts: %r", exc)
-        return SubscriberCount(total, local, live, counted)
+        return [
+            SubscriberCount(total, own, live, counted)
+            for total, own in zip(totals, local, strict=True)
+        ]
 
     async def _on_beat(self, msg: Msg) -> None:
         node = msg.data.decode()
@@ -133,12 +147,13 @@ class Nodes:
                     await self._nc.publish(self._beat, self.node_id.encode())
 
     async def _on_question(self, msg: Msg) -> None:
-        asker, _, channel = msg.data.decode().partition(" ")
+        asker, _, channels = msg.data.decode().partition(" ")
         if asker == self.node_id or not msg.reply or self._listener is None:
             return
-        count = self._listener.subscribers(ChannelId(int(channel)))
+        subscribers = self._listener.subscribers
+        counts = [subscribers(ChannelId(int(c))) for c in channels.split(",")]
         with contextlib.suppress(*UNREACHABLE):
-            await msg.respond(str(count).encode())
+            await msg.respond(",".join(map(str, counts)).encode())
 
     async def _beat_forever(self) -> None:
         assert self._nc is not None

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from pushup.core.model import ChannelId, ChannelInfo, Message, MessageId
+from pushup.core.model import (
+    SERVER_RETENTION,
+    ChannelId,
+    ChannelInfo,
+    Message,
+    MessageId,
+    Retention,
+)
 
 # Every entry: the highest message id issued up to and including it, and the stream
 # sequence of the newest control entry before it (`writer.py` appends on top of both).
@@ -40,8 +47,10 @@ class ChannelRecord:
     expires_at: float
     last_message_id: MessageId | None
     dropped_through: int
-    # The publisher key that created it; every record of the channel repeats it, as the
-    # newest replaces the others (a rollup).
+    # Its own message TTL and count, and the publisher key that created it: every
+    # record of the channel (a renewal too) repeats them, as the newest replaces the
+    # others (a rollup).
+    retention: Retention = SERVER_RETENTION
     owner: str | None = None
 
     def info(self) -> ChannelInfo:
@@ -53,7 +62,8 @@ class ChannelRecord:
             self.ttl_s,
             0,
             self.last_message_id,
-            self.owner,
+            retention=self.retention,
+            owner=self.owner,
         )
 
 
@@ -97,6 +107,12 @@ def encode(entry: Entry) -> bytes:
             "last": entry.last_message_id,
             "drop": entry.dropped_through,
         }
+        # Left out when there is none (the server's retention): records of older
+        # versions read the same.
+        if entry.retention.message_ttl_s is not None:
+            body["mttl"] = entry.retention.message_ttl_s
+        if entry.retention.max_messages is not None:
+            body["mmax"] = entry.retention.max_messages
         if entry.owner is not None:
             body["owner"] = entry.owner
         return orjson.dumps(body)
@@ -120,6 +136,7 @@ def decode(kind: str, data: bytes) -> Entry:
             float(head["exp"]),
             None if head["last"] is None else MessageId(head["last"]),
             int(head["drop"]),
+            _retention(head),
             head.get("owner"),
         )
     if kind == "expired":
@@ -127,6 +144,16 @@ def decode(kind: str, data: bytes) -> Entry:
     if kind == "floor":
         return Floor(int(head["m"]), int(head["c"]))
     raise ValueError(f"unknown entry kind {kind!r}")
+
+
+def _retention(head: dict[str, object]) -> Retention:
+    keep_s, cap = head.get("mttl"), head.get("mmax")
+    if keep_s is None and cap is None:
+        return SERVER_RETENTION
+    return Retention(
+        None if not isinstance(keep_s, int | float) else float(keep_s),
+        None if not isinstance(cap, int) else cap,
+    )
 
 
 def copy_headers(message: Message, now: float) -> dict[str, str]:

@@ -105,7 +105,9 @@ class Replica:
         cache = self.cache
         channel = cache.channels.get(record.id)
         if channel is None:
-            channel = Channel(record.id, record.name, record.ttl_s, 0.0, record.owner)
+            channel = Channel(
+                record.id, record.name, record.ttl_s, 0.0, record.retention, record.owner
+            )
             channel.expires_at = channel.scheduled_at = record.expires_at
             channel.last_message_id = record.last_message_id
             channel.dropped_through = record.dropped_through
@@ -136,30 +138,27 @@ class Replica:
         message per id however many of its copies come; with `tell`, tell the listener
         of those above the high water, one call per publication. The messages cached."""
         channels = self.cache.channels
-        # A copy already past the message TTL (history fetched late) is dropped as
-        # the cache would have dropped it, leaving its gap mark.
-        aged_before = self._clock() - self.cache.message_ttl_s
+        # A copy already past its channel's message TTL (history fetched late) is
+        # dropped there as the cache would have dropped it, leaving its gap mark.
+        clock_now = self._clock()
         cached: list[Message] = []
         for now, group in itertools.groupby(copies, key=lambda copy: copy.now):
             messages: list[Message] = []
             targets: list[list[Channel]] = []
             for _, same in itertools.groupby(group, key=lambda copy: copy.message.id):
                 message = next(same).message
-                if message.time <= aged_before:
-                    for channel_id in message.channels:
-                        if (channel := channels.get(channel_id)) is not None and served(channel_id):
-                            channel.dropped_through = max(channel.dropped_through, message.id)
-                    continue
                 # Cached at once in every channel of it this node serves (its other
                 # copies follow at once in stream order), so a read lists them all;
                 # a copy already cached (heard live, then fetched) is skipped.
-                live = [
-                    channel
-                    for channel_id in message.channels
-                    if served(channel_id)
-                    and (channel := channels.get(channel_id)) is not None
-                    and next(channel.messages.since(message.id), None) is None
-                ]
+                live: list[Channel] = []
+                for channel_id in message.channels:
+                    channel = channels.get(channel_id)
+                    if channel is None or not served(channel_id):
+                        continue
+                    if message.time <= clock_now - channel.keep_s:
+                        channel.dropped_through = max(channel.dropped_through, message.id)
+                    elif next(channel.messages.since(message.id), None) is None:
+                        live.append(channel)
                 if live:
                     messages.append(message)
                     targets.append(live)
@@ -196,16 +195,16 @@ class Replica:
     # -- what the clock decides ----------------------------------------------------------
 
     def age(self, now: float) -> None:
-        """Drop messages older than the message TTL (as `Cache.expire` does), leaving
-        channels to the log."""
+        """Drop messages older than their channel's message TTL (as `Cache.expire`
+        does), leaving channels to the log."""
         cache = self.cache
-        ttl_s, aging = cache.message_ttl_s, cache.aging
+        aging = cache.aging
         while aging and aging[0][0] <= now:
             _, channel_id = heapq.heappop(aging)
             channel = cache.channels.get(channel_id)
             if channel is None:
                 continue
-            cached = channel.messages
+            cached, ttl_s = channel.messages, channel.keep_s
             while cached and cached.oldest().time + ttl_s <= now:
                 dropped = cached.pop_oldest()
                 channel.dropped_through = max(channel.dropped_through, dropped.id)

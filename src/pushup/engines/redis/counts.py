@@ -1,6 +1,8 @@
 """Subscriber counts over every node: each node holds its own parked polls, so a node
 counting a channel's subscribers asks every node on a control channel, and each answers
-with its own count on the asker's reply channel."""
+with its own count on the asker's reply channel. One question may name several channels
+(a page of a listing): `Q <question> <id>,<id>... <asker>`, answered with as many counts
+in the same order."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -27,12 +29,12 @@ log = logging.getLogger("pushup.redis")
 
 
 class _Tally:
-    """The answers to one question of this node's: node id -> its subscriber count."""
+    """The answers to one question of this node's: node id -> its subscriber counts."""
 
     __slots__ = ("answers", "complete", "expected", "listeners")
 
     def __init__(self, complete: asyncio.Future[None]) -> None:
-        self.answers: dict[str, int] = {}
+        self.answers: dict[str, list[int]] = {}
         self.complete = complete
         self.expected: set[str] | None = None  # the other live nodes, once known
         self.listeners = 0  # the other nodes that heard the question
@@ -41,8 +43,8 @@ class _Tally:
         self.expected, self.listeners = expected, listeners
         self._check()
 
-    def add(self, node: str, count: int) -> None:
-        self.answers[node] = count
+    def add(self, node: str, counts: list[int]) -> None:
+        self.answers[node] = counts
         self._check()
 
     def _check(self) -> None:
@@ -112,10 +114,16 @@ class Counting:
         most `count_timeout_s`. A node that does not answer in time (overloaded, or
         killed within the last few heartbeats) is left out, and said to be:
         `counted_nodes` is then below `live_nodes`, and the total a lower bound."""
+        (count,) = await self.count_each([channel_id])
+        return count
+
+    async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
+        """The same for several channels, in one question."""
         assert self._listener is not None
         await need_task()  # before the local count: asyncio.timeout below needs a Task
         node_id = self._membership.node_id
-        local = self._listener.subscribers(channel_id)
+        local = [self._listener.subscribers(channel_id) for channel_id in channel_ids]
+        wanted = ",".join(map(str, channel_ids))
         question = next(self._questions)
         tally = _Tally(asyncio.get_running_loop().create_future())
         self._tallies[question] = tally
@@ -127,7 +135,7 @@ class Counting:
                     [
                         self._keys.control,
                         self._membership.stale_s,
-                        f"Q {question} {channel_id} {node_id}",
+                        f"Q {question} {wanted} {node_id}",
                     ],
                 )
             except UNREACHABLE as exc:
@@ -143,33 +151,40 @@ class Counting:
                         await tally.complete
         finally:
             del self._tallies[question]
-        answers = dict(tally.answers)
-        return SubscriberCount(
-            total=local + sum(answers.values()),
-            local=local,
-            live_nodes=len(live | answers.keys()),
-            counted_nodes=1 + len(answers),
-        )
+        # An answer of another length came from a node that could not read the
+        # question: it is left out, as if it had not answered.
+        answers = {node: n for node, n in tally.answers.items() if len(n) == len(local)}
+        live_nodes = len(live | answers.keys())
+        return [
+            SubscriberCount(
+                total=own + sum(counts[i] for counts in answers.values()),
+                local=own,
+                live_nodes=live_nodes,
+                counted_nodes=1 + len(answers),
+            )
+            for i, own in enumerate(local)
+        ]
 
     def on_question(self, data: bytes) -> None:
-        """Another node counts a channel's subscribers: answer with this node's count."""
+        """Another node counts channels' subscribers: answer with this node's counts."""
         assert self._listener is not None
         try:
-            _, question, channel, asker = data.decode().split(" ", 3)
-            count = self._listener.subscribers(ChannelId(int(channel)))
+            _, question, channels, asker = data.decode().split(" ", 3)
+            counts = [self._listener.subscribers(ChannelId(int(c))) for c in channels.split(",")]
         except ValueError:
             log.warning("ignored a malformed question from another node: %r", data[:200])
             return
         node_id = self._membership.node_id
         if asker != node_id:
-            self._spawn(self._answer(asker, f"A {question} {count} {node_id}"))
+            answer = ",".join(map(str, counts))
+            self._spawn(self._answer(asker, f"A {question} {answer} {node_id}"))
 
     def on_answer(self, data: bytes) -> None:
         try:
-            _, question, count, node = data.decode().split(" ", 3)
+            _, question, counts, node = data.decode().split(" ", 3)
             tally = self._tallies.get(int(question))
             if tally is not None:  # else answered too late: the count is given already
-                tally.add(node, int(count))
+                tally.add(node, [int(count) for count in counts.split(",")])
         except ValueError:
             log.warning("ignored a malformed answer from another node: %r", data[:200])
 

@@ -11,13 +11,16 @@ from pushup.core.engine import Publication
 from pushup.core.errors import ChannelsNotFound
 from pushup.core.model import (
     MAX_ID,
+    SERVER_RETENTION,
     ChannelId,
     ChannelInfo,
+    ChannelPage,
     ChannelRef,
     Hit,
     Message,
     MessageId,
     ReadResult,
+    Retention,
 )
 
 
@@ -54,8 +57,12 @@ def resolved(values: list[Any]) -> tuple[int, list[tuple[ChannelId, int, float]]
     return int(values[0]), channels
 
 
+# Values per channel in a script's answer (`info` in `lua/common.lua`).
+INFO_FIELDS = 9
+
+
 def info(values: list[Any]) -> ChannelInfo:
-    channel_id, name, ttl, expires_at, messages, last, owner = values
+    channel_id, name, ttl, expires_at, messages, last, keep_s, cap, owner = values
     return ChannelInfo(
         id=ChannelId(int(channel_id)),
         name=name.decode() if name else None,
@@ -63,8 +70,40 @@ def info(values: list[Any]) -> ChannelInfo:
         ttl_s=float(ttl),
         messages=int(messages),
         last_message_id=MessageId(int(last)) if last else None,
+        retention=(
+            Retention(float(keep_s) if keep_s else None, int(cap) if cap else None)
+            if keep_s or cap
+            else SERVER_RETENTION
+        ),
         owner=owner.decode() if owner else None,
     )
+
+
+def retention_args(retention: Retention) -> tuple[str, str]:
+    """`create.lua`'s retention arguments ('' for the server's)."""
+    keep_s, cap = retention.message_ttl_s, retention.max_messages
+    return ("" if keep_s is None else repr(float(keep_s)), "" if cap is None else str(cap))
+
+
+def listing_args(prefix: str | None, after: ChannelRef | None, limit: int) -> list[str | bytes]:
+    """`list.lua`'s arguments: by id past the cursor, or by name among those starting
+    with `prefix` (no UTF-8 string holds byte 0xFF: `prefix` + 0xFF bounds them)."""
+    if prefix is None:
+        low = "-inf" if not isinstance(after, int) else f"({after}"
+        return ["id", low, "+inf", str(limit)]
+    past = isinstance(after, str) and after >= prefix
+    low = f"({after}" if past else f"[{prefix}"
+    return ["name", low, b"[" + prefix.encode() + b"\xff", str(limit)]
+
+
+def page(values: list[Any], by_name: bool) -> ChannelPage:
+    """`list.lua`'s answer: the cursor of the next page ('' for none), then infos."""
+    infos = [info(values[i : i + INFO_FIELDS]) for i in range(1, len(values), INFO_FIELDS)]
+    cursor = values[0]
+    after: ChannelRef | None = None
+    if cursor:
+        after = cursor.decode() if by_name else int(cursor)
+    return ChannelPage(infos, after)
 
 
 def publish_args(

@@ -25,7 +25,17 @@ from typing import Any
 
 from pushup.core.engine import EngineHealth, EngineListener, Publication, SubscriberCount
 from pushup.core.errors import EngineUnavailable, NameTaken
-from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.model import (
+    SERVER_RETENTION,
+    ChannelId,
+    ChannelInfo,
+    ChannelPage,
+    ChannelRef,
+    Message,
+    MessageId,
+    ReadResult,
+    Retention,
+)
 from pushup.engines.redis import encoding
 from pushup.engines.redis.connect import connect
 from pushup.engines.redis.counts import Counting
@@ -159,11 +169,22 @@ class RedisEngine:
     # -- channels --------------------------------------------------------------------
 
     async def create_channel(
-        self, ttl_s: float | None, name: str | None, *, owner: str | None = None
+        self,
+        ttl_s: float | None,
+        name: str | None,
+        retention: Retention = SERVER_RETENTION,
+        *,
+        owner: str | None = None,
     ) -> ChannelInfo:
         ttl = self._channel_ttl if ttl_s is None else repr(float(ttl_s))
+        keep_s, cap = encoding.retention_args(retention)
         reply = await self._run(
-            "create", ttl, "" if name is None else name, "" if owner is None else owner
+            "create",
+            ttl,
+            "" if name is None else name,
+            keep_s,
+            cap,
+            "" if owner is None else owner,
         )
         if reply[0] == b"taken":
             assert name is not None
@@ -182,6 +203,13 @@ class RedisEngine:
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         return encoding.info(encoding.found(await self._run("info", encoding.ref(ref))))
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> ChannelPage:
+        """One round trip: a range of a sorted set of ids, or of names (`list.lua`)."""
+        reply = await self._run("list", *encoding.listing_args(prefix, after, limit))
+        return encoding.page(encoding.found(reply), prefix is not None)
 
     async def resolve(self, refs: Sequence[ChannelRef]) -> list[ChannelId]:
         """Known live on this node (`known.py`), or asked of Redis: shared like reads
@@ -272,6 +300,9 @@ class RedisEngine:
         """This node's parked polls on a channel plus every other live node's that
         answers in time (`counts.py`)."""
         return await self._counting.count(channel_id)
+
+    async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
+        return await self._counting.count_each(channel_ids)
 
     def health(self) -> EngineHealth:
         return self._health.report(

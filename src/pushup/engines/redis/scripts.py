@@ -38,7 +38,18 @@ class WritesRefused(RedisConnectionError):
 # data after a restart, a replica that cannot take writes, a master that will not take
 # them without replicas): answered with 503.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
-_SCRIPTS = ("init", "create", "renew", "close", "info", "resolve", "publish", "read", "sweep")
+_SCRIPTS = (
+    "init",
+    "create",
+    "renew",
+    "close",
+    "info",
+    "list",
+    "resolve",
+    "publish",
+    "read",
+    "sweep",
+)
 # Scripts about nodes, not channels: without the common head (see heartbeat.lua).
 _NODE_SCRIPTS = ("heartbeat", "ask")
 # The scripts whose success a client is told of: with a `ReplicaWait`, each waits for

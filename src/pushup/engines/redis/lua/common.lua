@@ -20,6 +20,9 @@ local K_MESSAGES = P .. 'messages'        -- zset: every cached message id, by i
 local K_DATA = P .. 'message:data'        -- hash: message id -> JSON payload
 local K_TARGETS = P .. 'message:channels' -- hash: message id -> 'id,id,...'
 local K_BYTES = P .. 'cache:bytes'        -- total length of the payloads in K_DATA (absent: 0)
+local K_IDS = P .. 'channels'             -- zset: every live channel id, by id (listings)
+local K_NAME_ORDER = P .. 'names:sorted'  -- zset: every live name, score 0 (listings by name)
+local K_INDEXED = P .. 'channels:indexed' -- set once the two above hold every live channel
 local K_EVENTS = ARGV[2]                   -- pub/sub channel every node listens to
 
 local NOW, NOW_US
@@ -46,6 +49,8 @@ end
 
 -- A channel: hash with ttl, expires_at, name, owner (the publisher key that created
 -- it), last (message id), dropped (the newest message id it dropped from its cache),
+-- its own retention if it asked for one (mttl: message TTL in seconds, mmax: messages
+-- kept; never above the server's),
 -- and a zset of its message ids.
 local function channel_key(id)
   return P .. 'channel:' .. id
@@ -85,11 +90,6 @@ local function lookup(ref)
     return id
   end
   return nil
-end
-
-local function info(id)
-  local f = redis.call('HMGET', channel_key(id), 'name', 'ttl', 'expires_at', 'last', 'owner')
-  return {id, f[1] or '', f[2], f[3], redis.call('ZCARD', messages_key(id)), f[4] or '', f[5] or ''}
 end
 
 local function mark_dropped(channel, id)
@@ -135,7 +135,9 @@ local function drop(ids)
     local name = redis.call('HGET', channel_key(id), 'name')
     if name then
       redis.call('HDEL', K_NAMES, name)
+      redis.call('ZREM', K_NAME_ORDER, name)
     end
+    redis.call('ZREM', K_IDS, id)
     local held = redis.call('ZRANGE', messages_key(id), 0, -1)
     redis.call('DEL', channel_key(id), messages_key(id))
     for _, message in ipairs(held) do
@@ -187,6 +189,36 @@ local function expire()
   if #due > 0 then
     drop(due)
   end
+end
+
+-- A channel with a message TTL of its own drops what is past it. Message age is
+-- otherwise global (expire() above); a shorter one is applied when the channel is
+-- published to, read or shown, so a reader never sees what it should have dropped.
+local function trim_aged(channel)
+  local own = redis.call('HGET', channel_key(channel), 'mttl')
+  if not own then
+    return
+  end
+  local horizon = NOW - math.min(tonumber(own), MESSAGE_TTL)
+  local key = messages_key(channel)
+  local bound = int(math.floor(horizon * 1000000) + 1)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', bound)) do
+    if tonumber(id) / 1000000 >= horizon then
+      break
+    end
+    redis.call('ZREM', key, id)
+    mark_dropped(channel, id)
+    release(id)
+  end
+end
+
+local function info(id)
+  trim_aged(id)
+  local f = redis.call(
+    'HMGET', channel_key(id), 'name', 'ttl', 'expires_at', 'last', 'mttl', 'mmax', 'owner')
+  return {
+    id, f[1] or '', f[2], f[3], redis.call('ZCARD', messages_key(id)), f[4] or '',
+    f[5] or '', f[6] or '', f[7] or ''}
 end
 
 local function reply(status, values)

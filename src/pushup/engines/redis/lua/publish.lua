@@ -1,5 +1,6 @@
 -- Publish a batch, all or nothing: ids and times, storage in every channel, the
--- count and byte limits, channel activity, and one event telling every node.
+-- count and byte limits (a channel's own count and message TTL, if it has them),
+-- channel activity, and one event telling every node.
 -- ARGV[6] max messages per channel, ARGV[7] max bytes of payload cached over all
 -- channels, ARGV[8] number of publications, then for each: the number of
 -- references, the references, the JSON payload.
@@ -36,6 +37,7 @@ end
 local first = nil
 local results, records = {}, {}
 local last_of, touched = {}, {}  -- per channel its newest id; channels in order
+local caps = {}  -- per channel the messages it keeps
 local evicted, evicted_list = {}, {}
 for _, publication in ipairs(publications) do
   local id = int(next_id(K_MESSAGE_SEQ))
@@ -56,9 +58,11 @@ for _, publication in ipairs(publications) do
     redis.call('ZADD', key, id, id)
     if not last_of[channel] then
       touched[#touched + 1] = channel
+      local own = tonumber(redis.call('HGET', channel_key(channel), 'mmax') or max_messages)
+      caps[channel] = math.min(own, max_messages)
     end
     last_of[channel] = id
-    if redis.call('ZCARD', key) > max_messages then
+    if redis.call('ZCARD', key) > caps[channel] then
       local dropped = redis.call('ZPOPMIN', key)[1]
       mark_dropped(channel, dropped)
       release(dropped)
@@ -88,6 +92,7 @@ while tonumber(redis.call('GET', K_BYTES) or '0') > max_bytes do
 end
 -- Activity: each channel published to lives another TTL from now.
 for _, channel in ipairs(touched) do
+  trim_aged(channel)
   local key = channel_key(channel)
   local expires_at = real(NOW + tonumber(redis.call('HGET', key, 'ttl')))
   redis.call('HSET', key, 'last', last_of[channel], 'expires_at', expires_at)

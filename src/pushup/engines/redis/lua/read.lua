@@ -15,6 +15,7 @@ local holders, order = {}, {}
 local gap = 0
 for i = 9, #ARGV do
   local channel = ARGV[i]
+  trim_aged(channel)
   if gap == 0 and ARGV[8] == '1' then
     local dropped = tonumber(redis.call('HGET', channel_key(channel), 'dropped') or '0')
     if dropped >= tonumber(low) then

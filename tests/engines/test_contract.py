@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from pushup.core.engine import Engine
+from pushup.core.engine import Clustered, Engine
 from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.model import ChannelId, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.presence import Presence
 from tests.engines.conftest import MakeEngine, RecordingListener, hits, published, same
 from tests.unit.fakes import T0, FakeClock
 
@@ -615,3 +616,44 @@ async def test_every_call_works_when_stepped_outside_a_task(engine: Engine) -> N
         lambda: start_eagerly(handler(), done.set_result, done.set_exception)
     )
     assert await asyncio.wait_for(done, timeout=10) == 1
+
+
+# -- presence, on the engines several nodes share ------------------------------------------
+
+
+async def test_presence_is_merged_over_the_nodes_that_answer(
+    make_engine: MakeEngine, engine_kind: str
+) -> None:
+    """Each node tells its own presence; the asker adds up the connections and takes the
+    union of the subs, so one subscriber on two nodes counts once."""
+    first, second = RecordingListener(), RecordingListener()
+    a = await started(make_engine, first)
+    if not isinstance(a, Clustered):
+        assert engine_kind in ("memory", "journal")
+        return  # one node: the hub's own subscriptions are the whole presence
+    b = await started(make_engine, second)
+    room = await channel(a, "room")
+    first.present[room] = Presence(2, 0, 1, ("alice",), 1)
+    second.present[room] = Presence(1, 2, 0, ("alice", "bob"), 2)
+    found = await until_counted(b, room, nodes=2)
+    assert (found.polls, found.streams, found.anonymous) == (3, 2, 1)
+    assert (found.subs, found.sub_count, found.complete) == (("alice", "bob"), 2, True)
+    # A node that could not list all of its subs makes the union incomplete, and the
+    # count at least its own.
+    first.present[room] = Presence(0, 1, 0, ("carol",), 5000, complete=False)
+    found = await a.presence(room)
+    assert (found.subs, found.sub_count, found.complete) == (("alice", "bob", "carol"), 5000, False)
+    await b.close()
+    alone = await a.presence(room)
+    assert (alone.connections, alone.live_nodes, alone.counted_nodes) == (1, 1, 1)
+
+
+async def until_counted(engine: Clustered, channel_id: ChannelId, *, nodes: int) -> Presence:
+    """The presence once `nodes` nodes know of each other (a newcomer's heartbeat)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        found = await engine.presence(channel_id)
+        if found.counted_nodes == nodes or asyncio.get_running_loop().time() > deadline:
+            assert found.counted_nodes == nodes, found
+            return found
+        await asyncio.sleep(0.05)

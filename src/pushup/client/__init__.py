@@ -27,7 +27,7 @@ from pushup.client.history import History, history
 from pushup.client.publisher import Publisher
 from pushup.client.subscribe import Subscription, subscribe
 from pushup.client.tokens import mint_token
-from pushup.client.wire import Channel, ChannelRef, ChannelState, Message, Published
+from pushup.client.wire import Channel, ChannelRef, ChannelState, Message, Presence, Published
 
 __all__ = [
     "ApiError",
@@ -46,6 +46,7 @@ __all__ = [
     "NameTaken",
     "NotFound",
     "PayloadTooLarge",
+    "Presence",
     "Published",
     "Publisher",
     "PushUpError",

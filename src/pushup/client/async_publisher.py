@@ -9,7 +9,14 @@ import httpx
 
 from pushup.client import wire
 from pushup.client.errors import TransportError
-from pushup.client.wire import Channel, ChannelRef, Channels, ChannelState, Published
+from pushup.client.wire import (
+    Channel,
+    ChannelRef,
+    Channels,
+    ChannelState,
+    Presence,
+    Published,
+)
 
 T = TypeVar("T")
 
@@ -47,6 +54,11 @@ class AsyncPublisher(wire.AsyncClosing):
     async def channel_info(self, channel: ChannelRef) -> ChannelState:
         """The channel's state: expiry, parked polls, cached messages, last message id."""
         return await self._call(wire.channel_info(channel))
+
+    async def presence(self, channel: ChannelRef) -> Presence:
+        """Who is on the channel now: its parked polls and open streams over every
+        node, and the distinct `sub` claims of their tokens."""
+        return await self._call(wire.presence(channel))
 
     async def publish(self, channels: Channels, data: Any) -> Published:
         """Publish `data` (any JSON value) to one channel or several, all or nothing."""

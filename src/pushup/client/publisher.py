@@ -11,7 +11,14 @@ import httpx
 
 from pushup.client import wire
 from pushup.client.errors import TransportError
-from pushup.client.wire import Channel, ChannelRef, Channels, ChannelState, Published
+from pushup.client.wire import (
+    Channel,
+    ChannelRef,
+    Channels,
+    ChannelState,
+    Presence,
+    Published,
+)
 
 T = TypeVar("T")
 
@@ -47,6 +54,11 @@ class Publisher:
     def channel_info(self, channel: ChannelRef) -> ChannelState:
         """The channel's state: expiry, parked polls, cached messages, last message id."""
         return self._call(wire.channel_info(channel))
+
+    def presence(self, channel: ChannelRef) -> Presence:
+        """Who is on the channel now: its parked polls and open streams over every
+        node, and the distinct `sub` claims of their tokens."""
+        return self._call(wire.presence(channel))
 
     def publish(self, channels: Channels, data: Any) -> Published:
         """Publish `data` (any JSON value) to one channel or several, all or nothing."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.presence import Presence
 
 # One publication as the engine takes it: target channels and the JSON-encoded payload.
 Publication = tuple[Sequence[ChannelRef], bytes]
@@ -34,6 +35,11 @@ class EngineListener(Protocol):
     def subscribers(self, channel_id: ChannelId) -> int:
         """Polls parked on this channel in this process (a shared engine tells other
         nodes, which count their own)."""
+
+    def presence(self, channel_id: ChannelId) -> Presence:
+        """Who is on this channel in this process: its parked polls and open streams,
+        and the distinct `sub` claims of their tokens (a shared engine tells other
+        nodes, which answer with their own)."""
 
 
 class Engine(Protocol):
@@ -99,6 +105,11 @@ class Clustered(Protocol):
 
     async def count_subscribers(self, channel_id: ChannelId) -> SubscriberCount:
         """This node's count plus each live node's that answers in a bounded time."""
+
+    async def presence(self, channel_id: ChannelId) -> Presence:
+        """This node's presence merged with each live node's that answers in a bounded
+        time (`live_nodes` and `counted_nodes` say how many); a node that died is no
+        longer live once its heartbeats stop, and is not waited for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,7 @@ from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
-import orjson
-
+from pushup.core import presence
 from pushup.core.engine import (
     CacheStats,
     Clustered,
@@ -32,8 +31,11 @@ from pushup.core.model import (
     MessageId,
     Outcome,
     PollOutcome,
-    ReadResult,
+    closed_body,
+    poll_outcome,
+    window,
 )
+from pushup.core.presence import Presence
 from pushup.core.waiters import Receiver, Subscription, Waiters
 from pushup.observe import metrics
 
@@ -51,6 +53,8 @@ class PollQuery:
     # the `limit` oldest, saying whether more are cached (a poll's pages).
     last: int = 0
     limit: int = 0
+    # Who asks: the `sub` claim of the subscriber's token (None: anonymous), for presence.
+    who: str | None = None
 
 
 _TIMER_SLACK_S = 0.002
@@ -155,6 +159,13 @@ class Hub:
         local = self.subscribers(channel_id)
         return SubscriberCount(local, local)
 
+    async def channel_presence(self, channel_id: ChannelId) -> Presence:
+        """Who is on a channel: on every node of a shared engine (asked over the
+        engine, in a bounded time), else on this one."""
+        if isinstance(self._engine, Clustered):
+            return await self._engine.presence(channel_id)
+        return self.presence(channel_id)
+
     def health(self) -> EngineHealth | None:
         """The engine's state as last seen, without I/O; None for an engine whose store
         cannot be out of reach."""
@@ -191,6 +202,10 @@ class Hub:
     def subscribers(self, channel_id: ChannelId) -> int:
         """Subscriptions parked on this channel in this process."""
         return self.waiters.count(channel_id)
+
+    def presence(self, channel_id: ChannelId) -> Presence:
+        """Who is on this channel in this process, polls and streams."""
+        return presence.of_subscriptions(self.waiters.on_channel(channel_id))
 
     def parked(self) -> int:
         """Subscriptions parked in this process, polls and streams."""
@@ -245,13 +260,13 @@ class Hub:
             if not stream and (result.hits or result.gap or query.timeout_s == 0 or ended):
                 # Never a cursor below the one sent (see `_parked_from`).
                 floor = self._parked_from(result.high_water, query.since)
-                return _outcome(result, query.last, query.limit, floor)
+                return poll_outcome(result, query.last, query.limit, floor)
             # Parked right after this read: a publication announced while it was in
             # flight, or a resync that started meanwhile (and so cannot know this
             # subscription), may have passed it by, so read again.
             if self._notified <= result.high_water and self._resyncs == resyncs:
                 break
-        initial = _outcome(result, query.last) if stream else None
+        initial = poll_outcome(result, query.last) if stream else None
         if initial is not None and ended:
             return initial, None
         # A stream waits until its `end` (forever without one), a poll its timeout too.
@@ -271,6 +286,7 @@ class Hub:
             # A stream sends every live message: `last` shapes only its start.
             last=0 if stream else query.last,
             limit=0 if stream else query.limit,
+            who=query.who,
         )
         if deadline < self._timer_at:
             self._arm_timer(loop, deadline)
@@ -345,7 +361,7 @@ class Hub:
             closed = tuple(c for c in sub.channels if c in gone)
             outcome = answers.get(closed)
             if outcome is None:
-                outcome = answers[closed] = Outcome(410, _closed_body(closed))
+                outcome = answers[closed] = Outcome(410, closed_body(closed))
             sub.receiver.deliver(outcome)
 
     async def resync(self) -> None:
@@ -373,7 +389,7 @@ class Hub:
                 continue
             live = [sub for sub in subs if sub.parked]
             if result.hits or result.gap:
-                outcome = _outcome(result, last, limit)
+                outcome = poll_outcome(result, last, limit)
                 self.waiters.remove(sub for sub in live if not sub.stream)
                 for sub in live:
                     if sub.stream:
@@ -403,7 +419,7 @@ class Hub:
                     hits.append((message, channels))
         if not hits:
             return None
-        hits, more = _window(hits, sub.last, sub.limit)
+        hits, more = window(hits, sub.last, sub.limit)
         return PollOutcome(hits, hits[-1][0].id, not evicted.isdisjoint(wanted), more)
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
@@ -424,31 +440,3 @@ class Hub:
         next_deadline = self.waiters.next_deadline()
         if next_deadline is not None and next_deadline < math.inf:  # streams have none
             self._arm_timer(loop, next_deadline)
-
-
-def _outcome(result: ReadResult, last: int = 0, limit: int = 0, floor: int = 0) -> PollOutcome:
-    """A read's answer: its hits (within the history controls), with the cursor after
-    the last one returned (or the high water, or `floor` if higher)."""
-    hits, more = _window(result.hits, last, limit)
-    cursor = hits[-1][0].id if hits else MessageId(max(result.high_water, floor))
-    return PollOutcome(hits, cursor, result.gap, more)
-
-
-def _window(hits: list[Hit], last: int, limit: int) -> tuple[list[Hit], bool | None]:
-    """The `last` newest hits, or the `limit` oldest and whether more are left (None:
-    the poll did not page, and its answer says nothing of more)."""
-    if last and len(hits) > last:
-        return hits[-last:], None
-    if limit:
-        return (hits[:limit], True) if len(hits) > limit else (hits, False)
-    return hits, None
-
-
-def _closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:
-    return orjson.dumps(
-        {
-            "error": "channel_closed",
-            "detail": "a subscribed channel was closed or expired",
-            "channels": list(channel_ids),
-        }
-    )

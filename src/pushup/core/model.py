@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NewType
 
+import orjson
+
 ChannelId = NewType("ChannelId", int)
 MessageId = NewType("MessageId", int)
 
@@ -114,3 +116,31 @@ class PollOutcome(Outcome):
             b"" if more is None else (b',"more":true' if more else b',"more":false'),
         )
         super().__init__(200, body)
+
+
+def poll_outcome(result: ReadResult, last: int = 0, limit: int = 0, floor: int = 0) -> PollOutcome:
+    """A read's answer: its hits (within the history controls), with the cursor after
+    the last one returned (or the high water, or `floor` if higher)."""
+    hits, more = window(result.hits, last, limit)
+    cursor = hits[-1][0].id if hits else MessageId(max(result.high_water, floor))
+    return PollOutcome(hits, cursor, result.gap, more)
+
+
+def window(hits: list[Hit], last: int, limit: int) -> tuple[list[Hit], bool | None]:
+    """The `last` newest hits, or the `limit` oldest and whether more are left (None:
+    the poll did not page, and its answer says nothing of more)."""
+    if last and len(hits) > last:
+        return hits[-last:], None
+    if limit:
+        return (hits[:limit], True) if len(hits) > limit else (hits, False)
+    return hits, None
+
+
+def closed_body(channel_ids: tuple[ChannelId, ...]) -> bytes:
+    return orjson.dumps(
+        {
+            "error": "channel_closed",
+            "detail": "a subscribed channel was closed or expired",
+            "channels": list(channel_ids),
+        }
+    )

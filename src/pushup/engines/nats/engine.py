@@ -40,6 +40,7 @@ from pushup.core.model import (
     MessageId,
     ReadResult,
 )
+from pushup.core.presence import Presence
 from pushup.engines.memory.channel import Channel
 from pushup.engines.nats import layout, records
 from pushup.engines.nats import publications as publishing
@@ -319,6 +320,12 @@ class NatsEngine:
         answers in time (`nodes.py`)."""
         await need_task()
         return await self._nodes.count(channel_id)
+
+    async def presence(self, channel_id: ChannelId) -> Presence:
+        """This node's presence on a channel merged with every other live node's that
+        answers in time (`nodes.py`)."""
+        await need_task()
+        return await self._nodes.presence(channel_id)
 
     def health(self) -> EngineHealth:
         connected = self._nc is not None and self._nc.is_connected

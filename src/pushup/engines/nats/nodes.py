@@ -1,6 +1,7 @@
-"""The live nodes, by their heartbeats on a core NATS subject, and subscriber counts
-gathered from them: each node holds its own parked polls, so a channel's subscribers
-are counted by asking every live node (outside the stream: nothing here is kept)."""
+"""The live nodes, by their heartbeats on a core NATS subject, and subscriber counts and
+presence gathered from them: each node holds its own parked polls, so a channel's
+subscribers are counted by asking every live node (outside the stream: nothing here is
+kept)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import contextlib
 import logging
 import time
 
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from pushup.core import presence
 from pushup.core.engine import EngineListener, SubscriberCount
 from pushup.core.model import ChannelId
 from pushup.engines.nats.layout import Subjects
@@ -90,13 +93,31 @@ class Nodes:
 
     async def count(self, channel_id: ChannelId) -> SubscriberCount:
         """This node's count plus each live node's that answers within the timeout."""
-        assert self._listener is not None and self._nc is not None
+        assert self._listener is not None
         local = self._listener.subscribers(channel_id)
         live = self.live_nodes
+        answers = await self._ask(f"{self.node_id} {channel_id}", live)
+        return SubscriberCount(local + sum(map(int, answers)), local, live, 1 + len(answers))
+
+    async def presence(self, channel_id: ChannelId) -> presence.Presence:
+        """This node's presence merged with each live node's that answers in time."""
+        assert self._listener is not None
+        parts = [self._listener.presence(channel_id)]
+        live = self.live_nodes
+        for answer in await self._ask(f"{self.node_id} {channel_id} P", live):
+            try:
+                parts.append(presence.from_wire(orjson.loads(answer)))
+            except ValueError as exc:  # orjson's decode error is one too
+                log.warning("ignored a malformed presence from another node: %s", exc)
+        return presence.merge(parts, live_nodes=live, counted_nodes=len(parts))
+
+    async def _ask(self, question: str, live: int) -> list[bytes]:
+        """The other nodes' answers to a question, as many as come within the timeout."""
         if live == 1:
-            return SubscriberCount(local, local, 1, 1)
+            return []
+        assert self._nc is not None
         nc = self._nc
-        total, counted = local, 1
+        got: list[bytes] = []
         inbox = nc.new_inbox()
         answers: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -106,19 +127,18 @@ class Nodes:
         try:
             sub = await nc.subscribe(inbox, cb=on_answer)
             try:
-                await nc.publish(self._count, f"{self.node_id} {channel_id}".encode(), inbox)
+                await nc.publish(self._count, question.encode(), inbox)
                 async with asyncio.timeout(self._timeout_s):
-                    while counted < live:
-                        total += int(await answers.get())
-                        counted += 1
+                    while 1 + len(got) < live:
+                        got.append(await answers.get())
             except TimeoutError:
                 pass
             finally:
                 with contextlib.suppress(*UNREACHABLE):
                     await sub.unsubscribe()
         except UNREACHABLE as exc:
-            log.debug("could not ask the other nodes for counts: %r", exc)
-        return SubscriberCount(total, local, live, counted)
+            log.debug("could not ask the other nodes: %r", exc)
+        return got
 
     async def _on_beat(self, msg: Msg) -> None:
         node = msg.data.decode()
@@ -133,12 +153,22 @@ class Nodes:
                     await self._nc.publish(self._beat, self.node_id.encode())
 
     async def _on_question(self, msg: Msg) -> None:
-        asker, _, channel = msg.data.decode().partition(" ")
+        """Another node counts a channel's subscribers, or asks who is on it (`P`)."""
+        asker, _, rest = msg.data.decode().partition(" ")
         if asker == self.node_id or not msg.reply or self._listener is None:
             return
-        count = self._listener.subscribers(ChannelId(int(channel)))
+        channel, _, kind = rest.partition(" ")
+        try:
+            channel_id = ChannelId(int(channel))
+        except ValueError:
+            log.warning("ignored a malformed question from another node: %r", msg.data[:200])
+            return
+        if kind == "P":
+            answer = orjson.dumps(self._listener.presence(channel_id).wire())
+        else:
+            answer = str(self._listener.subscribers(channel_id)).encode()
         with contextlib.suppress(*UNREACHABLE):
-            await msg.respond(str(count).encode())
+            await msg.respond(answer)
 
     async def _beat_forever(self) -> None:
         assert self._nc is not None

@@ -1,6 +1,6 @@
-"""Subscriber counts over every node: each node holds its own parked polls, so a node
-counting a channel's subscribers asks every node on a control channel, and each answers
-with its own count on the asker's reply channel."""
+"""Subscriber counts and presence over every node: each node holds its own parked polls,
+so a node counting a channel's subscribers (or asking who is on it) asks every node on a
+control channel, and each answers with its own figures on the asker's reply channel."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
+from pushup.core import presence
 from pushup.core.engine import EngineListener, SubscriberCount
 from pushup.core.errors import EngineUnavailable
 from pushup.core.model import ChannelId
@@ -27,12 +29,13 @@ log = logging.getLogger("pushup.redis")
 
 
 class _Tally:
-    """The answers to one question of this node's: node id -> its subscriber count."""
+    """The answers to one question of this node's: node id -> its answer (a subscriber
+    count, or a presence as JSON)."""
 
     __slots__ = ("answers", "complete", "expected", "listeners")
 
     def __init__(self, complete: asyncio.Future[None]) -> None:
-        self.answers: dict[str, int] = {}
+        self.answers: dict[str, str] = {}
         self.complete = complete
         self.expected: set[str] | None = None  # the other live nodes, once known
         self.listeners = 0  # the other nodes that heard the question
@@ -41,8 +44,8 @@ class _Tally:
         self.expected, self.listeners = expected, listeners
         self._check()
 
-    def add(self, node: str, count: int) -> None:
-        self.answers[node] = count
+    def add(self, node: str, answer: str) -> None:
+        self.answers[node] = answer
         self._check()
 
     def _check(self) -> None:
@@ -114,8 +117,33 @@ class Counting:
         `counted_nodes` is then below `live_nodes`, and the total a lower bound."""
         assert self._listener is not None
         await need_task()  # before the local count: asyncio.timeout below needs a Task
-        node_id = self._membership.node_id
         local = self._listener.subscribers(channel_id)
+        answers, live = await self._ask("Q", channel_id)
+        return SubscriberCount(
+            total=local + sum(map(int, answers.values())),
+            local=local,
+            live_nodes=live,
+            counted_nodes=1 + len(answers),
+        )
+
+    async def presence(self, channel_id: ChannelId) -> presence.Presence:
+        """This node's presence on a channel merged with every other live node's that
+        answers in time, asked as `count` asks."""
+        assert self._listener is not None
+        await need_task()
+        parts = [self._listener.presence(channel_id)]
+        answers, live = await self._ask("P", channel_id)
+        for node, answer in answers.items():
+            try:
+                parts.append(presence.from_wire(orjson.loads(answer)))
+            except ValueError as exc:  # orjson's decode error is one too
+                log.warning("ignored a malformed presence from node %s: %s", node, exc)
+        return presence.merge(parts, live_nodes=live, counted_nodes=len(parts))
+
+    async def _ask(self, kind: str, channel_id: ChannelId) -> tuple[dict[str, str], int]:
+        """Ask every other node about a channel: their answers by node, and how many
+        nodes are live (this one included)."""
+        node_id = self._membership.node_id
         question = next(self._questions)
         tally = _Tally(asyncio.get_running_loop().create_future())
         self._tallies[question] = tally
@@ -127,7 +155,7 @@ class Counting:
                     [
                         self._keys.control,
                         self._membership.stale_s,
-                        f"Q {question} {channel_id} {node_id}",
+                        f"{kind} {question} {channel_id} {node_id}",
                     ],
                 )
             except UNREACHABLE as exc:
@@ -144,32 +172,36 @@ class Counting:
         finally:
             del self._tallies[question]
         answers = dict(tally.answers)
-        return SubscriberCount(
-            total=local + sum(answers.values()),
-            local=local,
-            live_nodes=len(live | answers.keys()),
-            counted_nodes=1 + len(answers),
-        )
+        return answers, len(live | answers.keys())
 
     def on_question(self, data: bytes) -> None:
-        """Another node counts a channel's subscribers: answer with this node's count."""
+        """Another node counts a channel's subscribers (`Q`) or asks who is on it
+        (`P`): answer with this node's figures."""
         assert self._listener is not None
         try:
-            _, question, channel, asker = data.decode().split(" ", 3)
-            count = self._listener.subscribers(ChannelId(int(channel)))
+            kind, question, channel, asker = data.decode().split(" ", 3)
+            channel_id = ChannelId(int(channel))
+            if kind == "P":
+                found = orjson.dumps(self._listener.presence(channel_id).wire()).decode()
+            else:
+                found = str(self._listener.subscribers(channel_id))
         except ValueError:
             log.warning("ignored a malformed question from another node: %r", data[:200])
             return
         node_id = self._membership.node_id
         if asker != node_id:
-            self._spawn(self._answer(asker, f"A {question} {count} {node_id}"))
+            # The presence last: its subs may hold spaces.
+            text = f"R {question} {node_id} {found}" if kind == "P" else None
+            self._spawn(self._answer(asker, text or f"A {question} {found} {node_id}"))
 
     def on_answer(self, data: bytes) -> None:
         try:
-            _, question, count, node = data.decode().split(" ", 3)
+            kind, question, first, rest = data.decode().split(" ", 3)
+            # `A question count node`, or `R question node presence`.
+            node, answer = (rest, str(int(first))) if kind == "A" else (first, rest)
             tally = self._tallies.get(int(question))
             if tally is not None:  # else answered too late: the count is given already
-                tally.add(node, int(count))
+                tally.add(node, answer)
         except ValueError:
             log.warning("ignored a malformed answer from another node: %r", data[:200])
 

@@ -26,6 +26,7 @@ from typing import Any
 from pushup.core.engine import EngineHealth, EngineListener, Publication, SubscriberCount
 from pushup.core.errors import EngineUnavailable, NameTaken
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.presence import Presence
 from pushup.engines.redis import encoding
 from pushup.engines.redis.connect import connect
 from pushup.engines.redis.counts import Counting
@@ -268,6 +269,11 @@ class RedisEngine:
         """This node's parked polls on a channel plus every other live node's that
         answers in time (`counts.py`)."""
         return await self._counting.count(channel_id)
+
+    async def presence(self, channel_id: ChannelId) -> Presence:
+        """This node's presence on a channel merged with every other live node's that
+        answers in time (`counts.py`)."""
+        return await self._counting.presence(channel_id)
 
     def health(self) -> EngineHealth:
         return self._health.report(

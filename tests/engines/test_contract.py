@@ -11,7 +11,7 @@ import pytest
 
 from pushup.core.engine import Clustered, Engine
 from pushup.core.errors import ChannelsNotFound, NameTaken
-from pushup.core.model import ChannelId, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.model import ChannelEnd, ChannelId, ChannelRef, Message, MessageId, ReadResult
 from pushup.core.presence import Presence
 from tests.engines.conftest import MakeEngine, RecordingListener, hits, published, same
 from tests.unit.fakes import T0, FakeClock
@@ -643,9 +643,11 @@ async def test_presence_is_merged_over_the_nodes_that_answer(
     first.present[room] = Presence(0, 1, 0, ("carol",), 5000, complete=False)
     found = await a.presence(room)
     assert (found.subs, found.sub_count, found.complete) == (("alice", "bob", "carol"), 5000, False)
-    await b.close()
-    alone = await a.presence(room)
-    assert (alone.connections, alone.live_nodes, alone.counted_nodes) == (1, 1, 1)
+    await b.close()  # it leaves at once: its last beat (NATS) is heard a moment later
+    async with asyncio.timeout(10):
+        while (alone := await a.presence(room)).live_nodes != 1:
+            await asyncio.sleep(0.02)
+    assert (alone.connections, alone.counted_nodes) == (1, 1)
 
 
 async def until_counted(engine: Clustered, channel_id: ChannelId, *, nodes: int) -> Presence:
@@ -657,3 +659,45 @@ async def until_counted(engine: Clustered, channel_id: ChannelId, *, nodes: int)
             assert found.counted_nodes == nodes, found
             return found
         await asyncio.sleep(0.05)
+
+
+# -- closes and expiries told once, for the application's channel events -------------------
+
+
+async def test_a_close_and_an_expiry_are_told_once_with_name_and_reason(
+    engine: Engine, clock: FakeClock, listener: RecordingListener
+) -> None:
+    named = await channel(engine, "named")
+    short = await channel(engine, ttl=10)
+    await engine.close_channel("named")
+    assert listener.ended_calls == [[ChannelEnd(named, "named", "closed", clock())]]
+    clock.advance(11)
+    assert not await alive(engine, short)
+    assert listener.ended_calls[1:] == [[ChannelEnd(short, None, "expired", clock())]]
+
+
+async def test_an_expiry_found_by_several_nodes_is_told_by_one(
+    make_engine: MakeEngine, clock: FakeClock, engine_kind: str
+) -> None:
+    """Every node sweeps, and every call expires what is due first: the node whose
+    operation removed a channel tells of it, and no other."""
+    if engine_kind in ("memory", "journal"):
+        return  # one node
+    listeners = [RecordingListener() for _ in range(3)]
+    nodes = [await started(make_engine, listener) for listener in listeners]
+    doomed = [await channel(nodes[0], f"doomed-{n}", ttl=10) for n in range(6)]
+    kept = await channel(nodes[0], "kept", ttl=1000)
+    for node in nodes:  # every node knows every channel before they are due
+        assert await node.resolve(doomed) == doomed
+    clock.advance(11)
+    # Each node at once, as a poll on each would, while their sweeps run too.
+    await asyncio.gather(*(node.resolve([kept]) for node in nodes))
+    async with asyncio.timeout(10):
+        for listener in listeners:
+            while sorted(c for call in listener.closed_calls for c in call) != doomed:
+                await asyncio.sleep(0.02)
+    told = [end for listener in listeners for call in listener.ended_calls for end in call]
+    assert sorted(end.id for end in told) == doomed
+    assert {(end.reason, end.name) for end in told} == {
+        ("expired", f"doomed-{n}") for n in range(6)
+    }

@@ -11,6 +11,7 @@ import pytest
 from pushup.core.engine import Engine, EngineListener, Publication
 from pushup.core.hub import Hub, PollQuery
 from pushup.core.model import (
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelRef,
@@ -47,6 +48,10 @@ class LateEngine:
 
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
         self.held.append(("closed", list(channel_ids)))
+
+    def ended(self, ends: Sequence[ChannelEnd]) -> None:
+        assert self._listener is not None
+        self._listener.ended(ends)  # not held: only the application hears of these
 
     async def resync(self) -> None:
         assert self._listener is not None

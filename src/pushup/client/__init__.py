@@ -23,6 +23,7 @@ from pushup.client.errors import (
     TransportError,
     Unauthorized,
 )
+from pushup.client.events import ChannelEvent, ChannelEvents, channel_events
 from pushup.client.history import History, history
 from pushup.client.publisher import Publisher
 from pushup.client.subscribe import Subscription, subscribe
@@ -34,6 +35,8 @@ __all__ = [
     "AsyncPublisher",
     "Channel",
     "ChannelClosed",
+    "ChannelEvent",
+    "ChannelEvents",
     "ChannelNotFound",
     "ChannelRef",
     "ChannelState",
@@ -57,6 +60,7 @@ __all__ = [
     "TooManyRequests",
     "TransportError",
     "Unauthorized",
+    "channel_events",
     "history",
     "mint_token",
     "subscribe",

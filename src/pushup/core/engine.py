@@ -10,7 +10,15 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+from pushup.core.model import (
+    ChannelEnd,
+    ChannelId,
+    ChannelInfo,
+    ChannelRef,
+    Message,
+    MessageId,
+    ReadResult,
+)
 from pushup.core.presence import Presence
 
 # One publication as the engine takes it: target channels and the JSON-encoded payload.
@@ -25,7 +33,14 @@ class EngineListener(Protocol):
         dropped some of them (more than `max_messages` in one batch)."""
 
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
-        """These channels were closed or expired."""
+        """These channels were closed or expired (told on every node)."""
+
+    def ended(self, ends: Sequence[ChannelEnd]) -> None:
+        """These channels were closed or expired by this node's own operation: told
+        once over every node sharing the engine, on the node whose operation removed
+        them (a close, or the call or sweep that found them expired), so the node told
+        can speak for the whole cluster (the application's channel events). An expiry
+        several nodes find due at once is told once, by the one whose write removed it."""
 
     async def resync(self) -> None:
         """The engine may have missed events (its link to a shared store was lost and

@@ -21,8 +21,10 @@ from pushup.core.engine import (
     Publication,
     SubscriberCount,
 )
-from pushup.core.errors import ChannelsNotFound, NameTaken
+from pushup.core.errors import ChannelsNotFound, NameTaken, SystemChannel
+from pushup.core.events import ChannelEvents, reserved
 from pushup.core.model import (
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelRef,
@@ -55,6 +57,8 @@ class PollQuery:
     limit: int = 0
     # Who asks: the `sub` claim of the subscriber's token (None: anonymous), for presence.
     who: str | None = None
+    # The publisher reading the server's own channels (`$events`); else they are refused.
+    system: bool = False
 
 
 _TIMER_SLACK_S = 0.002
@@ -72,7 +76,9 @@ class Hub:
     publication made on another node wakes the same local subscriptions.
     """
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], float] = time.time, events: bool = False
+    ) -> None:
         self._engine = engine
         self.waiters = Waiters()
         self._clock = clock
@@ -85,13 +91,18 @@ class Hub:
         self._resyncs = 0
         # Several nodes share the engine: a node may lag behind the others.
         self._shared = isinstance(engine, Clustered)
+        # The application's channel events, published to `$events` (bypassing the
+        # checks below that keep everyone else from writing it).
+        self.events = ChannelEvents(self._get_or_create, engine.publish, clock, on=events)
 
     async def start(self) -> None:
         await self._engine.start(self)
+        await self.events.start()
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        await self.events.close()
         await self._engine.close()
 
     # -- channels and publications ---------------------------------------------------
@@ -104,16 +115,18 @@ class Hub:
         """Store publications, all or nothing (raises ChannelsNotFound); the engine's
         event then wakes the subscriptions. The server's own publications (the
         dashboard's figures) pass `counted=False`: they are not the users' messages."""
+        for refs, _ in publications:
+            self._refuse_system(refs)
         messages = await self._engine.publish(publications)
         if counted:
             metrics.published(len(messages))
         return messages
 
-    def create_channel(
-        self, ttl_s: float | None, name: str | None
-    ) -> Coroutine[Any, Any, ChannelInfo]:
+    async def create_channel(self, ttl_s: float | None, name: str | None) -> ChannelInfo:
         """A new channel; raises NameTaken."""
-        return self._engine.create_channel(ttl_s, name)
+        info = await self._engine.create_channel(ttl_s, name)
+        self.events.created(info)
+        return info
 
     async def get_or_create_channel(
         self, ttl_s: float | None, name: str
@@ -122,6 +135,12 @@ class Hub:
         An application's start-up can then ask for its channels without counting
         `name_taken` errors. A channel that closes or expires between the two steps is
         created anew, as if it had been gone before."""
+        info, created = await self._get_or_create(ttl_s, name)
+        if created:
+            self.events.created(info)
+        return info, created
+
+    async def _get_or_create(self, ttl_s: float | None, name: str) -> tuple[ChannelInfo, bool]:
         for _ in range(_GET_OR_CREATE_TRIES):
             try:
                 return await self._engine.create_channel(ttl_s, name), True
@@ -137,10 +156,12 @@ class Hub:
         self, ref: ChannelRef, ttl_s: float | None
     ) -> Coroutine[Any, Any, ChannelInfo]:
         """The channel with a new expiry; raises ChannelsNotFound."""
+        self._refuse_system((ref,))
         return self._engine.renew_channel(ref, ttl_s)
 
     def close_channel(self, ref: ChannelRef) -> Coroutine[Any, Any, None]:
         """Close a channel: its subscriptions are answered 410; raises ChannelsNotFound."""
+        self._refuse_system((ref,))
         return self._engine.close_channel(ref)
 
     def channel_info(self, ref: ChannelRef) -> Coroutine[Any, Any, ChannelInfo]:
@@ -175,7 +196,9 @@ class Hub:
         """What the engine caches in this process, less `leave_out`; None when the cache
         lives in a shared store (whose size is the store's own metric)."""
         engine = self._engine
-        return engine.cache_stats(leave_out) if isinstance(engine, Measured) else None
+        if not isinstance(engine, Measured):
+            return None
+        return engine.cache_stats((*leave_out, *self.events.ids))
 
     # -- polls and streams -----------------------------------------------------------
 
@@ -244,8 +267,12 @@ class Hub:
     ) -> Outcome | Subscription | tuple[PollOutcome, Subscription | None]:
         """Read, then park: a poll with something to answer (or nothing to wait for)
         is answered by its read; a stream sends its read and stays parked after it."""
+        if not query.system:
+            self._refuse_system(query.channels)
         # An id and a name may denote the same channel: count it once.
         channel_ids = list(dict.fromkeys(await self._engine.resolve(query.channels)))
+        if not query.system and not self.events.ids.isdisjoint(channel_ids):
+            raise SystemChannel([c for c in channel_ids if c in self.events.ids])
         # A cursor above the store's high water finds nothing. In one process it is one
         # this server never issued (a clock set back): the poll parks from the high
         # water, as "everything from now on", and hides no later message. With a shared
@@ -346,6 +373,9 @@ class Hub:
             len(delivered), time.perf_counter() - started, time.time() - messages[0].time
         )
 
+    def ended(self, ends: Sequence[ChannelEnd]) -> None:
+        self.events.ended(ends)
+
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
         gone = set(channel_ids)
         affected: dict[Subscription, None] = {}
@@ -400,6 +430,13 @@ class Hub:
                     sub.after = max(sub.after, result.high_water)
 
     # -- internals -------------------------------------------------------------------
+
+    def _refuse_system(self, refs: Sequence[ChannelRef]) -> None:
+        """SystemChannel for the server's own channels, by name or by id."""
+        ids = self.events.ids
+        refused = [r for r in refs if reserved(r) or (ids and r in ids)]
+        if refused:
+            raise SystemChannel(refused)
 
     def _parked_from(self, high_water: MessageId, since: MessageId | None) -> int:
         if since is not None and since > high_water and self._shared:

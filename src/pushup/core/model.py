@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NewType
+from typing import Literal, NewType
 
 import orjson
 
@@ -66,6 +66,16 @@ class ChannelInfo:
     ttl_s: float
     messages: int
     last_message_id: MessageId | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEnd:
+    """A channel closed or expired, as the node whose operation removed it tells it."""
+
+    id: ChannelId
+    name: str | None
+    reason: Literal["closed", "expired"]
+    at: float  # epoch seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,8 @@ _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
     (("subscribe",), {"GET": subscriber.subscribe}, False),
     (("subscribe", "sse"), {"GET": subscriber.subscribe_sse}, False),
     (("subscribe", "ws"), {"GET": subscriber.subscribe_ws}, False),
+    # The application's channel events (`$events`): publishers only.
+    (("subscribe", "events"), {"GET": subscriber.channel_events}, True),
     (("health",), {"GET": subscriber.health}, False),
     (("pushup.js",), {"GET": assets.client_script}, False),
     (("metrics",), {"GET": monitoring.metrics}, True),

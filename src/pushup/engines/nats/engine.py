@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from typing import cast
+from typing import Literal, cast
 
 import nats
 from nats.aio.client import Client
@@ -33,6 +33,7 @@ from pushup.core.engine import (
 )
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
 from pushup.core.model import (
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelRef,
@@ -247,13 +248,18 @@ class NatsEngine:
 
     async def close_channel(self, ref: ChannelRef) -> None:
         await self._expire()
+        names: dict[ChannelId, str | None] = {}
 
         def decide(last_id: int) -> Change:
             (channel,) = self._replica.cache.lookup([ref])
+            names[channel.id] = channel.name
             subject = self._subjects.channel(channel.id)
             return self._control(subject, Closed(channel.id), last_id, layout.ttl(0))
 
-        await self._write_control(decide)
+        entry = await self._write_control(decide)
+        # Written on top of the stream's last entry: this node alone closed it.
+        assert isinstance(entry, Closed)
+        self._tell_ended([entry.id], names, "closed")
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         await self._expire()
@@ -418,16 +424,32 @@ class NatsEngine:
                 if channel.expires_at > now:
                     replica.cache.push_expiry(channel, channel.expires_at)
 
+        names: dict[ChannelId, str | None] = {}
+
         def decide(last_id: int) -> Change | None:
             at = self._clock()
             ids = [c for c in due if (ch := channels.get(c)) is not None and ch.expires_at <= at]
             if not ids:
                 return None
+            names.update((c, channels[c].name) for c in ids)
             return self._control(self._subjects.expiry, Expired(tuple(ids)), last_id, layout.ttl(0))
 
         entry = await self._write_control(decide)
         if isinstance(entry, Expired):
+            # Appended on top of the stream's last entry: a node that found them due as
+            # well lost the race, read this entry and found nothing left to expire.
+            self._tell_ended(entry.ids, names, "expired")
             self._to_purge.extend(entry.ids)
+
+    def _tell_ended(
+        self,
+        ids: Sequence[ChannelId],
+        names: dict[ChannelId, str | None],
+        reason: Literal["closed", "expired"],
+    ) -> None:
+        if self._listener is not None:
+            now = self._clock()
+            self._listener.ended([ChannelEnd(c, names.get(c), reason, now) for c in ids])
 
     async def _sweep_forever(self) -> None:
         """One timer for the whole node: expire without a request, purge the subjects

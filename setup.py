@@ -26,6 +26,7 @@ COMPILED = [
     # async generator.
     "http/proxy.py",
     "core/hub.py",
+    "core/fanout.py",
     "core/waiters.py",
     "core/model.py",
     "core/ids.py",

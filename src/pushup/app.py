@@ -47,7 +47,7 @@ class App:
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.hub = Hub(engine or create_engine(settings))
+        self.hub = Hub(engine or create_engine(settings), events=settings.channel_events)
         self.limits = Limits.from_settings(settings)
         # Which web origins may read subscriber answers; None: no CORS at all.
         cors = CorsPolicy(settings.cors_origins) if settings.cors_origins else None

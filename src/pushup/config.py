@@ -156,6 +156,13 @@ class Settings:
         group="server",
         check=seconds,
     )
+    # Off by default: each event is one more publication (a write to the journal or the
+    # shared store) per channel created, closed or expired.
+    channel_events: bool = option(
+        False,
+        "Publish channel events (created, closed, expired) to $events for the app.",
+        group="server",
+    )
     # Parked polls are answered at once with their cursor; the rest may finish.
     shutdown_timeout_s: float = option(
         10.0,

@@ -24,12 +24,14 @@ from pushup.client import (
     NameTaken,
     NotFound,
     PayloadTooLarge,
+    Presence,
     Published,
     Publisher,
     ServiceUnavailable,
     TooManyRequests,
     TransportError,
     Unauthorized,
+    mint_token,
     subscribe,
 )
 from tests.client.conftest import PublisherFactory
@@ -304,3 +306,38 @@ async def test_the_publish_rate_limit_is_too_many_requests_with_retry_after(
         await publisher.publish(channel.id, "second")
     assert refused.value.code == "rate_limited"
     assert refused.value.retry_after is not None and refused.value.retry_after > 0
+
+
+async def test_presence_lists_the_subs_of_the_parked_polls(
+    publisher_factory: PublisherFactory, server_factory: ServerFactory
+) -> None:
+    secret = "a-subscriber-secret-of-at-least-32-bytes"
+    node = server_factory("--data-dir", "none", "--subscriber-secret", secret)
+    publisher = publisher_factory(node.url)
+    channel = await publisher.create_channel(name="lobby")
+    empty = await publisher.presence("lobby")
+    assert empty == Presence(channel.id, "lobby", 0, 0, 0, (), 0, True)
+
+    async def consume(sub: str) -> None:
+        token = mint_token(secret, [channel.id], subject=sub)
+        async with subscribe(node.url, channel.id, timeout=30, token=token) as messages:
+            async for _ in messages:
+                pass
+
+    consumers = [asyncio.create_task(consume(sub)) for sub in ("zoe", "ann", "zoe")]
+    try:
+
+        async def three() -> Presence | None:
+            found: Presence = await publisher.presence(channel.id)
+            return found if found.connections == 3 else None
+
+        found = await until(three, what="three polls parked")
+        assert (found.polls, found.streams, found.anonymous) == (3, 0, 0)
+        assert (found.subs, found.sub_count, found.subs_complete) == (("ann", "zoe"), 2, True)
+        assert (found.live_nodes, found.counted_nodes) == (None, None)
+    finally:
+        for consumer in consumers:
+            consumer.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+    with pytest.raises(ChannelNotFound):
+        await publisher.presence("nowhere")

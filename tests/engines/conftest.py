@@ -14,6 +14,7 @@ import pytest
 
 from pushup.core.engine import Engine
 from pushup.core.model import ChannelId, Hit, Message, ReadResult
+from pushup.core.presence import EMPTY, Presence
 from pushup.engines.memory import Journal, MemoryEngine
 from pushup.engines.nats import NatsEngine
 from pushup.engines.redis import RedisEngine
@@ -32,12 +33,17 @@ class RecordingListener(fakes.RecordingListener):
     def __init__(self) -> None:
         super().__init__()
         self.resyncs = 0
+        # Who is on each channel on this listener's node, as a test sets it.
+        self.present: dict[ChannelId, Presence] = {}
 
     async def resync(self) -> None:
         self.resyncs += 1
 
     def subscribers(self, channel_id: ChannelId) -> int:
-        return 0
+        return self.presence(channel_id).connections
+
+    def presence(self, channel_id: ChannelId) -> Presence:
+        return self.present.get(channel_id, EMPTY)
 
 
 def same(message: Message) -> Same:

@@ -12,6 +12,7 @@ from pushup.core.engine import Engine, EngineListener, Publication
 from pushup.core.hub import Hub, PollQuery
 from pushup.core.model import (
     SERVER_RETENTION,
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelPage,
@@ -50,6 +51,10 @@ class LateEngine:
 
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
         self.held.append(("closed", list(channel_ids)))
+
+    def ended(self, ends: Sequence[ChannelEnd]) -> None:
+        assert self._listener is not None
+        self._listener.ended(ends)  # not held: only the application hears of these
 
     async def resync(self) -> None:
         assert self._listener is not None

@@ -1,6 +1,7 @@
 """Two applications sharing one PushUp (`--publisher-keys`): each key creates, publishes
-to, renews, closes, reads and lists only its own channels, on the embedded engine
-(across a restart too) and on a Redis that two nodes share."""
+to, renews, closes, reads, lists and sees the presence of only its own channels, on the
+embedded engine (across a restart too) and on a Redis that two nodes share; and the
+server's own channel `$events` is no key's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, wait_for
 
 BLOG = "blog-secret-0123456789abcdefghijklmnop"
 SHOP = "shop-secret-0123456789abcdefghijklmnop"
@@ -241,3 +242,49 @@ def test_two_nodes_on_one_redis_keep_each_keys_channels_apart(
     # Each lists its own through the other node too.
     assert listed(client(two, BLOG)) == [mine]
     assert listed(client(two, SHOP), prefix="shop:") == ["shop:cart"]
+
+
+def test_each_key_reads_the_presence_of_its_own_channels_only(
+    server_factory: ServerFactory, keys_file: str
+) -> None:
+    server = server_factory("--publisher-keys", keys_file)
+    blog, shop, ops = client(server, BLOG), client(server, SHOP), client(server, OPS)
+    assert shop.post("/channels", json={"name": "shop:cart"}).status_code == 201
+    mine = blog.post("/channels").json()["id"]
+    forbidden(blog.get("/channels/shop:cart/presence"), "shop:cart")
+    forbidden(shop.get(f"/channels/{mine}/presence"), mine)
+    for key, channel in ((blog, mine), (shop, "shop:cart"), (ops, "shop:cart"), (ops, mine)):
+        answer = key.get(f"/channels/{channel}/presence")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["connections"] == 0
+
+
+def test_the_servers_own_channels_stay_its_own_whatever_the_key(
+    server_factory: ServerFactory, keys_file: str
+) -> None:
+    """`$events` is written by no key, admin keys too, and listed to none; its events,
+    which tell of every key's channels, are read by a key allowed every channel only."""
+    server = server_factory("--publisher-keys", keys_file, "--channel-events")
+    blog, ops = client(server, BLOG), client(server, OPS)
+    made = blog.post("/channels", json={"name": "blog:a"})
+    assert made.status_code == 201, made.text
+    events_id = ops.get("/channels/$events").json()["id"]
+    for ref in ("$events", events_id):
+        forbidden(ops.post("/publish", json={"channels": [ref], "data": 1}), ref)
+        forbidden(ops.post(f"/channels/{ref}/renew"), ref)
+        forbidden(ops.delete(f"/channels/{ref}"), ref)
+        forbidden(blog.post("/publish", json={"channels": [ref], "data": 1}), ref)
+    for limit in (1, 50):
+        assert listed(ops, limit=limit) == [made.json()["id"]]
+        assert listed(ops, prefix="$", limit=limit) == []
+    refused = blog.get("/subscribe/events", params={"timeout": 0})
+    assert refused.status_code == 403, refused.text
+    assert "channel events" in refused.json()["detail"]
+
+    def told() -> list[object] | None:
+        answer = ops.get("/subscribe/events", params={"timeout": 0})
+        assert answer.status_code == 200, answer.text
+        names = [message["data"]["name"] for message in answer.json()["messages"]]
+        return names or None
+
+    assert wait_for(told, what="the creation of blog:a told") == ["blog:a"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from pushup.core.model import ChannelId, Message, Outcome
+from pushup.core.model import ChannelEnd, ChannelId, Message, Outcome
 
 # A realistic epoch time: ids drawn from it stay far below 2**53.
 T0 = 1_700_000_000.0
@@ -39,6 +39,7 @@ class RecordingListener:
         self.published_calls: list[tuple[list[Message], frozenset[ChannelId]]] = []
         self.closed_calls: list[list[ChannelId]] = []
         self.closed_event = asyncio.Event()
+        self.ended_calls: list[list[ChannelEnd]] = []
 
     def published(self, messages: Sequence[Message], evicted: frozenset[ChannelId]) -> None:
         self.published_calls.append((list(messages), evicted))
@@ -46,6 +47,9 @@ class RecordingListener:
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
         self.closed_calls.append(list(channel_ids))
         self.closed_event.set()
+
+    def ended(self, ends: Sequence[ChannelEnd]) -> None:
+        self.ended_calls.append(list(ends))
 
 
 class RecordingReceiver:

@@ -23,6 +23,7 @@ from pushup.client.errors import (
     TransportError,
     Unauthorized,
 )
+from pushup.client.events import ChannelEvent, ChannelEvents, channel_events
 from pushup.client.history import History, history
 from pushup.client.publisher import Publisher
 from pushup.client.subscribe import Subscription, subscribe
@@ -33,6 +34,7 @@ from pushup.client.wire import (
     ChannelState,
     ListedChannel,
     Message,
+    Presence,
     Published,
 )
 
@@ -41,6 +43,8 @@ __all__ = [
     "AsyncPublisher",
     "Channel",
     "ChannelClosed",
+    "ChannelEvent",
+    "ChannelEvents",
     "ChannelNotFound",
     "ChannelRef",
     "ChannelState",
@@ -54,6 +58,7 @@ __all__ = [
     "NameTaken",
     "NotFound",
     "PayloadTooLarge",
+    "Presence",
     "Published",
     "Publisher",
     "PushUpError",
@@ -64,6 +69,7 @@ __all__ = [
     "TooManyRequests",
     "TransportError",
     "Unauthorized",
+    "channel_events",
     "history",
     "mint_token",
     "subscribe",

@@ -15,6 +15,7 @@ from pushup.client.wire import (
     Channels,
     ChannelState,
     ListedChannel,
+    Presence,
     Published,
 )
 
@@ -80,6 +81,11 @@ class AsyncPublisher(wire.AsyncClosing):
             if page.next is None:
                 return
             after = page.next
+
+    async def presence(self, channel: ChannelRef) -> Presence:
+        """Who is on the channel now: its parked polls and open streams over every
+        node, and the distinct `sub` claims of their tokens."""
+        return await self._call(wire.presence(channel))
 
     async def publish(self, channels: Channels, data: Any) -> Published:
         """Publish `data` (any JSON value) to one channel or several, all or nothing."""

@@ -17,6 +17,7 @@ from pushup.client.wire import (
     Channels,
     ChannelState,
     ListedChannel,
+    Presence,
     Published,
 )
 
@@ -80,6 +81,11 @@ class Publisher:
             if page.next is None:
                 return
             after = page.next
+
+    def presence(self, channel: ChannelRef) -> Presence:
+        """Who is on the channel now: its parked polls and open streams over every
+        node, and the distinct `sub` claims of their tokens."""
+        return self._call(wire.presence(channel))
 
     def publish(self, channels: Channels, data: Any) -> Published:
         """Publish `data` (any JSON value) to one channel or several, all or nothing."""

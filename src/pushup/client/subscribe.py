@@ -81,9 +81,10 @@ class Subscription(wire.AsyncClosing):
         max_backoff: float,
         token: str | Callable[[], str] | None = None,
         last: int | None = None,
+        path: str = "/subscribe",
     ) -> None:
         self._poller = _Poller(
-            base_url, channels, since, timeout, backoff, max_backoff, token, last
+            base_url, channels, since, timeout, backoff, max_backoff, token, last, path
         )
         # The generator refers to the poller, never to this object: dropping this object
         # then frees the generator by reference counting, and asyncio closes it with its
@@ -131,6 +132,7 @@ class _Poller:
         max_backoff: float,
         token: str | Callable[[], str] | None = None,
         last: int | None = None,
+        path: str = "/subscribe",
     ) -> None:
         if timeout is not None and not timeout > 0:
             # The server answers a 0 s poll at once: re-polling at once would spin.
@@ -146,6 +148,7 @@ class _Poller:
         self._token = token
         # Asked of the first answer only: later polls go on from its cursor.
         self._last = last
+        self._path = path
 
     async def run(self) -> AsyncGenerator[Message, None]:
         # A generator, so that every way out (close, cancel, collection) runs the
@@ -179,9 +182,7 @@ class _Poller:
         token = self._token() if callable(self._token) else self._token
         headers = None if token is None else {"Authorization": f"Bearer {token}"}
         try:
-            answer = wire.poll_answer(
-                await client.get("/subscribe", params=params, headers=headers)
-            )
+            answer = wire.poll_answer(await client.get(self._path, params=params, headers=headers))
         except httpx.TransportError as exc:
             await self._pause(repr(exc), None)
             return None

@@ -89,6 +89,28 @@ class ChannelState(Channel):
 
 
 @dataclass(frozen=True, slots=True)
+class Presence:
+    """Who is on a channel now (`GET /channels/{id}/presence`), over every node."""
+
+    id: int
+    name: str | None
+    polls: int  # long polls parked on it
+    streams: int  # SSE and WebSocket streams open on it
+    anonymous: int  # of those, the ones whose token had no `sub` claim (or no token)
+    subs: tuple[str, ...]  # the distinct `sub` claims among them, sorted, bounded
+    sub_count: int  # how many distinct: exact if `subs_complete`, else at least
+    subs_complete: bool  # whether `subs` lists them all
+    # Several nodes share the engine: how many are live, and how many answered in time
+    # (fewer makes every figure a lower bound); None on a server of one node.
+    live_nodes: int | None = None
+    counted_nodes: int | None = None
+
+    @property
+    def connections(self) -> int:
+        return self.polls + self.streams
+
+
+@dataclass(frozen=True, slots=True)
 class Published:
     """A publication as the server recorded it. Its `id` is also a cursor: `subscribe`
     with `since=id` gets what was published after it."""
@@ -225,6 +247,10 @@ def list_channels(prefix: str | None, limit: int | None, after: str | None) -> C
     return Call("GET", "/channels" + (f"?{given}" if given else ""), None, 200, _page)
 
 
+def presence(channel: ChannelRef) -> Call[Presence]:
+    return Call("GET", _path(channel) + "/presence", None, 200, _presence)
+
+
 def publish(channels: Channels, data: Any) -> Call[Published]:
     body = {"channels": channel_list(channels), "data": data}
     return Call("POST", "/publish", body, 201, _published)
@@ -345,6 +371,22 @@ def _page(obj: Any) -> ChannelPage:
         for c in obj["channels"]
     ]
     return ChannelPage(listed, obj["next"])
+
+
+def _presence(obj: Any) -> Presence:
+    nodes = obj.get("nodes") or {}
+    return Presence(
+        obj["id"],
+        obj["name"],
+        obj["polls"],
+        obj["streams"],
+        obj["anonymous"],
+        tuple(obj["subs"]),
+        obj["sub_count"],
+        obj["subs_complete"],
+        nodes.get("live"),
+        nodes.get("counted"),
+    )
 
 
 def _published(obj: Any) -> Published:

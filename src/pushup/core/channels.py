@@ -1,5 +1,6 @@
 """Channel operations made of several engine calls: get-or-create (create, else renew),
-and a page of the channel listing as a publisher key sees it.
+and a page of the channel listing as a publisher key sees it; and the names reserved
+for the server's own channels (`$events`, `core/events.py`), which no listing shows.
 
 A key kept to prefixes (`core/tenants.py`) lists only the channels it may touch. By
 name, that is the names under its prefixes, asked of the engine prefix by prefix (the
@@ -17,6 +18,8 @@ from pushup.core.errors import ChannelsNotFound, NameTaken
 from pushup.core.model import ChannelInfo, ChannelPage, ChannelRef, Retention
 from pushup.core.tenants import PublisherKey, allowed, listing_prefixes
 
+# Names starting with this are the server's own: no one else creates them.
+RESERVED_PREFIX = "$"
 # Rounds of create-then-renew before giving up (each lost round is a close or an expiry
 # of that very name in between: more than a couple means something odd).
 _GET_OR_CREATE_TRIES = 5
@@ -24,6 +27,11 @@ _GET_OR_CREATE_TRIES = 5
 # least), and calls per page (at most).
 _SCAN_BATCH = 50
 _SCAN_ROUNDS = 10
+
+
+def reserved(ref: ChannelRef | None) -> bool:
+    """Whether a channel name is one of the server's own."""
+    return isinstance(ref, str) and ref.startswith(RESERVED_PREFIX)
 
 
 async def get_or_create(
@@ -52,7 +60,23 @@ async def visible_page(
     limit: int,
 ) -> ChannelPage:
     """A page of `Engine.list_channels` holding only the channels `key` may touch (None:
-    no key is configured, every channel)."""
+    no key is configured, every channel), never the server's own, whatever the key."""
+    if reserved(prefix):
+        return ChannelPage([], None)
+    page = await _page_for(engine, key, prefix, after, limit)
+    if any(reserved(info.name) for info in page.channels):
+        # Its cursor stays the engine's: the next page starts past it all the same.
+        page = ChannelPage([info for info in page.channels if not reserved(info.name)], page.next)
+    return page
+
+
+async def _page_for(
+    engine: Engine,
+    key: PublisherKey | None,
+    prefix: str | None,
+    after: ChannelRef | None,
+    limit: int,
+) -> ChannelPage:
     if key is None or key.unrestricted:
         return await engine.list_channels(prefix, after, limit)
     if prefix is None:

@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from pushup.core.model import (
     SERVER_RETENTION,
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelPage,
@@ -21,6 +22,7 @@ from pushup.core.model import (
     ReadResult,
     Retention,
 )
+from pushup.core.presence import Presence
 
 # One publication as the engine takes it: target channels and the JSON-encoded payload.
 Publication = tuple[Sequence[ChannelRef], bytes]
@@ -34,7 +36,14 @@ class EngineListener(Protocol):
         dropped some of them (more than `max_messages` in one batch)."""
 
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
-        """These channels were closed or expired."""
+        """These channels were closed or expired (told on every node)."""
+
+    def ended(self, ends: Sequence[ChannelEnd]) -> None:
+        """These channels were closed or expired by this node's own operation: told
+        once over every node sharing the engine, on the node whose operation removed
+        them (a close, or the call or sweep that found them expired), so the node told
+        can speak for the whole cluster (the application's channel events). An expiry
+        several nodes find due at once is told once, by the one whose write removed it."""
 
     async def resync(self) -> None:
         """The engine may have missed events (its link to a shared store was lost and
@@ -44,6 +53,11 @@ class EngineListener(Protocol):
     def subscribers(self, channel_id: ChannelId) -> int:
         """Polls parked on this channel in this process (a shared engine tells other
         nodes, which count their own)."""
+
+    def presence(self, channel_id: ChannelId) -> Presence:
+        """Who is on this channel in this process: its parked polls and open streams,
+        and the distinct `sub` claims of their tokens (a shared engine tells other
+        nodes, which answer with their own)."""
 
 
 class Engine(Protocol):
@@ -130,6 +144,11 @@ class Clustered(Protocol):
 
     async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
         """The same for several channels, with one question to the other nodes."""
+
+    async def presence(self, channel_id: ChannelId) -> Presence:
+        """This node's presence merged with each live node's that answers in a bounded
+        time (`live_nodes` and `counted_nodes` say how many); a node that died is no
+        longer live once its heartbeats stop, and is not waited for."""
 
 
 @dataclass(frozen=True, slots=True)

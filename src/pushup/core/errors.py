@@ -19,6 +19,15 @@ class ChannelsNotFound(PushUpError):
         self.refs = list(refs)
 
 
+class SystemChannel(PushUpError):
+    """A channel of the server's own (`$events`): only the server writes it, and only
+    the publisher reads it, at its own endpoint."""
+
+    def __init__(self, refs: Sequence[ChannelRef]) -> None:
+        super().__init__(f"the server's own channels: {list(refs)}")
+        self.refs = list(refs)
+
+
 class NameTaken(PushUpError):
     """A live channel already carries this name."""
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from pushup.core import presence
 from pushup.core.channels import get_or_create, visible_page
 from pushup.core.engine import (
     CacheStats,
@@ -22,22 +23,23 @@ from pushup.core.engine import (
     SubscriberCount,
 )
 from pushup.core.errors import ChannelsNotFound
+from pushup.core.events import ChannelEvents
+from pushup.core.fanout import answer_closed, fan_out
 from pushup.core.model import (
     SERVER_RETENTION,
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelPage,
     ChannelRef,
-    Hit,
     Message,
     MessageId,
     Outcome,
     PollOutcome,
     Retention,
-    closed_outcome,
     paged_outcome,
-    window,
 )
+from pushup.core.presence import Presence
 from pushup.core.tenants import PublisherKey
 from pushup.core.waiters import Receiver, Subscription, Waiters
 from pushup.observe import metrics
@@ -56,10 +58,13 @@ class PollQuery:
     # the `limit` oldest, saying whether more are cached (a poll's pages).
     last: int = 0
     limit: int = 0
+    # Who asks: the `sub` claim of the subscriber's token (None: anonymous), for presence.
+    who: str | None = None
+    # The publisher reading the server's own channels (`$events`); else they are refused.
+    system: bool = False
 
 
 _TIMER_SLACK_S = 0.002
-_NONE_LOST: frozenset[ChannelId] = frozenset()
 
 
 class Hub:
@@ -70,7 +75,9 @@ class Hub:
     publication made on another node wakes the same local subscriptions.
     """
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], float] = time.time, events: bool = False
+    ) -> None:
         self._engine = engine
         self.waiters = Waiters()
         self._clock = clock
@@ -83,13 +90,18 @@ class Hub:
         self._resyncs = 0
         # Several nodes share the engine: a node may lag behind the others.
         self._shared = isinstance(engine, Clustered)
+        # The application's channel events, published to `$events`, a channel everyone
+        # else is kept from (`events.refuse`).
+        self.events = ChannelEvents(engine, clock, on=events)
 
     async def start(self) -> None:
         await self._engine.start(self)
+        await self.events.start()
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        await self.events.close()
         await self._engine.close()
 
     # -- channels and publications ---------------------------------------------------
@@ -102,44 +114,53 @@ class Hub:
         """Store publications, all or nothing (raises ChannelsNotFound); the engine's
         event then wakes the subscriptions. The server's own publications (the
         dashboard's figures) pass `counted=False`: they are not the users' messages."""
+        for refs, _ in publications:
+            self.events.refuse(refs)
         messages = await self._engine.publish(publications)
         if counted:
             metrics.published(len(messages))
         return messages
 
-    def create_channel(
+    async def create_channel(
         self,
         ttl_s: float | None,
         name: str | None,
         retention: Retention = SERVER_RETENTION,
         *,
         owner: str | None = None,
-    ) -> Coroutine[Any, Any, ChannelInfo]:
+    ) -> ChannelInfo:
         """A new channel, owned by the publisher key named `owner`; raises NameTaken."""
-        return self._engine.create_channel(ttl_s, name, retention, owner=owner)
+        info = await self._engine.create_channel(ttl_s, name, retention, owner=owner)
+        self.events.created(info)
+        return info
 
-    def get_or_create_channel(
+    async def get_or_create_channel(
         self,
         ttl_s: float | None,
         name: str,
         retention: Retention = SERVER_RETENTION,
         *,
         owner: str | None = None,
-    ) -> Coroutine[Any, Any, tuple[ChannelInfo, bool]]:
+    ) -> tuple[ChannelInfo, bool]:
         """The live channel of that name, renewed, or a new one; and whether it is new
         (`core/channels.py`). An application's start-up can then ask for its
         channels without counting `name_taken` errors. A channel found keeps its own
         retention and owner: messages it holds were kept by it, and the answer shows it."""
-        return get_or_create(self._engine, ttl_s, name, retention, owner)
+        info, created = await get_or_create(self._engine, ttl_s, name, retention, owner)
+        if created:
+            self.events.created(info)
+        return info, created
 
     def renew_channel(
         self, ref: ChannelRef, ttl_s: float | None
     ) -> Coroutine[Any, Any, ChannelInfo]:
         """The channel with a new expiry; raises ChannelsNotFound."""
+        self.events.refuse((ref,))
         return self._engine.renew_channel(ref, ttl_s)
 
     def close_channel(self, ref: ChannelRef) -> Coroutine[Any, Any, None]:
         """Close a channel: its subscriptions are answered 410; raises ChannelsNotFound."""
+        self.events.refuse((ref,))
         return self._engine.close_channel(ref)
 
     def channel_info(self, ref: ChannelRef) -> Coroutine[Any, Any, ChannelInfo]:
@@ -174,6 +195,13 @@ class Hub:
         local = self.subscribers(channel_id)
         return SubscriberCount(local, local)
 
+    async def channel_presence(self, channel_id: ChannelId) -> Presence:
+        """Who is on a channel: on every node of a shared engine (asked over the
+        engine, in a bounded time), else on this one."""
+        if isinstance(self._engine, Clustered):
+            return await self._engine.presence(channel_id)
+        return self.presence(channel_id)
+
     def health(self) -> EngineHealth | None:
         """The engine's state as last seen, without I/O; None for an engine whose store
         cannot be out of reach."""
@@ -183,7 +211,9 @@ class Hub:
         """What the engine caches in this process, less `leave_out`; None when the cache
         lives in a shared store (whose size is the store's own metric)."""
         engine = self._engine
-        return engine.cache_stats(leave_out) if isinstance(engine, Measured) else None
+        if not isinstance(engine, Measured):
+            return None
+        return engine.cache_stats((*leave_out, *self.events.ids))
 
     # -- polls and streams -----------------------------------------------------------
 
@@ -210,6 +240,10 @@ class Hub:
     def subscribers(self, channel_id: ChannelId) -> int:
         """Subscriptions parked on this channel in this process."""
         return self.waiters.count(channel_id)
+
+    def presence(self, channel_id: ChannelId) -> Presence:
+        """Who is on this channel in this process, polls and streams."""
+        return presence.of_subscriptions(self.waiters.on_channel(channel_id))
 
     def parked(self) -> int:
         """Subscriptions parked in this process, polls and streams."""
@@ -248,8 +282,12 @@ class Hub:
     ) -> Outcome | Subscription | tuple[PollOutcome, Subscription | None]:
         """Read, then park: a poll with something to answer (or nothing to wait for)
         is answered by its read; a stream sends its read and stays parked after it."""
+        if not query.system:
+            self.events.refuse(query.channels)
         # An id and a name may denote the same channel: count it once.
         channel_ids = list(dict.fromkeys(await self._engine.resolve(query.channels)))
+        if not query.system:
+            self.events.refuse(channel_ids)
         # A cursor above the store's high water finds nothing. In one process it is one
         # this server never issued (a clock set back): the poll parks from the high
         # water, as "everything from now on", and hides no later message. With a shared
@@ -290,6 +328,7 @@ class Hub:
             # A stream sends every live message: `last` shapes only its start.
             last=0 if stream else query.last,
             limit=0 if stream else query.limit,
+            who=query.who,
         )
         if deadline < self._timer_at:
             self._arm_timer(loop, deadline)
@@ -298,74 +337,15 @@ class Hub:
     # -- engine events ---------------------------------------------------------------
 
     def published(self, messages: Sequence[Message], evicted: frozenset[ChannelId]) -> None:
-        if not messages:
-            return
-        started = time.perf_counter()
-        self._notified = max(self._notified, messages[-1].id)
-        # Per channel, the newest time published to it: one range query per channel,
-        # however many messages a batch holds.
-        newest: dict[ChannelId, float] = {}
-        for message in messages:
-            for channel_id in message.channels:
-                newest[channel_id] = message.time
-        woken: dict[Subscription, None] = {}
-        for channel_id, newest_time in newest.items():
-            woken.update(dict.fromkeys(self.waiters.started(channel_id, newest_time)))
-        if not woken:
-            return
-        answers: dict[object, PollOutcome | None] = {}
-        delivered: list[tuple[Subscription, PollOutcome]] = []
-        first_id = messages[0].id
-        for sub in woken:
-            if sub.after >= first_id:
-                # The poll's own read already covered some of these (an engine that
-                # hears of publications late): never deliver a message twice.
-                later = [message for message in messages if message.id > sub.after]
-                outcome = self._answer(sub, later, _NONE_LOST if sub.stream else evicted)
-            elif evicted and sub.stream:
-                # A stream gets a batch the cache could not hold whole, live: no gap.
-                key = (sub.shape, "stream")
-                if key in answers:
-                    outcome = answers[key]
-                else:
-                    outcome = answers[key] = self._answer(sub, messages, _NONE_LOST)
-            elif sub.shape in answers:
-                outcome = answers[sub.shape]
-            else:
-                outcome = answers[sub.shape] = self._answer(sub, messages, evicted)
-            if outcome is not None:
-                delivered.append((sub, outcome))
-        polls = []
-        for sub, outcome in delivered:
-            if sub.stream:
-                sub.after = outcome.cursor  # it stays parked, having seen this far
-            else:
-                polls.append(sub)
-        self.waiters.remove(polls)
-        for sub, outcome in delivered:
-            sub.receiver.deliver(outcome)
-        # Counted once per fan-out, never per receiver.
-        metrics.fanned_out(
-            len(delivered), time.perf_counter() - started, time.time() - messages[0].time
-        )
+        if messages:
+            self._notified = max(self._notified, messages[-1].id)
+            fan_out(self.waiters, messages, evicted)
 
     def closed(self, channel_ids: Sequence[ChannelId]) -> None:
-        gone = set(channel_ids)
-        affected: dict[Subscription, None] = {}
-        for channel_id in channel_ids:
-            for sub in self.waiters.on_channel(channel_id):
-                affected[sub] = None
-        if not affected:
-            return
-        self.waiters.remove(affected)
-        metrics.count_error("channel_closed", len(affected))
-        answers: dict[tuple[ChannelId, ...], Outcome] = {}
-        for sub in affected:
-            closed = tuple(c for c in sub.channels if c in gone)
-            outcome = answers.get(closed)
-            if outcome is None:
-                outcome = answers[closed] = closed_outcome(closed)
-            sub.receiver.deliver(outcome)
+        answer_closed(self.waiters, channel_ids)
+
+    def ended(self, ends: Sequence[ChannelEnd]) -> None:
+        self.events.ended(ends)
 
     async def resync(self) -> None:
         """Re-read the store for every parked subscription: the engine may have missed
@@ -408,22 +388,6 @@ class Hub:
         if since is not None and since > high_water and self._shared:
             return since
         return high_water
-
-    @staticmethod
-    def _answer(
-        sub: Subscription, messages: Sequence[Message], evicted: frozenset[ChannelId]
-    ) -> PollOutcome | None:
-        wanted = set(sub.channels)
-        hits: list[Hit] = []
-        for message in messages:
-            if sub.start <= message.time <= sub.end:
-                channels = tuple(c for c in message.channels if c in wanted)
-                if channels:
-                    hits.append((message, channels))
-        if not hits:
-            return None
-        hits, more = window(hits, sub.last, sub.limit)
-        return PollOutcome(hits, hits[-1][0].id, not evicted.isdisjoint(wanted), more)
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NewType
+from typing import Literal, NewType
 
 import orjson
 
@@ -103,6 +103,16 @@ class ChannelPage:
 
     channels: list[ChannelInfo]
     next: ChannelRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEnd:
+    """A channel closed or expired, as the node whose operation removed it tells it."""
+
+    id: ChannelId
+    name: str | None
+    reason: Literal["closed", "expired"]
+    at: float  # epoch seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ class Subscription:
         "shape",
         "start",
         "stream",
+        "who",
     )
 
     def __init__(
@@ -48,6 +49,7 @@ class Subscription:
         stream: bool = False,
         last: int = 0,
         limit: int = 0,
+        who: str | None = None,
     ) -> None:
         self.receiver = receiver
         self.channels = channels  # sorted, distinct
@@ -70,6 +72,8 @@ class Subscription:
         # A stream (SSE, WebSocket) stays parked after each delivery, its `after`
         # moved to what it was sent; a poll is unparked by its answer.
         self.stream = stream
+        # Who subscribes (the `sub` claim of its token; None: anonymous), for presence.
+        self.who = who
 
 
 _by_start = attrgetter("by_start")
@@ -108,10 +112,11 @@ class Waiters:
         stream: bool = False,
         last: int = 0,
         limit: int = 0,
+        who: str | None = None,
     ) -> Subscription:
         self._seq += 1
         sub = Subscription(
-            receiver, channels, start, end, deadline, self._seq, after, stream, last, limit
+            receiver, channels, start, end, deadline, self._seq, after, stream, last, limit, who
         )
         for channel_id in channels:
             waiting = self._by_channel.get(channel_id)

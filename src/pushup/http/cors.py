@@ -21,8 +21,11 @@ from pushup.http.response import Response, frame
 
 Headers = tuple[tuple[str, str], ...]
 
-# Paths a browser on another origin may read: the subscriber transports and the client.
+# Paths a browser on another origin may read: the subscriber transports and the client
+# (and a channel's presence, `/channels/{id}/presence`: see `readable`).
 PATHS = frozenset({"/subscribe", "/subscribe/sse", "/subscribe/ws", "/pushup.js"})
+_PRESENCE = ("/channels/", "/presence")
+
 ANY = "*"
 # How long a browser may reuse a preflight's answer (Chrome caps it at 2 hours).
 MAX_AGE_S = 600
@@ -34,6 +37,13 @@ _PREFLIGHT: Headers = (
     ("Access-Control-Allow-Headers", "Authorization, Last-Event-ID"),
     ("Access-Control-Max-Age", str(MAX_AGE_S)),
 )
+
+
+def readable(path: str) -> bool:
+    """Whether a page on another origin may read the answer to `path`."""
+    return path in PATHS or (
+        path.startswith(_PRESENCE[0]) and path.endswith(_PRESENCE[1]) and path.count("/") == 3
+    )
 
 
 class CorsPolicy:
@@ -54,7 +64,7 @@ class CorsPolicy:
     def response_headers(self, request: Request) -> Headers | None:
         """The CORS headers of any answer to `request`: None off the subscriber paths,
         else `Vary: Origin` and, for an allowed origin, its echo."""
-        if request.path not in PATHS:
+        if not readable(request.path):
             return None
         origin = request.headers.get("origin")
         if origin is None:
@@ -69,7 +79,7 @@ class CorsPolicy:
     def preflight(self, request: Request) -> Response | None:
         """The answer to an `OPTIONS` request on a subscriber path (None elsewhere: the
         router's 405). The echo of the origin is added with every other answer's."""
-        if request.path not in PATHS:
+        if not readable(request.path):
             return None
         origin = request.headers.get("origin")
         if origin is None or not self.allows(origin):

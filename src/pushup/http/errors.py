@@ -14,6 +14,7 @@ from pushup.core.errors import (
     NotAllowed,
     NotReplicated,
     StorageFull,
+    SystemChannel,
 )
 
 # Sent with every 503: the node (or the store behind it) may serve again in a moment.
@@ -164,6 +165,14 @@ def answer(exc: BaseException) -> ApiError | None:
             "unknown, expired or closed channels: " + ", ".join(map(str, exc.refs)),
             status=404,
             code="channel_not_found",
+            channels=exc.refs,
+        )
+    if isinstance(exc, SystemChannel):
+        return ApiError(
+            "these are the server's own channels (channel events are read at "
+            "GET /subscribe/events with the publisher key): " + ", ".join(map(str, exc.refs)),
+            status=403,
+            code="forbidden",
             channels=exc.refs,
         )
     if isinstance(exc, NotAllowed):

@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from pushup.core.channels import RESERVED_PREFIX, reserved
+from pushup.core.events import EVENTS_CHANNEL
 from pushup.core.model import MAX_ID, SERVER_RETENTION, ChannelRef, MessageId, Retention
 from pushup.http.errors import (
     AboveServerLimit,
@@ -217,12 +219,18 @@ def flag(obj: Mapping[str, Any], field: str) -> bool:
 
 
 def name(obj: Mapping[str, Any]) -> str | None:
+    """A new channel's name; names starting with `$` are the server's own."""
     value = obj.get("name")
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidBody("name must be a string")
     check_name(value)
+    if reserved(value):
+        raise InvalidBody(
+            f"names starting with {RESERVED_PREFIX} are reserved for the server's own "
+            f"channels ({EVENTS_CHANNEL})"
+        )
     return value
 
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
-from pushup.http import assets, monitoring, publisher, subscriber
+from pushup.http import assets, monitoring, presence, publisher, subscriber
 from pushup.http.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from pushup.http.limits import is_loopback
 from pushup.http.request import Request
@@ -35,11 +35,15 @@ _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
         True,
     ),
     (("channels", None, "renew"), {"POST": publisher.renew_channel}, True),
+    # Publishers, and subscribers who may read the channel: the router decides.
+    (("channels", None, "presence"), {"GET": presence.channel_presence}, False),
     (("publish",), {"POST": publisher.publish}, True),
     (("publish", "batch"), {"POST": publisher.publish_batch}, True),
     (("subscribe",), {"GET": subscriber.subscribe}, False),
     (("subscribe", "sse"), {"GET": subscriber.subscribe_sse}, False),
     (("subscribe", "ws"), {"GET": subscriber.subscribe_ws}, False),
+    # The application's channel events (`$events`): publishers only.
+    (("subscribe", "events"), {"GET": subscriber.channel_events}, True),
     (("health",), {"GET": subscriber.health}, False),
     (("pushup.js",), {"GET": assets.client_script}, False),
     (("metrics",), {"GET": monitoring.metrics}, True),
@@ -118,6 +122,8 @@ class Router:
             route = _ROUTE_NAMES.get(handler, _UNMATCHED)
             if for_publishers:
                 self._authorize_publisher(request)
+            elif handler is presence.channel_presence:
+                return await self._presence(request, args)
             elif handler in _SUBSCRIBER_HANDLERS and (
                 self._tokens is not None or self._cors is not None
             ):
@@ -155,6 +161,22 @@ class Router:
         grant = None if self._tokens is None else self._tokens.verify(request)
         headers = None if cors is None else cors.response_headers(request)
         return await handler(request, self.services, grant=grant, cors=headers)
+
+    async def _presence(self, request: Request, args: list[str]) -> Reply:
+        """A channel's presence: the publisher reads any; a subscriber, with subscriber
+        tokens on, only one its token grants (`http/presence.py`)."""
+        if self._is_publisher(request):
+            return await presence.channel_presence(request, self.services, *args)
+        grant = None if self._tokens is None else self._tokens.verify(request)
+        return await presence.channel_presence(request, self.services, *args, grant=grant)
+
+    def _is_publisher(self, request: Request) -> bool:
+        """Whether the request comes with the publisher's access (no error if not)."""
+        try:
+            self._authorize_publisher(request)
+        except (Unauthorized, Forbidden):
+            return False
+        return True
 
     def _authorize_publisher(self, request: Request) -> None:
         """A publisher key (its request then carries it, `request.publisher`), or with

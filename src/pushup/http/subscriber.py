@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pushup.core.events import EVENTS_CHANNEL
 from pushup.core.hub import PollQuery
 from pushup.core.model import MessageId, Outcome
 from pushup.core.waiters import Subscription
 from pushup.http import params
 from pushup.http.access import sse_stream, ws_stream
 from pushup.http.cors import Headers
-from pushup.http.errors import InvalidCursor, InvalidParameter, store_unreachable
+from pushup.http.errors import (
+    Forbidden,
+    InvalidCursor,
+    InvalidParameter,
+    NotFound,
+    store_unreachable,
+)
 from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
@@ -20,6 +27,8 @@ from pushup.http.tokens import Grant
 from pushup.http.websocket import handshake
 
 _POLL_PARAMS = {"channels", "timeout", "since", "start", "end", "last", "limit"}
+# A poll of the channel events: its one channel is implied.
+_EVENTS_PARAMS = _POLL_PARAMS - {"channels"}
 # The most messages `last` and `limit` may ask for at once.
 MAX_PAGE = 10_000
 # EventSource polyfills that cannot set headers send the last id in the query instead.
@@ -95,6 +104,25 @@ async def subscribe(
     if grant is not None:
         query = await grant.authorize(query, services.hub)
     return await services.hub.poll(query, request.connection)
+
+
+async def channel_events(request: Request, services: Services) -> Outcome | Subscription:
+    """`GET /subscribe/events` (publisher side): a long poll of `$events`, the channel
+    events of the application (created, closed, expired), with a poll's parameters."""
+    settings = services.settings
+    if not services.hub.events.on:
+        raise NotFound("channel events are off: start the server with --channel-events")
+    key = request.publisher
+    if key is not None and not key.unrestricted:
+        # Every channel's events, other keys' too: for a key allowed every channel.
+        raise Forbidden(
+            f"publisher key {key.name!r} may not read the channel events: they tell of "
+            'every channel, so only a key with the prefix "" may'
+        )
+    found = params.query(request.query, _EVENTS_PARAMS)
+    found["channels"] = EVENTS_CHANNEL
+    query = _checked(found, settings.max_timeout_s, settings.default_timeout_s)
+    return await services.hub.poll(replace(query, system=True), request.connection)
 
 
 async def _authorized_query(request: Request, services: Services, grant: Grant | None) -> PollQuery:

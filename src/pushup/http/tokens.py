@@ -3,7 +3,8 @@
 With a subscriber secret set, every subscriber transport needs a token (HS256 only, so
 a token cannot pick its own algorithm, `none` included), in `Authorization: Bearer` or,
 for EventSource and WebSocket, which cannot set headers, in `?token=`. Its claims:
-`channels` (ids and/or names) and `exp` (required). A bad token is a 401 before the
+`channels` (ids and/or names) and `exp` (required), and `sub` (optional: who the
+subscriber is, as presence lists it). A bad token is a 401 before the
 query is even read; a channel outside the claim is a 403 before anything is looked up
 by the hub or parked. Error sentences never quote the token: it is a credential.
 """
@@ -42,10 +43,11 @@ class TokenExpired(ApiError):
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What a valid token allows: reading `channels` until `expires_at` (epoch seconds,
-    leeway included)."""
+    leeway included); `sub` is who it was minted for (None without the claim)."""
 
     channels: frozenset[ChannelRef]
     expires_at: float
+    sub: str | None = None
 
     async def authorize(self, query: PollQuery, hub: Hub) -> PollQuery:
         """The query if every channel it names is granted, else a 403 naming the others.
@@ -57,6 +59,8 @@ class Grant:
         the claim is refused, not reported missing: a token tells nothing about
         channels it does not grant."""
         granted = self.channels
+        if self.sub is not None:
+            query = replace(query, who=self.sub)
         if all(ref in granted for ref in query.channels):
             return query
         checked: list[ChannelRef] = []
@@ -129,7 +133,13 @@ class SubscriberTokens:
             raise Unauthorized(
                 f"the subscriber token is not valid: {exc}", headers=_CHALLENGE
             ) from None
-        return Grant(_channels(claims.get("channels")), float(claims["exp"]) + LEEWAY_S)
+        sub = claims.get("sub")
+        if sub is not None and (not isinstance(sub, str) or not sub):
+            raise Unauthorized(
+                "the subscriber token's sub claim must be a non-empty string",
+                headers=_CHALLENGE,
+            )
+        return Grant(_channels(claims.get("channels")), float(claims["exp"]) + LEEWAY_S, sub)
 
 
 def _token(request: Request) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable
+from pushup.core.events import STATS_CHANNEL_PREFIX
 from pushup.core.model import ChannelId
 from pushup.observe.metrics import FIGURES
 from pushup.observe.peers import Peers
@@ -31,7 +32,6 @@ TICK_S = 1.0
 # The stats channel lives while dashboards watch (each tick is activity), and goes
 # away a while after the last one closed.
 STATS_CHANNEL_TTL_S = 300.0
-STATS_CHANNEL_PREFIX = "pushup:stats:"
 
 
 @dataclass(frozen=True, slots=True)

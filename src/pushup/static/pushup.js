@@ -3,6 +3,7 @@
 //   import { subscribe } from "/pushup.js";
 //   const handle = subscribe({ channels: ["room:lobby"], onMessage: (m) => show(m.data) });
 //   handle.stop();
+//   const who = await presence("room:lobby");  // { connections, subs, sub_count, ... }
 //
 // It keeps the cursor, so nothing published between two polls is missed and nothing is
 // seen twice; re-polls at once after each answer; backs off with jitter (capped) on
@@ -48,6 +49,26 @@ export function subscribe(options) {
       return sub.transport;
     },
   };
+}
+
+/**
+ * Who is on a channel now: its parked polls and open streams over every node, and the
+ * distinct `sub` claims of their tokens (GET /channels/{id}/presence). Options:
+ * `baseUrl`, and `token` (a subscriber token granting the channel, or a function giving
+ * one) when the server has a subscriber secret. Rejects with an ApiError (`status`,
+ * `code`) on an error answer.
+ */
+export async function presence(channel, options = {}) {
+  const { baseUrl, token } = { ...DEFAULTS, ...options };
+  const base = new URL(baseUrl || "/", location.href);
+  const url = new URL(`channels/${encodeURIComponent(String(channel))}/presence`, base);
+  const bearer = typeof token === "function" ? await token() : token;
+  // In the query, as a poll sends it: a simple request needs no CORS preflight.
+  if (bearer) url.search = new URLSearchParams({ token: bearer }).toString();
+  const response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+  const body = await response.json().catch(() => null);
+  if (!response.ok || !body) throw new ApiError(response.status, body);
+  return body;
 }
 
 /** True when cursor or message id `a` comes after `b` (ids are decimal strings). */

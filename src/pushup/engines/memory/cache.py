@@ -291,9 +291,9 @@ class Cache:
 
     # -- expiry ----------------------------------------------------------------------
 
-    def expire(self, now: float) -> list[ChannelId]:
+    def expire(self, now: float) -> list[Channel]:
         """Drop messages older than the message TTL and channels past their expiry;
-        the ids of the channels dropped."""
+        the channels dropped."""
         aging = self.aging
         while aging and aging[0][0] <= now:
             _, channel_id = heapq.heappop(aging)
@@ -325,7 +325,11 @@ class Cache:
                 # Active since this entry was pushed: look again at its new expiry.
                 channel.scheduled_at = channel.expires_at
                 heapq.heappush(heap, (channel.expires_at, channel_id))
-        return self.drop(list(expired.values())) if expired else []
+        if not expired:
+            return []
+        channels = list(expired.values())
+        self.drop(channels)
+        return channels
 
     def next_due(self) -> float:
         """When the next message or channel expires (inf: nothing will)."""

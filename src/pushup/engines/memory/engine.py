@@ -14,6 +14,7 @@ from pushup.core.errors import EngineUnavailable, NameTaken
 from pushup.core.ids import IdClock
 from pushup.core.model import (
     SERVER_RETENTION,
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelPage,
@@ -159,8 +160,13 @@ class MemoryEngine:
         now = self._clock()
         (channel,) = self._lookup([ref], now)
         journal.closed(self._cache.drop([channel]))
-        if (committed := journal.committed()) is not None:
-            await committed
+        try:
+            if (committed := journal.committed()) is not None:
+                await committed
+        finally:
+            # Closed in memory even if its commit failed (it goes with the next group).
+            if self._listener is not None:
+                self._listener.ended([ChannelEnd(channel.id, channel.name, "closed", now)])
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         (channel,) = self._lookup([ref], self._clock())
@@ -235,7 +241,10 @@ class MemoryEngine:
         clock, not the journal, decides an expiry, and a restart finds it expired too."""
         expired = self._cache.expire(now)
         if expired and self._listener is not None:
-            self._listener.closed(expired)
+            self._listener.closed([channel.id for channel in expired])
+            self._listener.ended(
+                [ChannelEnd(channel.id, channel.name, "expired", now) for channel in expired]
+            )
 
     def _schedule_sweep(self) -> None:
         """Keep one timer armed for the next message or channel expiry."""

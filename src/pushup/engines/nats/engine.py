@@ -44,6 +44,7 @@ from pushup.core.model import (
     ReadResult,
     Retention,
 )
+from pushup.core.presence import Presence
 from pushup.engines.memory.channel import Channel
 from pushup.engines.nats import layout
 from pushup.engines.nats import publications as publishing
@@ -118,7 +119,7 @@ class NatsEngine:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, listener: EngineListener) -> None:
-        self._listener = self._replica.listener = listener
+        self._listener = self._replica.listener = self._expiry.listener = listener
         try:
             # nats-py would try the first connection again and again: bound it.
             async with asyncio.timeout(self._timeout_s):
@@ -248,13 +249,18 @@ class NatsEngine:
 
     async def close_channel(self, ref: ChannelRef) -> None:
         await self._expiry.run(self._interest)
+        names: dict[ChannelId, str | None] = {}
 
         def decide(last_id: int) -> Change:
             (channel,) = self._replica.cache.lookup([ref])
+            names[channel.id] = channel.name
             subject = self._subjects.channel(channel.id)
             return control(subject, Closed(channel.id), last_id, layout.ttl(0))
 
-        await self._write_control(decide)
+        entry = await self._write_control(decide)
+        # Written on top of the stream's last entry: this node alone closed it.
+        assert isinstance(entry, Closed)
+        self._expiry.tell_ended([entry.id], names, "closed")
 
     async def channel_info(self, ref: ChannelRef) -> ChannelInfo:
         await self._expiry.run(self._interest)
@@ -339,6 +345,12 @@ class NatsEngine:
     async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
         await need_task()
         return await self._nodes.count_each(channel_ids)
+
+    async def presence(self, channel_id: ChannelId) -> Presence:
+        """This node's presence on a channel merged with every other live node's that
+        answers in time (`nodes.py`)."""
+        await need_task()
+        return await self._nodes.presence(channel_id)
 
     def health(self) -> EngineHealth:
         connected = self._nc is not None and self._nc.is_connected

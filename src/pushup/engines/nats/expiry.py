@@ -10,12 +10,14 @@ newest copy and postpones the expiry if a publication extended it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
 
 from nats.js import JetStreamContext
 
+from pushup.core.engine import EngineListener
 from pushup.core.errors import EngineUnavailable
-from pushup.core.model import ChannelId
+from pushup.core.model import ChannelEnd, ChannelId
 from pushup.engines.nats import layout
 from pushup.engines.nats.interest import Interest
 from pushup.engines.nats.layout import Subjects
@@ -29,9 +31,18 @@ WriteControl = Callable[[Callable[[int], Change | None]], Awaitable[object]]
 
 
 class Expiry:
-    """Ages, expires and purges on behalf of one node."""
+    """Ages, expires and purges on behalf of one node, and tells its listener of the
+    channels this node's own writes ended."""
 
-    __slots__ = ("_clock", "_replica", "_stream", "_subjects", "_to_purge", "_write_control")
+    __slots__ = (
+        "_clock",
+        "_replica",
+        "_stream",
+        "_subjects",
+        "_to_purge",
+        "_write_control",
+        "listener",
+    )
 
     def __init__(
         self,
@@ -48,6 +59,7 @@ class Expiry:
         self._write_control = write_control
         # Channels this node expired, whose subjects it still has to purge.
         self._to_purge: list[ChannelId] = []
+        self.listener: EngineListener | None = None
 
     async def run(self, interest: Interest | None) -> None:
         """Age messages, and expire the due channels with one entry; before any call
@@ -73,16 +85,34 @@ class Expiry:
                 if channel.expires_at > now:
                     replica.cache.push_expiry(channel, channel.expires_at)
 
+        names: dict[ChannelId, str | None] = {}
+
         def decide(last_id: int) -> Change | None:
             at = self._clock()
             ids = [c for c in due if (ch := channels.get(c)) is not None and ch.expires_at <= at]
             if not ids:
                 return None
+            names.update((c, channels[c].name) for c in ids)
             return control(self._subjects.expiry, Expired(tuple(ids)), last_id, layout.ttl(0))
 
         entry = await self._write_control(decide)
         if isinstance(entry, Expired):
+            # Appended on top of the stream's last entry: a node that found them due as
+            # well lost the race, read this entry and found nothing left to expire.
+            self.tell_ended(entry.ids, names, "expired")
             self._to_purge.extend(entry.ids)
+
+    def tell_ended(
+        self,
+        ids: Sequence[ChannelId],
+        names: dict[ChannelId, str | None],
+        reason: Literal["closed", "expired"],
+    ) -> None:
+        """Tell the listener of channels this node's own entry ended (`EngineListener.
+        ended`): a close or an expiry written on top of the stream's last entry."""
+        if self.listener is not None:
+            now = self._clock()
+            self.listener.ended([ChannelEnd(c, names.get(c), reason, now) for c in ids])
 
     async def purge(self, jsm: JetStreamContext) -> None:
         """Remove what the stream still holds of the channels this node expired; those

@@ -1,7 +1,8 @@
-"""The live nodes, by their heartbeats on a core NATS subject, and subscriber counts
-gathered from them: each node holds its own parked polls, so a channel's subscribers
-are counted by asking every live node (outside the stream: nothing here is kept). One
-question may name several channels (`<asker> <id>,<id>...`, answered `<n>,<n>...`)."""
+"""The live nodes, by their heartbeats on a core NATS subject, and subscriber counts and
+presence gathered from them: each node holds its own parked polls, so a channel's
+subscribers are counted by asking every live node (outside the stream: nothing here is
+kept). One count may name several channels (`<asker> <id>,<id>...`, answered
+`<n>,<n>...`); a presence names one (`<asker> <id> P`, answered with a JSON object)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import logging
 import time
 from collections.abc import Sequence
 
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from pushup.core import presence
 from pushup.core.engine import EngineListener, SubscriberCount
 from pushup.core.model import ChannelId
 from pushup.engines.nats.layout import Subjects
@@ -97,13 +100,43 @@ class Nodes:
 
     async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
         """The same for several channels, in one question."""
-        assert self._listener is not None and self._nc is not None
+        assert self._listener is not None
         local = [self._listener.subscribers(channel_id) for channel_id in channel_ids]
         live = self.live_nodes
+        wanted = ",".join(map(str, channel_ids))
+        totals, counted = list(local), 1
+        for answer in await self._ask(f"{self.node_id} {wanted}", live):
+            try:
+                counts = [int(n) for n in answer.split(b",")]
+            except ValueError:
+                counts = []
+            if len(counts) == len(totals):  # else a node that misread it
+                totals = [t + n for t, n in zip(totals, counts, strict=True)]
+                counted += 1
+        return [
+            SubscriberCount(total, own, live, counted)
+            for total, own in zip(totals, local, strict=True)
+        ]
+
+    async def presence(self, channel_id: ChannelId) -> presence.Presence:
+        """This node's presence merged with each live node's that answers in time."""
+        assert self._listener is not None
+        parts = [self._listener.presence(channel_id)]
+        live = self.live_nodes
+        for answer in await self._ask(f"{self.node_id} {channel_id} P", live):
+            try:
+                parts.append(presence.from_wire(orjson.loads(answer)))
+            except ValueError as exc:  # orjson's decode error is one too
+                log.warning("ignored a malformed presence from another node: %s", exc)
+        return presence.merge(parts, live_nodes=live, counted_nodes=len(parts))
+
+    async def _ask(self, question: str, live: int) -> list[bytes]:
+        """The other nodes' answers to a question, as many as come within the timeout."""
         if live == 1:
-            return [SubscriberCount(n, n, 1, 1) for n in local]
+            return []
+        assert self._nc is not None
         nc = self._nc
-        totals, counted, answered = list(local), 1, 1
+        got: list[bytes] = []
         inbox = nc.new_inbox()
         answers: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -113,26 +146,18 @@ class Nodes:
         try:
             sub = await nc.subscribe(inbox, cb=on_answer)
             try:
-                wanted = ",".join(map(str, channel_ids))
-                await nc.publish(self._count, f"{self.node_id} {wanted}".encode(), inbox)
+                await nc.publish(self._count, question.encode(), inbox)
                 async with asyncio.timeout(self._timeout_s):
-                    while answered < live:
-                        counts = [int(n) for n in (await answers.get()).split(b",")]
-                        answered += 1
-                        if len(counts) == len(totals):  # else a node that misread it
-                            totals = [t + n for t, n in zip(totals, counts, strict=True)]
-                            counted += 1
+                    while 1 + len(got) < live:
+                        got.append(await answers.get())
             except TimeoutError:
                 pass
             finally:
                 with contextlib.suppress(*UNREACHABLE):
                     await sub.unsubscribe()
         except UNREACHABLE as exc:
-            log.debug("could not ask the other nodes for counts: %r", exc)
-        return [
-            SubscriberCount(total, own, live, counted)
-            for total, own in zip(totals, local, strict=True)
-        ]
+            log.debug("could not ask the other nodes: %r", exc)
+        return got
 
     async def _on_beat(self, msg: Msg) -> None:
         node = msg.data.decode()
@@ -147,13 +172,23 @@ class Nodes:
                     await self._nc.publish(self._beat, self.node_id.encode())
 
     async def _on_question(self, msg: Msg) -> None:
-        asker, _, channels = msg.data.decode().partition(" ")
+        """Another node counts channels' subscribers, or asks who is on one (`P`)."""
+        asker, _, rest = msg.data.decode().partition(" ")
         if asker == self.node_id or not msg.reply or self._listener is None:
             return
-        subscribers = self._listener.subscribers
-        counts = [subscribers(ChannelId(int(c))) for c in channels.split(",")]
+        channels, _, kind = rest.partition(" ")
+        try:
+            channel_ids = [ChannelId(int(c)) for c in channels.split(",")]
+        except ValueError:
+            log.warning("ignored a malformed question from another node: %r", msg.data[:200])
+            return
+        if kind == "P":
+            answer = orjson.dumps(self._listener.presence(channel_ids[0]).wire())
+        else:
+            counts = map(self._listener.subscribers, channel_ids)
+            answer = ",".join(map(str, counts)).encode()
         with contextlib.suppress(*UNREACHABLE):
-            await msg.respond(",".join(map(str, counts)).encode())
+            await msg.respond(answer)
 
     async def _beat_forever(self) -> None:
         assert self._nc is not None

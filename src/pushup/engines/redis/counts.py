@@ -1,8 +1,9 @@
-"""Subscriber counts over every node: each node holds its own parked polls, so a node
-counting a channel's subscribers asks every node on a control channel, and each answers
-with its own count on the asker's reply channel. One question may name several channels
-(a page of a listing): `Q <question> <id>,<id>... <asker>`, answered with as many counts
-in the same order."""
+"""Subscriber counts and presence over every node: each node holds its own parked polls,
+so a node counting a channel's subscribers (or asking who is on it) asks every node on a
+control channel, and each answers with its own figures on the asker's reply channel. A
+count may name several channels (a page of a listing): `Q <question> <id>,<id>...
+<asker>`, answered with as many counts in the same order; a presence names one
+(`P <question> <id> <asker>`), answered with a JSON object."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
+from pushup.core import presence
 from pushup.core.engine import EngineListener, SubscriberCount
 from pushup.core.errors import EngineUnavailable
 from pushup.core.model import ChannelId
@@ -29,12 +32,13 @@ log = logging.getLogger("pushup.redis")
 
 
 class _Tally:
-    """The answers to one question of this node's: node id -> its subscriber counts."""
+    """The answers to one question of this node's: node id -> its answer (a subscriber
+    count, or a presence as JSON)."""
 
     __slots__ = ("answers", "complete", "expected", "listeners")
 
     def __init__(self, complete: asyncio.Future[None]) -> None:
-        self.answers: dict[str, list[int]] = {}
+        self.answers: dict[str, str] = {}
         self.complete = complete
         self.expected: set[str] | None = None  # the other live nodes, once known
         self.listeners = 0  # the other nodes that heard the question
@@ -43,8 +47,8 @@ class _Tally:
         self.expected, self.listeners = expected, listeners
         self._check()
 
-    def add(self, node: str, counts: list[int]) -> None:
-        self.answers[node] = counts
+    def add(self, node: str, answer: str) -> None:
+        self.answers[node] = answer
         self._check()
 
     def _check(self) -> None:
@@ -121,9 +125,42 @@ class Counting:
         """The same for several channels, in one question."""
         assert self._listener is not None
         await need_task()  # before the local count: asyncio.timeout below needs a Task
-        node_id = self._membership.node_id
         local = [self._listener.subscribers(channel_id) for channel_id in channel_ids]
-        wanted = ",".join(map(str, channel_ids))
+        answers, live = await self._ask("Q", ",".join(map(str, channel_ids)))
+        totals, counted = list(local), 1
+        for answer in answers.values():
+            try:
+                counts = [int(n) for n in answer.split(",")]
+            except ValueError:
+                counts = []
+            # An answer of another length came from a node that could not read the
+            # question: it is left out, as if it had not answered.
+            if len(counts) == len(totals):
+                totals = [t + n for t, n in zip(totals, counts, strict=True)]
+                counted += 1
+        return [
+            SubscriberCount(total=total, local=own, live_nodes=live, counted_nodes=counted)
+            for total, own in zip(totals, local, strict=True)
+        ]
+
+    async def presence(self, channel_id: ChannelId) -> presence.Presence:
+        """This node's presence on a channel merged with every other live node's that
+        answers in time, asked as `count` asks."""
+        assert self._listener is not None
+        await need_task()
+        parts = [self._listener.presence(channel_id)]
+        answers, live = await self._ask("P", str(channel_id))
+        for node, answer in answers.items():
+            try:
+                parts.append(presence.from_wire(orjson.loads(answer)))
+            except ValueError as exc:  # orjson's decode error is one too
+                log.warning("ignored a malformed presence from node %s: %s", node, exc)
+        return presence.merge(parts, live_nodes=live, counted_nodes=len(parts))
+
+    async def _ask(self, kind: str, channels: str) -> tuple[dict[str, str], int]:
+        """Ask every other node about channels (ids, comma-separated): their answers by
+        node, and how many nodes are live (this one included)."""
+        node_id = self._membership.node_id
         question = next(self._questions)
         tally = _Tally(asyncio.get_running_loop().create_future())
         self._tallies[question] = tally
@@ -135,7 +172,7 @@ class Counting:
                     [
                         self._keys.control,
                         self._membership.stale_s,
-                        f"Q {question} {wanted} {node_id}",
+                        f"{kind} {question} {channels} {node_id}",
                     ],
                 )
             except UNREACHABLE as exc:
@@ -151,40 +188,37 @@ class Counting:
                         await tally.complete
         finally:
             del self._tallies[question]
-        # An answer of another length came from a node that could not read the
-        # question: it is left out, as if it had not answered.
-        answers = {node: n for node, n in tally.answers.items() if len(n) == len(local)}
-        live_nodes = len(live | answers.keys())
-        return [
-            SubscriberCount(
-                total=own + sum(counts[i] for counts in answers.values()),
-                local=own,
-                live_nodes=live_nodes,
-                counted_nodes=1 + len(answers),
-            )
-            for i, own in enumerate(local)
-        ]
+        answers = dict(tally.answers)
+        return answers, len(live | answers.keys())
 
     def on_question(self, data: bytes) -> None:
-        """Another node counts channels' subscribers: answer with this node's counts."""
+        """Another node counts channels' subscribers (`Q`) or asks who is on one (`P`):
+        answer with this node's figures."""
         assert self._listener is not None
         try:
-            _, question, channels, asker = data.decode().split(" ", 3)
-            counts = [self._listener.subscribers(ChannelId(int(c))) for c in channels.split(",")]
+            kind, question, channels, asker = data.decode().split(" ", 3)
+            channel_ids = [ChannelId(int(c)) for c in channels.split(",")]
+            if kind == "P":
+                found = orjson.dumps(self._listener.presence(channel_ids[0]).wire()).decode()
+            else:
+                found = ",".join(str(self._listener.subscribers(c)) for c in channel_ids)
         except ValueError:
             log.warning("ignored a malformed question from another node: %r", data[:200])
             return
         node_id = self._membership.node_id
         if asker != node_id:
-            answer = ",".join(map(str, counts))
-            self._spawn(self._answer(asker, f"A {question} {answer} {node_id}"))
+            # The presence last: its subs may hold spaces.
+            text = f"R {question} {node_id} {found}" if kind == "P" else None
+            self._spawn(self._answer(asker, text or f"A {question} {found} {node_id}"))
 
     def on_answer(self, data: bytes) -> None:
         try:
-            _, question, counts, node = data.decode().split(" ", 3)
+            kind, question, first, rest = data.decode().split(" ", 3)
+            # `A question counts node`, or `R question node presence`.
+            node, answer = (rest, first) if kind == "A" else (first, rest)
             tally = self._tallies.get(int(question))
             if tally is not None:  # else answered too late: the count is given already
-                tally.add(node, [int(count) for count in counts.split(",")])
+                tally.add(node, answer)
         except ValueError:
             log.warning("ignored a malformed answer from another node: %r", data[:200])
 

@@ -12,6 +12,7 @@ from pushup.core.errors import ChannelsNotFound
 from pushup.core.model import (
     MAX_ID,
     SERVER_RETENTION,
+    ChannelEnd,
     ChannelId,
     ChannelInfo,
     ChannelPage,
@@ -40,6 +41,23 @@ def found(reply: list[Any]) -> list[Any]:
         refs = [_unref(raw) if raw[:2] in (b"i:", b"n:") else int(raw) for raw in reply[1:]]
         raise ChannelsNotFound(refs)
     return reply[1:]
+
+
+def ended(values: list[Any]) -> list[ChannelEnd]:
+    """The channels a script closed or expired: id, name ('' for none), reason, when."""
+    ends = []
+    for i in range(0, len(values) - 3, 4):
+        name = values[i + 1].decode()
+        closed = values[i + 2] == b"closed"
+        ends.append(
+            ChannelEnd(
+                ChannelId(int(values[i])),
+                name or None,
+                "closed" if closed else "expired",
+                float(values[i + 3]),
+            )
+        )
+    return ends
 
 
 def ids(csv: bytes) -> tuple[ChannelId, ...]:

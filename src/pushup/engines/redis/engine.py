@@ -36,6 +36,7 @@ from pushup.core.model import (
     ReadResult,
     Retention,
 )
+from pushup.core.presence import Presence
 from pushup.engines.redis import encoding
 from pushup.engines.redis.connect import connect
 from pushup.engines.redis.counts import Counting
@@ -143,7 +144,8 @@ class RedisEngine:
         except BaseException:
             await close_quietly(pubsub)
             raise
-        self._events.begin(listener, max(int(reply[2]), last), event)
+        self._tell_ended(reply[2])
+        self._events.begin(listener, max(int(reply[3]), last), event)
         self._subscription.start(pubsub)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pushup-redis-sweep")
         self._membership.start()
@@ -304,6 +306,11 @@ class RedisEngine:
     async def count_each(self, channel_ids: Sequence[ChannelId]) -> list[SubscriberCount]:
         return await self._counting.count_each(channel_ids)
 
+    async def presence(self, channel_id: ChannelId) -> Presence:
+        """This node's presence on a channel merged with every other live node's that
+        answers in time (`counts.py`)."""
+        return await self._counting.presence(channel_id)
+
     def health(self) -> EngineHealth:
         return self._health.report(
             self.node_id,
@@ -322,7 +329,14 @@ class RedisEngine:
         event = int(reply[1])
         if self._events.unheard(event):
             await self._events.hear(event)
-        return [reply[0], *reply[2:]]
+        if reply[2]:
+            self._tell_ended(reply[2])
+        return [reply[0], *reply[3:]]
+
+    def _tell_ended(self, dropped: list[Any]) -> None:
+        """This node's script closed or expired these channels: it alone tells."""
+        if dropped and self._listener is not None:
+            self._listener.ended(encoding.ended(dropped))
 
     async def _sweep_forever(self) -> None:
         """One timer for the whole node: expire messages and channels without a

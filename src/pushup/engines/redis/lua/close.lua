@@ -3,5 +3,5 @@ local id = lookup(ARGV[6])
 if not id then
   return reply('missing', {ARGV[6]})
 end
-drop({id})
+drop({id}, 'closed')
 return reply('ok', {})

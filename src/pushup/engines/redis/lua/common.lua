@@ -38,6 +38,10 @@ local MESSAGE_TTL = tonumber(ARGV[5])
 -- Sequence number of the last event this script published (0: none); the caller
 -- waits until its node has heard it, so local listeners know before it returns.
 local EVENT = 0
+-- The channels this script closed or expired, four values each (id, name or '',
+-- 'closed' or 'expired', when): its node speaks for them to the application, since
+-- the script that removes a channel runs once, whichever node sent it.
+local DROPPED = {}
 
 local function int(n)
   return string.format('%.0f', n)
@@ -129,8 +133,8 @@ local function release(id)
   delete_message(id)
 end
 
--- Forget channels (closed or expired) and tell every node, in one event.
-local function drop(ids)
+-- Forget channels (closed or expired: `reason`) and tell every node, in one event.
+local function drop(ids, reason)
   for _, id in ipairs(ids) do
     local name = redis.call('HGET', channel_key(id), 'name')
     if name then
@@ -138,6 +142,9 @@ local function drop(ids)
       redis.call('ZREM', K_NAME_ORDER, name)
     end
     redis.call('ZREM', K_IDS, id)
+    local n = #DROPPED
+    DROPPED[n + 1], DROPPED[n + 2], DROPPED[n + 3], DROPPED[n + 4] =
+      id, name or '', reason, real(NOW)
     local held = redis.call('ZRANGE', messages_key(id), 0, -1)
     redis.call('DEL', channel_key(id), messages_key(id))
     for _, message in ipairs(held) do
@@ -187,7 +194,7 @@ local function expire()
   end
   local due = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', real(NOW))
   if #due > 0 then
-    drop(due)
+    drop(due, 'expired')
   end
 end
 
@@ -222,7 +229,7 @@ local function info(id)
 end
 
 local function reply(status, values)
-  local out = {status, EVENT}
+  local out = {status, EVENT, DROPPED}
   for _, value in ipairs(values) do
     out[#out + 1] = value
   end

@@ -15,7 +15,7 @@ import pytest
 from pushup.core.errors import EngineUnavailable, StorageFull
 from pushup.engines.memory import Journal, MemoryEngine
 from pushup.engines.memory.acked import ACKNOWLEDGED, AckFile
-from pushup.engines.memory.sqlite import DATABASE, channel_crc
+from pushup.engines.memory.sqlite import DATABASE, SCHEMA_VERSION, channel_crc
 from tests.engines.conftest import MakeEngine, RecordingListener
 from tests.engines.test_contract import alive, channel, ids, publish1, read
 from tests.engines.test_journal import restarted, rows, started, step, until
@@ -258,7 +258,7 @@ async def test_a_journal_of_the_first_version_is_brought_up_to_date(
     assert [m.data for m, _ in (await read(engine, [7])).hits] == [b'{"n":1}', b'"new"']
     assert journal_lines(caplog) == []
     db = sqlite3.connect(data_dir / DATABASE)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert db.execute(f"SELECT crc FROM messages WHERE id = {new.id}").fetchone()[0] is not None
     db.close()
 

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Collection, Sequence
 
 from pushup.core.engine import CacheStats, EngineListener, Publication
-from pushup.core.errors import EngineUnavailable, NameTaken
+from pushup.core.errors import EngineUnavailable, IdempotencyKeyReused, NameTaken
+from pushup.core.idempotency import Answer, IdempotencyKey, entries, replay
 from pushup.core.ids import IdClock
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+from pushup.engines.memory.answers import Answers
 from pushup.engines.memory.budget import CacheBudget
 from pushup.engines.memory.cache import Cache
 from pushup.engines.memory.channel import Channel
@@ -60,6 +62,9 @@ class MemoryEngine:
         # What caches a publication once it counts: without a journal, at once (and
         # `publish` arms the sweep after it); with one, on commit (arming it there).
         self._journal.store = self._cache.insert if journal is None else self._cached
+        # First answers to idempotency keys, kept once their publication counts.
+        self._answers = Answers()
+        self._journal.remember = self._answers.add
         self._listener: EngineListener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
@@ -69,7 +74,11 @@ class MemoryEngine:
     async def start(self, listener: EngineListener) -> None:
         self._listener = listener
         snapshot = self._journal.open(listener)
-        restore(self._cache, snapshot, self._clock(), self._channel_ids, self._message_ids)
+        now = self._clock()
+        restore(self._cache, snapshot, now, self._channel_ids, self._message_ids)
+        for answer in snapshot.answers:
+            if answer.expires_at > now:
+                self._answers.add(answer)
         self._schedule_sweep()
 
     async def close(self) -> None:
@@ -152,7 +161,22 @@ class MemoryEngine:
 
     # -- messages --------------------------------------------------------------------
 
-    async def publish(self, publications: Sequence[Publication]) -> list[Message]:
+    async def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> tuple[list[Message], bool]:
+        # One process: the hub never runs one key twice at once, so the answer looked
+        # up here cannot be in the making.
+        found = self._answers.find(key.digest, self._clock())
+        if found is not None:
+            if found.fingerprint != key.fingerprint:
+                raise IdempotencyKeyReused(key.key)
+            return replay(publications, found.entries), True
+        return await self.publish(publications, key), False
+
+    async def publish(
+        self, publications: Sequence[Publication], key: IdempotencyKey | None = None
+    ) -> list[Message]:
+        """With `key`, its answer is kept with the publication (see `publish_once`)."""
         journal = self._journal
         journal.check()
         now = self._clock()
@@ -164,6 +188,10 @@ class MemoryEngine:
         messages = self._cache.issue(targets, publications, self._message_ids)
         # Cached now, or once committed.
         journal.published(targets, messages, now)
+        if key is not None:
+            journal.answered(
+                Answer(key.digest, key.fingerprint, entries(messages), now + key.window_s)
+            )
         self._schedule_sweep()
         # Only a journal makes the caller wait (for its group commit): without one a
         # publication never suspends, so the HTTP server runs it without a Task.
@@ -207,6 +235,8 @@ class MemoryEngine:
     def _expire(self, now: float) -> None:
         """Drop what expired, and tell the listener of expired channels at once: the
         clock, not the journal, decides an expiry, and a restart finds it expired too."""
+        if self._answers.next_due <= now:
+            self._answers.expire(now)
         expired = self._cache.expire(now)
         if expired and self._listener is not None:
             self._listener.closed(expired)

@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import cast
 
 import nats
@@ -32,6 +33,7 @@ from pushup.core.engine import (
     SubscriberCount,
 )
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+from pushup.core.idempotency import IdempotencyKey
 from pushup.core.model import (
     ChannelId,
     ChannelInfo,
@@ -43,6 +45,7 @@ from pushup.core.model import (
 from pushup.engines.memory.channel import Channel
 from pushup.engines.nats import layout, records
 from pushup.engines.nats import publications as publishing
+from pushup.engines.nats.answers import Once, last_entry
 from pushup.engines.nats.health import Health
 from pushup.engines.nats.interest import Interest
 from pushup.engines.nats.layout import Servers, Subjects
@@ -54,6 +57,7 @@ from pushup.engines.nats.replica import Replica, lowest_wanted_id
 from pushup.engines.nats.writer import (
     UNREACHABLE,
     Change,
+    Look,
     Part,
     Writer,
     need_task,
@@ -291,6 +295,33 @@ class NatsEngine:
             stored += messages
         return stored
 
+    async def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> tuple[list[Message], bool]:
+        """The key's answer is an entry of its own, in the same atomic batch as the
+        copies it answers, read from the stream before each append (`answers.py`)."""
+        await self._expire()
+        assert self._nc is not None
+        once = Once(
+            publications,
+            key,
+            partial(last_entry, self._nc, self._servers.stream, self._timeout_s),
+            self._replica,
+            self._subjects,
+            self._message_ttl_s,
+            self._clock,
+        )
+        while True:
+            change = await self._write(once.decide, once.look)
+            if change is None:
+                return once.answered()
+            messages, now = once.stored(change)
+            assert self._interest is not None
+            self._interest.flush()
+            publishing.settle(self._replica, messages, now, self._max_messages)
+            if once.done:
+                return once.answered()
+
     async def read(
         self,
         channel_ids: Sequence[ChannelId],
@@ -369,16 +400,18 @@ class NatsEngine:
         self._log.apply(self._writer.seqs[0], entry)
         return entry
 
-    async def _write(self, decide: Callable[[int], Change | None]) -> Change | None:
+    async def _write(
+        self, decide: Callable[[int], Change | None], look: Look | None = None
+    ) -> Change | None:
         if self._writer is None:
             raise EngineUnavailable("the NATS engine is not started")
         try:
             try:
-                written = await self._writer.append(decide)
+                written = await self._writer.append(decide, look)
             except ChannelsNotFound:
                 # Decided on a copy that may not know a channel another node just made.
                 await self._catch_up()
-                written = await self._writer.append(decide)
+                written = await self._writer.append(decide, look)
         except EngineUnavailable as exc:
             self._health.unreachable(str(exc))
             raise

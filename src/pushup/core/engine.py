@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
+
+if TYPE_CHECKING:
+    from pushup.core.idempotency import IdempotencyKey
 
 # One publication as the engine takes it: target channels and the JSON-encoded payload.
 Publication = tuple[Sequence[ChannelRef], bytes]
@@ -61,6 +64,20 @@ class Engine(Protocol):
 
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
         """All or nothing: raises ChannelsNotFound and stores nothing if any is unknown."""
+
+    async def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> tuple[list[Message], bool]:
+        """`publish`, once per key within its window: the messages stored, and False;
+        or, if the key already stored these publications, their messages as first
+        answered (nothing is stored, nor told to the listener), and True. Raises
+        IdempotencyKeyReused if the key went with other publications. Only a stored
+        publication is kept as an answer: after an error a retry runs afresh.
+
+        Finding the answer and storing the publication with it are one atomic step over
+        every node of a shared engine, and the answer outlives a restart of a persistent
+        one. The hub never runs one key twice at once in a process (a retry waits for the
+        call in flight), so an engine need not guard against that within a node."""
 
     async def read(
         self,

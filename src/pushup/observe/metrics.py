@@ -78,6 +78,8 @@ class Figures:
 
     def __init__(self) -> None:
         self.publications = 0
+        # Publication requests answered again from an earlier one with the same key.
+        self.replays = 0
         self.deliveries = 0
         self.engine_reconnects = 0
         self.errors: dict[str, int] = {}
@@ -101,6 +103,7 @@ class Figures:
         """The counters as JSON-ready data, for a snapshot."""
         return {
             "publications": self.publications,
+            "replays": self.replays,
             "deliveries": self.deliveries,
             "engine_reconnects": self.engine_reconnects,
             "errors": dict(self.errors),
@@ -118,6 +121,7 @@ class Figures:
         """Add counters dumped by this worker's predecessor, so that a restarted worker
         counts on from where the one it replaces stopped (within its last second)."""
         self.publications += int(dumped.get("publications", 0))
+        self.replays += int(dumped.get("replays", 0))
         self.deliveries += int(dumped.get("deliveries", 0))
         self.engine_reconnects += int(dumped.get("engine_reconnects", 0))
         for mine, theirs in (
@@ -158,6 +162,12 @@ def count_limit(name: str, n: int = 1) -> None:
 def published(n: int) -> None:
     """Messages published through this process."""
     FIGURES.publications += n
+
+
+def replayed() -> None:
+    """A publication request answered again from an earlier one with the same
+    idempotency key: nothing was stored."""
+    FIGURES.replays += 1
 
 
 def fanned_out(receivers: int, seconds: float, since_published_s: float) -> None:

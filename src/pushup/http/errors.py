@@ -10,6 +10,7 @@ import orjson
 from pushup.core.errors import (
     ChannelsNotFound,
     EngineUnavailable,
+    IdempotencyKeyReused,
     NameTaken,
     NotReplicated,
     StorageFull,
@@ -69,6 +70,10 @@ class InvalidParameter(ApiError):
 
 class InvalidCursor(ApiError):
     code = "invalid_cursor"
+
+
+class InvalidIdempotencyKey(ApiError):
+    code = "invalid_idempotency_key"
 
 
 class Unauthorized(ApiError):
@@ -162,6 +167,13 @@ def answer(exc: BaseException) -> ApiError | None:
     if isinstance(exc, NameTaken):
         return ApiError(
             f"a live channel is already named {exc.name!r}", status=409, code="name_taken"
+        )
+    if isinstance(exc, IdempotencyKeyReused):
+        return ApiError(
+            "this Idempotency-Key went with another request within the idempotency window: "
+            "nothing was stored; use a new key for a new publication",
+            status=422,
+            code="idempotency_key_reused",
         )
     if isinstance(exc, StorageFull):
         # The operator's problem, not the client's: the client only learns to wait.

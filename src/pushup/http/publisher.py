@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
+from pushup.core.engine import Publication
+from pushup.core.idempotency import IdempotencyKey, fingerprint
 from pushup.core.model import ChannelInfo, Message
 from pushup.http import params
 from pushup.http.errors import InvalidBody
@@ -64,6 +69,10 @@ async def channel_info(request: Request, services: Services, ref: str) -> Respon
     return Response.json(200, body)
 
 
+# Sent with an answer given again for an Idempotency-Key (as Stripe does).
+_REPLAYED = (("Idempotent-Replayed", "true"),)
+
+
 async def publish(request: Request, services: Services) -> Response:
     settings = services.settings
     item = params.publication(
@@ -71,9 +80,13 @@ async def publish(request: Request, services: Services) -> Response:
         max_channels=settings.max_channels_per_request,
         max_bytes=settings.max_message_bytes,
     )
+    key = _idempotency_key(request, services, [item], batch=False)
     services.limits.check_publish(request, 1)
-    (message,) = await services.hub.publish([item])
-    return Response.json(201, _published(message))
+    if key is None:
+        (message,) = await services.hub.publish([item])
+        return Response.json(201, _published(message))
+    (message,), replayed = await services.hub.publish_once([item], key)
+    return _answer(_published(message), replayed)
 
 
 async def publish_batch(request: Request, services: Services) -> Response:
@@ -83,6 +96,42 @@ async def publish_batch(request: Request, services: Services) -> Response:
         max_channels=settings.max_channels_per_request,
         max_bytes=settings.max_message_bytes,
     )
+    key = _idempotency_key(request, services, items, batch=True)
     services.limits.check_publish(request, len(items))
-    messages = await services.hub.publish(items)
-    return Response.json(201, {"messages": [_published(message) for message in messages]})
+    if key is None:
+        messages = await services.hub.publish(items)
+        replayed = False
+    else:
+        messages, replayed = await services.hub.publish_once(items, key)
+    return _answer({"messages": [_published(message) for message in messages]}, replayed)
+
+
+def _answer(payload: dict[str, Any], replayed: bool) -> Response:
+    response = Response.json(201, payload)
+    if replayed:
+        response.headers = _REPLAYED
+    return response
+
+
+def _idempotency_key(
+    request: Request, services: Services, publications: Sequence[Publication], *, batch: bool
+) -> IdempotencyKey | None:
+    """The request's Idempotency-Key, or None without one (or with the window off: the
+    header is then ignored)."""
+    window_s = services.settings.idempotency_window_s
+    if window_s == 0:
+        return None
+    key = params.idempotency_key(request.header("idempotency-key"))
+    if key is None:
+        return None
+    scope = _scope(services.settings.publisher_key)
+    return IdempotencyKey(scope, key, fingerprint(publications, batch=batch), window_s)
+
+
+@functools.cache
+def _scope(publisher_key: str | None) -> str:
+    """Keys are the publisher's own: scoped by a digest of its key (never the key
+    itself, which would then sit in the store); one scope without a key."""
+    if publisher_key is None:
+        return ""
+    return hashlib.sha256(b"pushup publisher key\0" + publisher_key.encode()).hexdigest()[:32]

@@ -75,6 +75,11 @@ class ChannelClosed(ApiError):
         return channels
 
 
+class IdempotencyKeyReused(ApiError):
+    """422: the publication's `Idempotency-Key` went with another request within the
+    server's idempotency window; nothing was stored."""
+
+
 class PayloadTooLarge(ApiError):
     """413: the request body is over the server's limit (1 MiB)."""
 
@@ -122,6 +127,8 @@ BY_CODE: dict[str, type[ApiError]] = {
     "invalid_body": InvalidRequest,
     "invalid_parameter": InvalidRequest,
     "invalid_cursor": InvalidRequest,
+    "invalid_idempotency_key": InvalidRequest,
+    "idempotency_key_reused": IdempotencyKeyReused,
     "unauthorized": Unauthorized,
     "forbidden": Forbidden,
     "not_found": NotFound,
@@ -150,6 +157,7 @@ BY_STATUS: dict[int, type[ApiError]] = {
     409: NameTaken,
     410: ChannelClosed,
     413: PayloadTooLarge,
+    422: IdempotencyKeyReused,
     429: TooManyRequests,
     431: HeadersTooLarge,
     503: ServiceUnavailable,

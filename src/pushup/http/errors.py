@@ -180,10 +180,10 @@ def answer(exc: BaseException) -> ApiError | None:
         return store_unreachable("the server's disk is full: nothing was stored; retry later")
     if isinstance(exc, NotReplicated):
         # Unlike other 503s, something was done: the client must know a retry may
-        # store it twice.
+        # store it twice (unless it carries the same Idempotency-Key).
         return store_unreachable(
             "stored, but not yet confirmed by the store's replicas: it may be lost if "
-            "the store fails over, and retrying may store it twice"
+            "the store fails over, and retrying without an Idempotency-Key may store it twice"
         )
     if isinstance(exc, EngineUnavailable):
         # Its own sentence names the store's internals: it is logged, never sent.

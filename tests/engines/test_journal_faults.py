@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from pushup.core.engine import Publication
 from pushup.core.errors import EngineUnavailable, StorageFull
+from pushup.core.idempotency import IdempotencyKey, fingerprint
 from pushup.engines.memory import Journal, MemoryEngine
 from pushup.engines.memory.acked import ACKNOWLEDGED, AckFile
 from pushup.engines.memory.sqlite import DATABASE, SCHEMA_VERSION, channel_crc
@@ -127,6 +129,38 @@ async def test_a_group_that_cannot_be_written_is_answered_at_once_and_leaves_not
     assert [m.data for m, _ in (await read(engine, [a])).hits] == [b"0", b"3"]
     assert (await engine.channel_info(a)).ttl_s == 500  # and was written with the next group
     assert await alive(engine, "b")
+
+
+async def test_an_idempotency_answer_whose_group_is_given_up_leaves_its_key_free(
+    make_engine: MakeEngine,
+    listener: RecordingListener,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A retry that came while the first call's group was being written waits for it,
+    and learns with it that nothing was stored; once writes work again it stores."""
+    engine = await started(make_engine, listener)
+    a = await channel(engine, "a")
+    publication: list[Publication] = [([a], b"1")]
+    key = IdempotencyKey("", "k", fingerprint(publication, batch=False), 300.0)
+    failing = failing_writes(monkeypatch, sqlite3.OperationalError("disk I/O error"))
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            engine.publish_once(publication, key),
+            engine.publish_once(publication, key),
+            return_exceptions=True,
+        ),
+        timeout=10,
+    )
+    assert [type(result) for result in results] == [EngineUnavailable] * 2
+    failing[0] = False
+    await until(lambda: "is written again" in caplog.text, "the journal to be written again")
+    messages, replayed = await engine.publish_once(publication, key)
+    assert not replayed
+    assert ids(await read(engine, [a])) == [messages[0].id]
+    engine = await restarted(engine, make_engine, listener)
+    again, replayed = await engine.publish_once(publication, key)
+    assert replayed and again[0].id == messages[0].id
 
 
 async def test_a_full_disk_is_its_own_error(

@@ -75,9 +75,10 @@ class Engine(Protocol):
         publication is kept as an answer: after an error a retry runs afresh.
 
         Finding the answer and storing the publication with it are one atomic step over
-        every node of a shared engine, and the answer outlives a restart of a persistent
-        one. The hub never runs one key twice at once in a process (a retry waits for the
-        call in flight), so an engine need not guard against that within a node."""
+        every node of a shared engine (calls at once with one key store it once), and
+        the answer outlives a restart of a persistent one. An answer is given only once
+        its publication counts (committed, with a journal), even to a call that came
+        while the first was in flight and whose caller has gone."""
 
     async def read(
         self,

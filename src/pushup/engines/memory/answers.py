@@ -26,6 +26,12 @@ class Answers:
         heapq.heappush(self._expiry, (answer.expires_at, answer.digest))
         self.next_due = self._expiry[0][0]
 
+    def drop(self, answer: Answer) -> None:
+        """Forget this answer (its publication was never stored); its heap entry goes
+        when due."""
+        if self._by_digest.get(answer.digest) is answer:
+            del self._by_digest[answer.digest]
+
     def find(self, digest: str, now: float) -> Answer | None:
         """The live answer to this key, if any."""
         self.expire(now)

@@ -23,6 +23,7 @@ from pushup.core.engine import EngineListener
 from pushup.core.idempotency import Answer
 from pushup.core.ids import IdClock
 from pushup.core.model import ChannelId, Message
+from pushup.engines.memory.answers import Answers
 from pushup.engines.memory.journal import Journal
 from pushup.engines.memory.snapshot import EMPTY, ChannelState, Snapshot
 
@@ -31,16 +32,10 @@ C = TypeVar("C", bound=ChannelState)
 # Caches messages that count, one per list of channels, at a time (the engine's);
 # gives the channels that dropped one of them.
 Store = Callable[[list[list[C]], list[Message], float], set[ChannelId]]
-# Keeps a first answer to an idempotency key once it counts (the engine's).
-Remember = Callable[[Answer], None]
 
 
 def _no_cache(targets: list[list[C]], messages: list[Message], now: float) -> set[ChannelId]:
     raise RuntimeError("the engine has not set its store yet")
-
-
-def _no_answers(answer: Answer) -> None:
-    raise RuntimeError("the engine has not set its answers yet")
 
 
 class Durability(Protocol[C]):
@@ -48,7 +43,8 @@ class Durability(Protocol[C]):
 
     # Set by the engine once its cache exists (the cache itself tells changes here).
     store: Store[C]
-    remember: Remember
+    # First answers to idempotency keys, looked up by the engine.
+    answers: Answers
 
     def open(self, listener: EngineListener) -> Snapshot:
         """What an earlier run kept, to restore; changes from now on are told to
@@ -70,8 +66,13 @@ class Durability(Protocol[C]):
         tell the listener of it, at once or once committed (never, if it cannot be)."""
 
     def answered(self, answer: Answer) -> None:
-        """Keep the first answer to an idempotency key with the publication just made:
-        it counts (`remember`) when the publication does, and never without it."""
+        """Keep the first answer to an idempotency key with the publication just made,
+        in `answers` at once (a retry meanwhile finds it `unconfirmed`), and dropped if
+        the publication is never stored."""
+
+    def unconfirmed(self, digest: str) -> bool:
+        """Whether the answer to this key waits for its publication's commit (a retry
+        waits for it too, before answering)."""
 
     def closed(self, channel_ids: list[ChannelId]) -> None:
         """Channels a publisher closed: told at once or once committed. (An expiry is
@@ -89,12 +90,12 @@ class Durability(Protocol[C]):
 class Volatile(Generic[C]):
     """`--data-dir none`: nothing is kept; a change counts as soon as it is made."""
 
-    __slots__ = ("_ids", "_listener", "remember", "store")
+    __slots__ = ("_ids", "_listener", "answers", "store")
 
     def __init__(self, message_ids: IdClock) -> None:
         self._ids = message_ids
         self.store: Store[C] = _no_cache
-        self.remember: Remember = _no_answers
+        self.answers = Answers()
         self._listener: EngineListener | None = None
 
     def open(self, listener: EngineListener) -> Snapshot:
@@ -119,7 +120,10 @@ class Volatile(Generic[C]):
             self._listener.published(messages, frozenset(evicted))
 
     def answered(self, answer: Answer) -> None:
-        self.remember(answer)
+        self.answers.add(answer)
+
+    def unconfirmed(self, digest: str) -> bool:
+        return False
 
     def closed(self, channel_ids: list[ChannelId]) -> None:
         if self._listener is not None:
@@ -152,12 +156,14 @@ class Journaled(Generic[C]):
     """With a data directory: every change goes to the journal, and counts once its
     group is committed."""
 
-    __slots__ = ("_announced", "_journal", "_listener", "_news", "remember", "store")
+    __slots__ = ("_announced", "_journal", "_listener", "_news", "_unconfirmed", "answers", "store")
 
     def __init__(self, journal: Journal, message_ids: IdClock) -> None:
         self._journal = journal
         self.store: Store[C] = _no_cache
-        self.remember: Remember = _no_answers
+        self.answers = Answers()
+        # Keys whose answer is in a group not yet committed.
+        self._unconfirmed: set[str] = set()
         self._listener: EngineListener | None = None
         # Every message at or below this is committed and told to the listener.
         self._announced = message_ids.last
@@ -201,6 +207,11 @@ class Journaled(Generic[C]):
         # Written in the publication's own group: committed with it, or not at all.
         self._journal.answer(answer)
         self._pending_news().answers.append(answer)
+        self.answers.add(answer)
+        self._unconfirmed.add(answer.digest)
+
+    def unconfirmed(self, digest: str) -> bool:
+        return digest in self._unconfirmed
 
     def closed(self, channel_ids: list[ChannelId]) -> None:
         self._pending_news().closed += channel_ids
@@ -243,9 +254,10 @@ class Journaled(Generic[C]):
         publishes nothing; its closes happened in memory all the same."""
         if news is self._news:
             self._news = None
-        if committed:
-            for answer in news.answers:
-                self.remember(answer)
+        for answer in news.answers:
+            self._unconfirmed.discard(answer.digest)
+            if not committed:
+                self.answers.drop(answer)
         if news.messages and committed:
             targets, messages = news.targets, news.messages
             if any(channel.closed for channels in targets for channel in channels):

@@ -14,7 +14,6 @@ from pushup.core.errors import EngineUnavailable, IdempotencyKeyReused, NameTake
 from pushup.core.idempotency import Answer, IdempotencyKey, entries, replay
 from pushup.core.ids import IdClock
 from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message, MessageId, ReadResult
-from pushup.engines.memory.answers import Answers
 from pushup.engines.memory.budget import CacheBudget
 from pushup.engines.memory.cache import Cache
 from pushup.engines.memory.channel import Channel
@@ -62,9 +61,8 @@ class MemoryEngine:
         # What caches a publication once it counts: without a journal, at once (and
         # `publish` arms the sweep after it); with one, on commit (arming it there).
         self._journal.store = self._cache.insert if journal is None else self._cached
-        # First answers to idempotency keys, kept once their publication counts.
-        self._answers = Answers()
-        self._journal.remember = self._answers.add
+        # First answers to idempotency keys, kept with their publications.
+        self._answers = self._journal.answers
         self._listener: EngineListener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
@@ -164,13 +162,15 @@ class MemoryEngine:
     async def publish_once(
         self, publications: Sequence[Publication], key: IdempotencyKey
     ) -> tuple[list[Message], bool]:
-        # One process: the hub never runs one key twice at once, so the answer looked
-        # up here cannot be in the making.
-        found = self._answers.find(key.digest, self._clock())
-        if found is not None:
+        while (found := self._answers.find(key.digest, self._clock())) is not None:
             if found.fingerprint != key.fingerprint:
                 raise IdempotencyKeyReused(key.key)
-            return replay(publications, found.entries), True
+            if not self._journal.unconfirmed(key.digest):
+                return replay(publications, found.entries), True
+            # The first call's group is being committed (its caller may have gone):
+            # wait for it, then look again (a group given up drops its answer).
+            if (committed := self._journal.committed()) is not None:
+                await committed
         return await self.publish(publications, key), False
 
     async def publish(

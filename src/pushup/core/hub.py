@@ -22,7 +22,8 @@ from pushup.core.engine import (
     Publication,
     SubscriberCount,
 )
-from pushup.core.errors import ChannelsNotFound, IdempotencyKeyReused, NameTaken
+from pushup.core.errors import ChannelsNotFound, NameTaken
+from pushup.core.flights import Flights
 from pushup.core.idempotency import IdempotencyKey
 from pushup.core.model import (
     ChannelId,
@@ -60,10 +61,6 @@ _TIMER_SLACK_S = 0.002
 _GET_OR_CREATE_TRIES = 5
 _NONE_LOST: frozenset[ChannelId] = frozenset()
 
-# A publication in flight under an idempotency key: callers with the same key wait for
-# its outcome (the fingerprint and messages, or None when it stored nothing).
-Flight = list["asyncio.Future[tuple[str, list[Message]] | None]"]
-
 
 class Hub:
     """Owns the parked subscriptions of this process and wakes them on engine events.
@@ -86,8 +83,8 @@ class Hub:
         self._resyncs = 0
         # Several nodes share the engine: a node may lag behind the others.
         self._shared = isinstance(engine, Clustered)
-        # Idempotency keys (scope, key) whose publication is in flight in this process.
-        self._in_flight: dict[tuple[str, str], Flight] = {}
+        # Idempotent publications in flight in this process.
+        self._flights = Flights()
 
     async def start(self) -> None:
         await self._engine.start(self)
@@ -112,40 +109,14 @@ class Hub:
             metrics.published(len(messages))
         return messages
 
-    async def publish_once(
+    def publish_once(
         self, publications: Sequence[Publication], key: IdempotencyKey
-    ) -> tuple[list[Message], bool]:
+    ) -> Coroutine[Any, Any, tuple[list[Message], bool]]:
         """`publish` under an idempotency key: the messages, and whether they are a
         first answer given again (nothing stored). Raises IdempotencyKeyReused when the
-        key went with other publications. A retry that comes while the first call is
-        still in flight here waits for it and gets its answer; after a failure of the
-        first, it tries itself."""
-        slot = (key.scope, key.key)
-        while (flight := self._in_flight.get(slot)) is not None:
-            waiter: asyncio.Future[tuple[str, list[Message]] | None]
-            waiter = asyncio.get_running_loop().create_future()
-            flight.append(waiter)
-            first = await waiter
-            if first is not None:
-                if first[0] != key.fingerprint:
-                    raise IdempotencyKeyReused(key.key)
-                metrics.replayed()
-                return first[1], True
-        flight = self._in_flight[slot] = []
-        outcome: tuple[str, list[Message]] | None = None
-        try:
-            messages, replayed = await self._engine.publish_once(publications, key)
-            outcome = (key.fingerprint, messages)
-        finally:
-            del self._in_flight[slot]
-            for waiter in flight:
-                if not waiter.done():  # cancelled: its caller has gone
-                    waiter.set_result(outcome)
-        if replayed:
-            metrics.replayed()
-        else:
-            metrics.published(len(messages))
-        return messages, replayed
+        key went with other publications. A retry that comes while the first call is in
+        flight here waits for it (`flights.py`)."""
+        return self._flights.publish(self._engine, publications, key)
 
     def create_channel(
         self, ttl_s: float | None, name: str | None

@@ -62,16 +62,20 @@ def article_channel(article: str) -> str:
 def publish_comment(comment_id: int, article: str, text: str) -> None:
     """Tell the article's readers about a committed comment."""
     channel, note = article_channel(article), {"id": comment_id, "text": text}
+    # Named after the comment: called again for it (a task queue's retry), this is
+    # stored once within the server's --idempotency-window.
+    once = f"comment-{comment_id}"
     # A connection per publication keeps the example short; a busy site keeps a
     # `Publisher` (and its pool of connections) for longer.
     with Publisher(settings.PUSHUP_URL, key=settings.PUSHUP_PUBLISHER_KEY) as publisher:
         try:
-            publisher.publish(channel, note)
+            publisher.publish(channel, note, idempotency_key=once)
         except ChannelNotFound:
-            # The article's first comment, or its channel expired while idle.
+            # The article's first comment, or its channel expired while idle (the 404
+            # stored nothing, so the key is still free).
             with contextlib.suppress(NameTaken):  # another process made it meanwhile
                 publisher.create_channel(channel)
-            publisher.publish(channel, note)
+            publisher.publish(channel, note, idempotency_key=once)
 
 
 def add_comment(article: str, text: str) -> Comment:

@@ -56,6 +56,12 @@ def check_host(host: str) -> None:
         raise ValueError(f"must be an IP address or a host name, not {host!r}")
 
 
+def seconds_or_off(value: float) -> None:
+    """A duration that 0 turns off."""
+    if not (0 <= value <= 1e9):  # also false for NaN
+        raise ValueError("must be 0 (off) or a positive number of seconds, at most 1e9")
+
+
 def parse_data_dir(value: str) -> Path | None:
     """A `--data-dir` value: a directory, or None for `none` (no persistence)."""
     if value.strip().lower() == NO_DATA_DIR:
@@ -206,6 +212,14 @@ class Settings:
         "Bytes of message data cached over all channels; the oldest go first.",
         group="cache",
         check=at_least(1024),
+    )
+    # A retry of a publication with the same Idempotency-Key within it gets the first
+    # answer again; kept by the engine (its journal, Redis, the NATS stream).
+    idempotency_window_s: float = option(
+        300.0,
+        "Seconds a publication's first answer is kept for its Idempotency-Key; 0: off.",
+        group="cache",
+        check=seconds_or_off,
     )
     # Locked: one server per directory. None: memory only. Redis keeps its data itself;
     # the private nats-server of --workers keeps its store in <data_dir>/nats.

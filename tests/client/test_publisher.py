@@ -285,7 +285,7 @@ async def test_a_store_outage_is_service_unavailable_with_retry_after(
 ) -> None:
     store = redis_factory()
     server = server_factory("--engine", store.url)
-    publisher = publisher_factory(server.url)
+    publisher = publisher_factory(server.url, retries=0)
     channel = await publisher.create_channel()
     store.kill()
     with pytest.raises(ServiceUnavailable) as caught:
@@ -299,7 +299,8 @@ async def test_the_publish_rate_limit_is_too_many_requests_with_retry_after(
     publisher_factory: PublisherFactory, server_factory: ServerFactory
 ) -> None:
     server = server_factory("--publish-rate", "1", "--publish-burst", "1")
-    publisher = publisher_factory(server.url)
+    # Without retries: the publisher would wait out the Retry-After and try again.
+    publisher = publisher_factory(server.url, retries=0)
     channel = await publisher.create_channel()
     await publisher.publish(channel.id, "first")
     with pytest.raises(TooManyRequests) as refused:

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from pushup.core.engine import Publication
 from pushup.core.errors import EngineUnavailable, StorageFull
+from pushup.core.idempotency import IdempotencyKey, fingerprint
 from pushup.engines.memory import Journal, MemoryEngine
 from pushup.engines.memory.acked import ACKNOWLEDGED, AckFile
 from pushup.engines.memory.checksums import channel_crc
-from pushup.engines.memory.sqlite import DATABASE
+from pushup.engines.memory.sqlite import DATABASE, SCHEMA_VERSION
 from tests.engines.conftest import MakeEngine, RecordingListener
 from tests.engines.test_contract import alive, channel, ids, publish1, read
 from tests.engines.test_journal import restarted, rows, started, step, until
@@ -128,6 +130,38 @@ async def test_a_group_that_cannot_be_written_is_answered_at_once_and_leaves_not
     assert [m.data for m, _ in (await read(engine, [a])).hits] == [b"0", b"3"]
     assert (await engine.channel_info(a)).ttl_s == 500  # and was written with the next group
     assert await alive(engine, "b")
+
+
+async def test_an_idempotency_answer_whose_group_is_given_up_leaves_its_key_free(
+    make_engine: MakeEngine,
+    listener: RecordingListener,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A retry that came while the first call's group was being written waits for it,
+    and learns with it that nothing was stored; once writes work again it stores."""
+    engine = await started(make_engine, listener)
+    a = await channel(engine, "a")
+    publication: list[Publication] = [([a], b"1")]
+    key = IdempotencyKey("", "k", fingerprint(publication, batch=False), 300.0)
+    failing = failing_writes(monkeypatch, sqlite3.OperationalError("disk I/O error"))
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            engine.publish_once(publication, key),
+            engine.publish_once(publication, key),
+            return_exceptions=True,
+        ),
+        timeout=10,
+    )
+    assert [type(result) for result in results] == [EngineUnavailable] * 2
+    failing[0] = False
+    await until(lambda: "is written again" in caplog.text, "the journal to be written again")
+    messages, replayed = await engine.publish_once(publication, key)
+    assert not replayed
+    assert ids(await read(engine, [a])) == [messages[0].id]
+    engine = await restarted(engine, make_engine, listener)
+    again, replayed = await engine.publish_once(publication, key)
+    assert replayed and again[0].id == messages[0].id
 
 
 async def test_a_full_disk_is_its_own_error(
@@ -259,19 +293,20 @@ async def test_a_journal_of_the_first_version_is_brought_up_to_date(
     assert [m.data for m, _ in (await read(engine, [7])).hits] == [b'{"n":1}', b'"new"']
     assert journal_lines(caplog) == []
     db = sqlite3.connect(data_dir / DATABASE)
-    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
     assert db.execute(f"SELECT crc FROM messages WHERE id = {new.id}").fetchone()[0] is not None
     db.close()
 
 
-async def test_a_journal_of_the_second_version_keeps_its_channels_without_owners(
+async def test_a_journal_of_the_second_version_keeps_its_channels_and_gains_answers(
     make_engine: MakeEngine,
     listener: RecordingListener,
     data_dir: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Version 3 adds the owner column: rows checksummed by version 2 still pass their
-    check, own nothing, and new rows carry their owner."""
+    """Version 3 adds a channel's retention and owner columns and the table of
+    idempotency answers: rows checksummed by version 2 still pass their check, own
+    nothing, and new rows carry their owner; an answer is kept across a restart."""
     data_dir.mkdir()
     tamper(
         data_dir,
@@ -289,10 +324,19 @@ async def test_a_journal_of_the_second_version_keeps_its_channels_without_owners
     engine = await started(make_engine, listener)
     assert (await engine.channel_info("old")).owner is None
     made = await engine.create_channel(None, None, owner="blog")
+    publication: list[Publication] = [(["old"], b"1")]
+    key = IdempotencyKey("", "k", fingerprint(publication, batch=False), 300.0)
+    first, _ = await engine.publish_once(publication, key)
     engine = await restarted(engine, make_engine, listener)
     assert (await engine.channel_info(7)).owner is None
     assert (await engine.channel_info(made.id)).owner == "blog"
+    again, replayed = await engine.publish_once(publication, key)
+    assert replayed and [m.id for m in again] == [m.id for m in first]
     assert journal_lines(caplog) == []
+    db = sqlite3.connect(data_dir / DATABASE)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert db.execute("SELECT count(*) FROM answers").fetchone() == (1,)
+    db.close()
 
 
 # -- acknowledged, and gone ----------------------------------------------------------------

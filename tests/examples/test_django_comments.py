@@ -87,6 +87,16 @@ def test_a_committed_comment_reaches_pushup(
     assert [note["text"] for note in comments_on(pushup, "first")[0]] == ["First!", "Second"]
 
 
+def test_a_comment_published_again_is_stored_once(
+    app: ModuleType, client: Client, pushup: ServerProcess
+) -> None:
+    """As when a task queue runs the publication again: its key is the comment's."""
+    posted = client.post("/articles/twice/comments", {"text": "once"})
+    assert posted.status_code == 201, posted.content
+    app.publish_comment(posted.json()["id"], "twice", "once")
+    assert [note["text"] for note in comments_on(pushup, "twice")[0]] == ["once"]
+
+
 def test_a_rolled_back_comment_publishes_nothing(
     app: ModuleType, client: Client, pushup: ServerProcess
 ) -> None:

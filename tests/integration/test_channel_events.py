@@ -89,6 +89,13 @@ def test_only_the_publisher_reads_them_and_no_one_writes_them(
         assert_error(refused, 401, "unauthorized")
         published = publisher.post("/publish", json={"channels": [ref], "data": 1})
         assert_error(published, 403, "forbidden", extra=CHANNELS)
+        # An Idempotency-Key takes another way to the engine: refused all the same.
+        once = {"Idempotency-Key": f"into-{ref}"}
+        published = publisher.post("/publish", json={"channels": [ref], "data": 1}, headers=once)
+        assert_error(published, 403, "forbidden", extra=CHANNELS)
+        batch = {"messages": [{"channels": [ref], "data": 1}]}
+        published = publisher.post("/publish/batch", json=batch, headers=once)
+        assert_error(published, 403, "forbidden", extra=CHANNELS)
         assert_error(publisher.delete(f"/channels/{ref}"), 403, "forbidden", extra=CHANNELS)
     made = publisher.post("/channels", json={"name": "$mine"})
     assert "reserved" in assert_error(made, 400, "invalid_body")["detail"]

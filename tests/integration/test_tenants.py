@@ -288,3 +288,21 @@ def test_the_servers_own_channels_stay_its_own_whatever_the_key(
         return names or None
 
     assert wait_for(told, what="the creation of blog:a told") == ["blog:a"]
+
+
+def test_each_key_has_its_own_idempotency_keys(
+    server_factory: ServerFactory, keys_file: str
+) -> None:
+    server = server_factory("--publisher-keys", keys_file)
+    blog, ops = client(server, BLOG), client(server, OPS)
+    assert blog.post("/channels", json={"name": "blog:a"}).status_code == 201
+    body, once = {"channels": ["blog:a"], "data": 1}, {"Idempotency-Key": "shared"}
+    first = blog.post("/publish", json=body, headers=once)
+    again = blog.post("/publish", json=body, headers=once)
+    other = ops.post("/publish", json=body, headers=once)
+    assert [a.status_code for a in (first, again, other)] == [201, 201, 201]
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert "idempotent-replayed" not in other.headers
+    assert other.json()["id"] != first.json()["id"]
+    assert cached(server, "blog:a") == [1, 1]

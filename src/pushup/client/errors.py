@@ -77,6 +77,11 @@ class ChannelClosed(ApiError):
         return channels
 
 
+class IdempotencyKeyReused(ApiError):
+    """422: the publication's `Idempotency-Key` went with another request within the
+    server's idempotency window; nothing was stored."""
+
+
 class PayloadTooLarge(ApiError):
     """413: the request body is over the server's limit (1 MiB)."""
 
@@ -125,6 +130,8 @@ BY_CODE: dict[str, type[ApiError]] = {
     "invalid_parameter": InvalidRequest,
     "invalid_cursor": InvalidRequest,
     "above_server_limit": InvalidRequest,
+    "invalid_idempotency_key": InvalidRequest,
+    "idempotency_key_reused": IdempotencyKeyReused,
     "unauthorized": Unauthorized,
     "forbidden": Forbidden,
     "not_found": NotFound,
@@ -153,6 +160,7 @@ BY_STATUS: dict[int, type[ApiError]] = {
     409: NameTaken,
     410: ChannelClosed,
     413: PayloadTooLarge,
+    422: IdempotencyKeyReused,
     429: TooManyRequests,
     431: HeadersTooLarge,
     503: ServiceUnavailable,

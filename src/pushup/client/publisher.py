@@ -3,6 +3,7 @@ connections; the same calls as `AsyncPublisher`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -10,7 +11,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from pushup.client import wire
-from pushup.client.errors import TransportError
+from pushup.client.errors import PushUpError, TransportError
 from pushup.client.wire import (
     Channel,
     ChannelRef,
@@ -28,12 +29,25 @@ class Publisher:
     """Creates, renews, inspects and closes channels and publishes to them.
 
     `key` is the server's `--publisher-key` (sent as a bearer token); `timeout` bounds
-    each request in seconds. Use as `with Publisher(url) as publisher:`, or
-    call `close()`, so the pooled connections are closed. Error answers raise the
-    matching `ApiError` subclass; no answer raises `TransportError`. Nothing is retried:
-    a publication is not idempotent."""
+    each request in seconds. Use as `with Publisher(url) as publisher:`, or call
+    `close()`, so the pooled connections are closed. Error answers raise the matching
+    `ApiError` subclass; no answer raises `TransportError`.
 
-    def __init__(self, base_url: str, key: str | None = None, timeout: float = 10.0) -> None:
+    Each publication carries an `Idempotency-Key` (a new one per call, unless given),
+    and is tried `retries` times more, with the same key, after no answer, a 429 or a
+    502, 503 or 504: the server keeps the first answer to a key for its
+    `--idempotency-window` and stores a retry once. (A server with the window off
+    would store it again: pass `retries=0` to such a server.) Nothing else is retried.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = wire.RETRIES,
+    ) -> None:
+        self._retries = retries
         self._client = httpx.Client(base_url=base_url, headers=wire.headers(key), timeout=timeout)
 
     def create_channel(
@@ -87,14 +101,20 @@ class Publisher:
         node, and the distinct `sub` claims of their tokens."""
         return self._call(wire.presence(channel))
 
-    def publish(self, channels: Channels, data: Any) -> Published:
-        """Publish `data` (any JSON value) to one channel or several, all or nothing."""
-        return self._call(wire.publish(channels, data))
+    def publish(
+        self, channels: Channels, data: Any, *, idempotency_key: str | None = None
+    ) -> Published:
+        """Publish `data` (any JSON value) to one channel or several, all or nothing.
+        `idempotency_key`: your own key for this publication (say, from the row it
+        announces), so that calling again with it after a crash stores it once too."""
+        return self._retried(wire.publish(channels, data, idempotency_key))
 
-    def publish_batch(self, items: Iterable[tuple[Channels, Any]]) -> list[Published]:
+    def publish_batch(
+        self, items: Iterable[tuple[Channels, Any]], *, idempotency_key: str | None = None
+    ) -> list[Published]:
         """Publish several `(channels, data)` messages in one request, all or nothing;
-        their ids increase in item order."""
-        return self._call(wire.publish_batch(items))
+        their ids increase in item order. `idempotency_key` as for `publish`."""
+        return self._retried(wire.publish_batch(items, idempotency_key))
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -110,6 +130,19 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _retried(self, call: wire.Call[T]) -> T:
+        """The call, tried again while the failure says a retry may help."""
+        attempt = 0
+        while True:
+            try:
+                return self._call(call)
+            except PushUpError as exc:
+                delay = wire.retry_delay(exc, attempt) if attempt < self._retries else None
+                if delay is None:
+                    raise
+            time.sleep(delay)
+            attempt += 1
 
     def _call(self, call: wire.Call[T]) -> T:
         try:

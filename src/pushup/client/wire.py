@@ -3,6 +3,7 @@ what its answer becomes, and which exception an error answer becomes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -18,8 +19,10 @@ from pushup.client.errors import (
     BY_STATUS,
     ApiError,
     PayloadTooLarge,
+    PushUpError,
     RetryLater,
     ServerError,
+    TransportError,
 )
 
 T = TypeVar("T")
@@ -31,6 +34,13 @@ Channels = ChannelRef | Sequence[ChannelRef]
 USER_AGENT = f"pushup-client/{__version__}"
 # The server's limit on a request body (docs/api.md, 413 payload_too_large).
 MAX_BODY_BYTES = 1 << 20
+# A publication is tried again this many times by default after no answer, a 429, or a
+# 502, 503 or 504; first after FIRST_RETRY_S, doubling, or after the server's
+# Retry-After, never more than MAX_RETRY_S.
+RETRIES = 3
+FIRST_RETRY_S = 0.25
+MAX_RETRY_S = 5.0
+_RETRIED_STATUSES = frozenset((502, 503, 504))
 
 
 class AsyncClosing:
@@ -156,10 +166,11 @@ class Call(Generic[T]):
     ok: int  # the success status
     parse: Callable[[Any], T]  # the decoded JSON body (None if empty) to the result
     also_ok: tuple[int, ...] = ()  # other success statuses (200 for a channel found)
+    headers: tuple[tuple[str, str], ...] = ()  # besides the client's own
 
     def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
         if self.body is None:
-            return client.build_request(self.method, self.path)
+            return client.build_request(self.method, self.path, headers=dict(self.headers))
         # orjson, as the server: the same JSON (64-bit integers, no NaN) on both ends.
         content = orjson.dumps(self.body)
         if len(content) > MAX_BODY_BYTES:
@@ -168,7 +179,8 @@ class Call(Generic[T]):
             detail = f"the body is {len(content)} bytes, over the limit of {MAX_BODY_BYTES}"
             body = {"error": "payload_too_large", "detail": detail}
             raise PayloadTooLarge(413, "payload_too_large", detail, body)
-        return client.build_request(self.method, self.path, content=content, headers=_JSON)
+        headers = {**_JSON, **dict(self.headers)}
+        return client.build_request(self.method, self.path, content=content, headers=headers)
 
     def result(self, response: httpx.Response) -> T:
         if response.status_code != self.ok and response.status_code not in self.also_ok:
@@ -251,12 +263,15 @@ def presence(channel: ChannelRef) -> Call[Presence]:
     return Call("GET", _path(channel) + "/presence", None, 200, _presence)
 
 
-def publish(channels: Channels, data: Any) -> Call[Published]:
+def publish(channels: Channels, data: Any, idempotency_key: str | None) -> Call[Published]:
     body = {"channels": channel_list(channels), "data": data}
-    return Call("POST", "/publish", body, 201, _published)
+    headers = _idempotency(idempotency_key)
+    return Call("POST", "/publish", body, 201, _published, headers=headers)
 
 
-def publish_batch(items: Iterable[tuple[Channels, Any]]) -> Call[list[Published]]:
+def publish_batch(
+    items: Iterable[tuple[Channels, Any]], idempotency_key: str | None
+) -> Call[list[Published]]:
     body = {"messages": [{"channels": channel_list(c), "data": d} for c, d in items]}
     return Call(
         "POST",
@@ -264,7 +279,26 @@ def publish_batch(items: Iterable[tuple[Channels, Any]]) -> Call[list[Published]
         body,
         201,
         lambda obj: [_published(item) for item in obj["messages"]],
+        headers=_idempotency(idempotency_key),
     )
+
+
+def _idempotency(key: str | None) -> tuple[tuple[str, str], ...]:
+    """The publication's Idempotency-Key: the caller's, or a new one; the same on every
+    retry of the call, so the server stores it once."""
+    return (("Idempotency-Key", str(uuid.uuid4()) if key is None else key),)
+
+
+def retry_delay(error: PushUpError, attempt: int) -> float | None:
+    """Seconds to wait before trying a publication again after `error`, its failure
+    number `attempt` (from 0); None when trying again cannot help."""
+    if isinstance(error, RetryLater) and error.retry_after is not None:
+        return min(error.retry_after, MAX_RETRY_S)
+    if isinstance(error, TransportError | RetryLater) or (
+        isinstance(error, ServerError) and error.status in _RETRIED_STATUSES
+    ):
+        return min(FIRST_RETRY_S * 2.0**attempt, MAX_RETRY_S)
+    return None
 
 
 def poll_params(

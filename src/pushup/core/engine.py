@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pushup.core.model import (
     SERVER_RETENTION,
@@ -23,6 +23,9 @@ from pushup.core.model import (
     Retention,
 )
 from pushup.core.presence import Presence
+
+if TYPE_CHECKING:
+    from pushup.core.idempotency import IdempotencyKey
 
 # One publication as the engine takes it: target channels and the JSON-encoded payload.
 Publication = tuple[Sequence[ChannelRef], bytes]
@@ -103,6 +106,21 @@ class Engine(Protocol):
 
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
         """All or nothing: raises ChannelsNotFound and stores nothing if any is unknown."""
+
+    async def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> tuple[list[Message], bool]:
+        """`publish`, once per key within its window: the messages stored, and False;
+        or, if the key already stored these publications, their messages as first
+        answered (nothing is stored, nor told to the listener), and True. Raises
+        IdempotencyKeyReused if the key went with other publications. Only a stored
+        publication is kept as an answer: after an error a retry runs afresh.
+
+        Finding the answer and storing the publication with it are one atomic step over
+        every node of a shared engine (calls at once with one key store it once), and
+        the answer outlives a restart of a persistent one. An answer is given only once
+        its publication counts (committed, with a journal), even to a call that came
+        while the first was in flight and whose caller has gone."""
 
     async def read(
         self,

@@ -60,3 +60,8 @@ class NotReplicated(EngineUnavailable):
 class StorageFull(EngineUnavailable):
     """The disk the engine writes to is full: nothing was stored; it may be retried once
     there is space again."""
+
+
+class IdempotencyKeyReused(PushUpError):
+    """An `Idempotency-Key` already went with another request (other publications, or
+    `/publish` against `/publish/batch`) within its window."""

@@ -25,6 +25,8 @@ from pushup.core.engine import (
 from pushup.core.errors import ChannelsNotFound
 from pushup.core.events import ChannelEvents
 from pushup.core.fanout import answer_closed, fan_out
+from pushup.core.flights import Flights
+from pushup.core.idempotency import IdempotencyKey
 from pushup.core.model import (
     SERVER_RETENTION,
     ChannelEnd,
@@ -93,6 +95,8 @@ class Hub:
         # The application's channel events, published to `$events`, a channel everyone
         # else is kept from (`events.refuse`).
         self.events = ChannelEvents(engine, clock, on=events)
+        # Idempotent publications in flight in this process.
+        self._flights = Flights()
 
     async def start(self) -> None:
         await self._engine.start(self)
@@ -120,6 +124,17 @@ class Hub:
         if counted:
             metrics.published(len(messages))
         return messages
+
+    def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> Coroutine[Any, Any, tuple[list[Message], bool]]:
+        """`publish` under an idempotency key: the messages, and whether they are a
+        first answer given again (nothing stored). Raises IdempotencyKeyReused when the
+        key went with other publications. A retry that comes while the first call is in
+        flight here waits for it (`flights.py`)."""
+        for refs, _ in publications:
+            self.events.refuse(refs)
+        return self._flights.publish(self._engine, publications, key)
 
     async def create_channel(
         self,

@@ -10,6 +10,7 @@ import orjson
 from pushup.core.errors import (
     ChannelsNotFound,
     EngineUnavailable,
+    IdempotencyKeyReused,
     NameTaken,
     NotAllowed,
     NotReplicated,
@@ -77,6 +78,10 @@ class AboveServerLimit(ApiError):
     """A channel asked for more than the server keeps (`--message-ttl`, ...)."""
 
     code = "above_server_limit"
+
+
+class InvalidIdempotencyKey(ApiError):
+    code = "invalid_idempotency_key"
 
 
 class Unauthorized(ApiError):
@@ -187,15 +192,22 @@ def answer(exc: BaseException) -> ApiError | None:
         return ApiError(
             f"a live channel is already named {exc.name!r}", status=409, code="name_taken"
         )
+    if isinstance(exc, IdempotencyKeyReused):
+        return ApiError(
+            "this Idempotency-Key went with another request within the idempotency window: "
+            "nothing was stored; use a new key for a new publication",
+            status=422,
+            code="idempotency_key_reused",
+        )
     if isinstance(exc, StorageFull):
         # The operator's problem, not the client's: the client only learns to wait.
         return store_unreachable("the server's disk is full: nothing was stored; retry later")
     if isinstance(exc, NotReplicated):
         # Unlike other 503s, something was done: the client must know a retry may
-        # store it twice.
+        # store it twice (unless it carries the same Idempotency-Key).
         return store_unreachable(
             "stored, but not yet confirmed by the store's replicas: it may be lost if "
-            "the store fails over, and retrying may store it twice"
+            "the store fails over, and retrying without an Idempotency-Key may store it twice"
         )
     if isinstance(exc, EngineUnavailable):
         # Its own sentence names the store's internals: it is logged, never sent.

@@ -18,6 +18,7 @@ from pushup.http.errors import (
     AboveServerLimit,
     InvalidBody,
     InvalidCursor,
+    InvalidIdempotencyKey,
     InvalidJson,
     InvalidParameter,
     MessageTooLarge,
@@ -29,6 +30,10 @@ MAX_CHANNELS = 100
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_BATCH = 1000
 MAX_NAME_LENGTH = 200
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+# Visible ASCII: what UUIDs, ULIDs, base64 and hex keys are written with.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]+", re.ASCII)
 
 _NUMBER = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
@@ -77,6 +82,22 @@ def check_name(name: str, error: type[InvalidBody | InvalidParameter] = InvalidB
         raise error("a channel name may not contain a comma")
     if is_digits(name):
         raise error("a channel name may not be all digits")
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """An `Idempotency-Key` header's value, or None without one."""
+    if value is None:
+        return None
+    key = value.strip()
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidIdempotencyKey(
+            f"an Idempotency-Key has 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        )
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidIdempotencyKey(
+            "an Idempotency-Key is visible ASCII characters (no spaces), such as a UUID"
+        )
+    return key
 
 
 def json_body(body: bytes | bytearray, *, optional: bool = False) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from pushup.core.engine import Publication, SubscriberCount
+from pushup.core.idempotency import IdempotencyKey, fingerprint
 from pushup.core.model import ChannelInfo, Message
 from pushup.core.tenants import PublisherKey
 from pushup.http import params
@@ -44,18 +47,26 @@ def _restricted(request: Request) -> PublisherKey | None:
 
 
 async def _store(
-    request: Request, services: Services, items: Sequence[Publication]
-) -> list[Message]:
+    request: Request,
+    services: Services,
+    items: Sequence[Publication],
+    once: IdempotencyKey | None,
+) -> tuple[list[Message], bool]:
     """Publish, after the publish rate and the key's channels: refused whole (403,
-    nothing stored) if any channel of any item is not the key's."""
+    nothing stored) if any channel of any item is not the key's. Under an idempotency
+    key (`once`), the messages may be a first answer given again: True, nothing stored."""
     services.limits.check_publish(request, len(items))
-    key = _restricted(request)
-    if key is not None:
-        await services.access.check(key, [ref for refs, _ in items for ref in refs])
-    messages = await services.hub.publish(items)
-    if request.publisher is not None:
+    restricted = _restricted(request)
+    if restricted is not None:
+        await services.access.check(restricted, [ref for refs, _ in items for ref in refs])
+    if once is None:
+        messages = await services.hub.publish(items)
+        replayed = False
+    else:
+        messages, replayed = await services.hub.publish_once(items, once)
+    if request.publisher is not None and not replayed:
         metrics.key_published(request.publisher.name, len(messages))
-    return messages
+    return messages, replayed
 
 
 async def create_channel(request: Request, services: Services) -> Response:
@@ -125,6 +136,10 @@ async def channel_info(request: Request, services: Services, ref: str) -> Respon
     return Response.json(200, body)
 
 
+# Sent with an answer given again for an Idempotency-Key (as Stripe does).
+_REPLAYED = (("Idempotent-Replayed", "true"),)
+
+
 async def publish(request: Request, services: Services) -> Response:
     settings = services.settings
     item = params.publication(
@@ -132,8 +147,9 @@ async def publish(request: Request, services: Services) -> Response:
         max_channels=settings.max_channels_per_request,
         max_bytes=settings.max_message_bytes,
     )
-    (message,) = await _store(request, services, [item])
-    return Response.json(201, _published(message))
+    once = _idempotency_key(request, services, [item], batch=False)
+    (message,), replayed = await _store(request, services, [item], once)
+    return _answer(_published(message), replayed)
 
 
 async def publish_batch(request: Request, services: Services) -> Response:
@@ -143,5 +159,38 @@ async def publish_batch(request: Request, services: Services) -> Response:
         max_channels=settings.max_channels_per_request,
         max_bytes=settings.max_message_bytes,
     )
-    messages = await _store(request, services, items)
-    return Response.json(201, {"messages": [_published(message) for message in messages]})
+    once = _idempotency_key(request, services, items, batch=True)
+    messages, replayed = await _store(request, services, items, once)
+    return _answer({"messages": [_published(message) for message in messages]}, replayed)
+
+
+def _answer(payload: dict[str, Any], replayed: bool) -> Response:
+    response = Response.json(201, payload)
+    if replayed:
+        response.headers = _REPLAYED
+    return response
+
+
+def _idempotency_key(
+    request: Request, services: Services, publications: Sequence[Publication], *, batch: bool
+) -> IdempotencyKey | None:
+    """The request's Idempotency-Key, or None without one (or with the window off: the
+    header is then ignored)."""
+    window_s = services.settings.idempotency_window_s
+    if window_s == 0:
+        return None
+    key = params.idempotency_key(request.header("idempotency-key"))
+    if key is None:
+        return None
+    publisher = request.publisher
+    scope = _scope(None if publisher is None else publisher.secret)
+    return IdempotencyKey(scope, key, fingerprint(publications, batch=batch), window_s)
+
+
+@functools.cache
+def _scope(secret: str | None) -> str:
+    """Keys are each publisher key's own: scoped by a digest of its secret (never the
+    secret itself, which would then sit in the store); one scope without keys."""
+    if secret is None:
+        return ""
+    return hashlib.sha256(b"pushup publisher key\0" + secret.encode()).hexdigest()[:32]

@@ -46,6 +46,12 @@ GAUGES = (
 )
 COUNTERS = (
     ("publications", "pushup_publications", "Messages published through this worker."),
+    (
+        "replays",
+        "pushup_idempotent_replays",
+        "Publication requests answered again from an earlier one with the same "
+        "Idempotency-Key (nothing stored).",
+    ),
     ("deliveries", "pushup_deliveries", "Receivers (polls, streams) written to by fan-outs."),
     (
         "engine_reconnects",

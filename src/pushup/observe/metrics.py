@@ -78,6 +78,8 @@ class Figures:
 
     def __init__(self) -> None:
         self.publications = 0
+        # Publication requests answered again from an earlier one with the same key.
+        self.replays = 0
         self.deliveries = 0
         self.engine_reconnects = 0
         self.errors: dict[str, int] = {}
@@ -105,6 +107,7 @@ class Figures:
         """The counters as JSON-ready data, for a snapshot."""
         return {
             "publications": self.publications,
+            "replays": self.replays,
             "deliveries": self.deliveries,
             "engine_reconnects": self.engine_reconnects,
             "errors": dict(self.errors),
@@ -124,6 +127,7 @@ class Figures:
         """Add counters dumped by this worker's predecessor, so that a restarted worker
         counts on from where the one it replaces stopped (within its last second)."""
         self.publications += int(dumped.get("publications", 0))
+        self.replays += int(dumped.get("replays", 0))
         self.deliveries += int(dumped.get("deliveries", 0))
         self.engine_reconnects += int(dumped.get("engine_reconnects", 0))
         for mine, theirs in (
@@ -186,6 +190,12 @@ def count_key_error(key: str, code: str) -> None:
     """An error answered to a request made with the publisher key of this name."""
     codes = FIGURES.key_errors.setdefault(key, {})
     codes[code] = codes.get(code, 0) + 1
+
+
+def replayed() -> None:
+    """A publication request answered again from an earlier one with the same
+    idempotency key: nothing was stored."""
+    FIGURES.replays += 1
 
 
 def fanned_out(receivers: int, seconds: float, since_published_s: float) -> None:

@@ -1,7 +1,8 @@
-"""The journal's row checksums: a CRC32 over a row's values as the engine wrote them,
-so `sqlite.py` can tell a row damaged where SQLite's own checks cannot see (they cover
-the file's structure, not the values). SQLite computes them too, as the function
-`channel_crc`, when compaction changes a row in place."""
+"""The journal's row checksums: a CRC32 over a row's values as the engine wrote them
+(channels, messages, idempotency answers), so `sqlite.py` can tell a row damaged where
+SQLite's own checks cannot see (they cover the file's structure, not the values).
+SQLite computes them too, as the function `channel_crc`, when compaction changes a row
+in place."""
 
 from __future__ import annotations
 
@@ -52,3 +53,9 @@ def message_crc(message_id: int, channels: bytes, data: bytes) -> int:
     """The checksum of a message row: its id, channel list and data."""
     head = zlib.crc32(channels, zlib.crc32(message_id.to_bytes(8, "little", signed=True)))
     return zlib.crc32(data, head)
+
+
+def answer_crc(answer: bytes) -> int:
+    """The checksum of an idempotency answer's row: over the encoded answer, which holds
+    its digest and expiry too."""
+    return zlib.crc32(answer)

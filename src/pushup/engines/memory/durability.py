@@ -20,8 +20,10 @@ from functools import partial
 from typing import Generic, Protocol, TypeVar
 
 from pushup.core.engine import EngineListener
+from pushup.core.idempotency import Answer
 from pushup.core.ids import IdClock
 from pushup.core.model import ChannelId, Message
+from pushup.engines.memory.answers import Answers
 from pushup.engines.memory.journal import Journal
 from pushup.engines.memory.snapshot import EMPTY, ChannelState, Snapshot
 
@@ -41,6 +43,8 @@ class Durability(Protocol[C]):
 
     # Set by the engine once its cache exists (the cache itself tells changes here).
     store: Store[C]
+    # First answers to idempotency keys, looked up by the engine.
+    answers: Answers
 
     def open(self, listener: EngineListener) -> Snapshot:
         """What an earlier run kept, to restore; changes from now on are told to
@@ -61,6 +65,15 @@ class Durability(Protocol[C]):
         """Keep a publication (and its channels, kept alive from `now`); cache it and
         tell the listener of it, at once or once committed (never, if it cannot be)."""
 
+    def answered(self, answer: Answer) -> None:
+        """Keep the first answer to an idempotency key with the publication just made,
+        in `answers` at once (a retry meanwhile finds it `unconfirmed`), and dropped if
+        the publication is never stored."""
+
+    def unconfirmed(self, digest: str) -> bool:
+        """Whether the answer to this key waits for its publication's commit (a retry
+        waits for it too, before answering)."""
+
     def closed(self, channel_ids: list[ChannelId]) -> None:
         """Channels a publisher closed: told at once or once committed. (An expiry is
         told at once either way: the clock decides it, and a restart finds it too.)"""
@@ -77,11 +90,12 @@ class Durability(Protocol[C]):
 class Volatile(Generic[C]):
     """`--data-dir none`: nothing is kept; a change counts as soon as it is made."""
 
-    __slots__ = ("_ids", "_listener", "store")
+    __slots__ = ("_ids", "_listener", "answers", "store")
 
     def __init__(self, message_ids: IdClock) -> None:
         self._ids = message_ids
         self.store: Store[C] = _no_cache
+        self.answers = Answers()
         self._listener: EngineListener | None = None
 
     def open(self, listener: EngineListener) -> Snapshot:
@@ -105,6 +119,12 @@ class Volatile(Generic[C]):
         if self._listener is not None:
             self._listener.published(messages, frozenset(evicted))
 
+    def answered(self, answer: Answer) -> None:
+        self.answers.add(answer)
+
+    def unconfirmed(self, digest: str) -> bool:
+        return False
+
     def closed(self, channel_ids: list[ChannelId]) -> None:
         if self._listener is not None:
             self._listener.closed(channel_ids)
@@ -120,7 +140,7 @@ class _News(Generic[C]):
     """What is cached, and what the listener hears, once one journal group is
     committed."""
 
-    __slots__ = ("closed", "group", "messages", "now", "targets")
+    __slots__ = ("answers", "closed", "group", "messages", "now", "targets")
 
     def __init__(self, group: object) -> None:
         self.group = group
@@ -129,17 +149,21 @@ class _News(Generic[C]):
         # When the last of them was published.
         self.now = 0.0
         self.closed: list[ChannelId] = []
+        self.answers: list[Answer] = []
 
 
 class Journaled(Generic[C]):
     """With a data directory: every change goes to the journal, and counts once its
     group is committed."""
 
-    __slots__ = ("_announced", "_journal", "_listener", "_news", "store")
+    __slots__ = ("_announced", "_journal", "_listener", "_news", "_unconfirmed", "answers", "store")
 
     def __init__(self, journal: Journal, message_ids: IdClock) -> None:
         self._journal = journal
         self.store: Store[C] = _no_cache
+        self.answers = Answers()
+        # Keys whose answer is in a group not yet committed.
+        self._unconfirmed: set[str] = set()
         self._listener: EngineListener | None = None
         # Every message at or below this is committed and told to the listener.
         self._announced = message_ids.last
@@ -178,6 +202,16 @@ class Journaled(Generic[C]):
         news.targets += targets
         news.messages += messages
         news.now = now
+
+    def answered(self, answer: Answer) -> None:
+        # Written in the publication's own group: committed with it, or not at all.
+        self._journal.answer(answer)
+        self._pending_news().answers.append(answer)
+        self.answers.add(answer)
+        self._unconfirmed.add(answer.digest)
+
+    def unconfirmed(self, digest: str) -> bool:
+        return digest in self._unconfirmed
 
     def closed(self, channel_ids: list[ChannelId]) -> None:
         self._pending_news().closed += channel_ids
@@ -220,6 +254,10 @@ class Journaled(Generic[C]):
         publishes nothing; its closes happened in memory all the same."""
         if news is self._news:
             self._news = None
+        for answer in news.answers:
+            self._unconfirmed.discard(answer.digest)
+            if not committed:
+                self.answers.drop(answer)
         if news.messages and committed:
             targets, messages = news.targets, news.messages
             if any(channel.closed for channels in targets for channel in channels):

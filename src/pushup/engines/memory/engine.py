@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 
 from pushup.core.engine import CacheStats, EngineListener, Publication
-from pushup.core.errors import EngineUnavailable, NameTaken
+from pushup.core.errors import EngineUnavailable, IdempotencyKeyReused, NameTaken
+from pushup.core.idempotency import Answer, IdempotencyKey, entries, replay
 from pushup.core.ids import IdClock
 from pushup.core.model import (
     SERVER_RETENTION,
@@ -71,6 +72,8 @@ class MemoryEngine:
         # What caches a publication once it counts: without a journal, at once (and
         # `publish` arms the sweep after it); with one, on commit (arming it there).
         self._journal.store = self._cache.insert if journal is None else self._cached
+        # First answers to idempotency keys, kept with their publications.
+        self._answers = self._journal.answers
         self._listener: EngineListener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
@@ -80,7 +83,11 @@ class MemoryEngine:
     async def start(self, listener: EngineListener) -> None:
         self._listener = listener
         snapshot = self._journal.open(listener)
-        restore(self._cache, snapshot, self._clock(), self._channel_ids, self._message_ids)
+        now = self._clock()
+        restore(self._cache, snapshot, now, self._channel_ids, self._message_ids)
+        for answer in snapshot.answers:
+            if answer.expires_at > now:
+                self._answers.add(answer)
         self._schedule_sweep()
 
     async def close(self) -> None:
@@ -184,7 +191,24 @@ class MemoryEngine:
 
     # -- messages --------------------------------------------------------------------
 
-    async def publish(self, publications: Sequence[Publication]) -> list[Message]:
+    async def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> tuple[list[Message], bool]:
+        while (found := self._answers.find(key.digest, self._clock())) is not None:
+            if found.fingerprint != key.fingerprint:
+                raise IdempotencyKeyReused(key.key)
+            if not self._journal.unconfirmed(key.digest):
+                return replay(publications, found.entries), True
+            # The first call's group is being committed (its caller may have gone):
+            # wait for it, then look again (a group given up drops its answer).
+            if (committed := self._journal.committed()) is not None:
+                await committed
+        return await self.publish(publications, key), False
+
+    async def publish(
+        self, publications: Sequence[Publication], key: IdempotencyKey | None = None
+    ) -> list[Message]:
+        """With `key`, its answer is kept with the publication (see `publish_once`)."""
         journal = self._journal
         journal.check()
         now = self._clock()
@@ -196,6 +220,10 @@ class MemoryEngine:
         messages = self._cache.issue(targets, publications, self._message_ids)
         # Cached now, or once committed.
         journal.published(targets, messages, now)
+        if key is not None:
+            journal.answered(
+                Answer(key.digest, key.fingerprint, entries(messages), now + key.window_s)
+            )
         self._schedule_sweep()
         # Only a journal makes the caller wait (for its group commit): without one a
         # publication never suspends, so the HTTP server runs it without a Task.
@@ -239,6 +267,8 @@ class MemoryEngine:
     def _expire(self, now: float) -> None:
         """Drop what expired, and tell the listener of expired channels at once: the
         clock, not the journal, decides an expiry, and a restart finds it expired too."""
+        if self._answers.next_due <= now:
+            self._answers.expire(now)
         expired = self._cache.expire(now)
         if expired and self._listener is not None:
             self._listener.closed([channel.id for channel in expired])

@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 
 from pushup.core.errors import EngineUnavailable, StorageFull
+from pushup.core.idempotency import Answer
 from pushup.core.model import ChannelId, Message
 from pushup.engines.memory import recovery, sqlite
 from pushup.engines.memory.acked import AckFile, Acknowledged
@@ -57,6 +58,8 @@ class _Group:
 
     channels: dict[ChannelId, ChannelState] = field(default_factory=dict)
     messages: list[Message] = field(default_factory=list)
+    # First answers to idempotency keys, committed with their publications.
+    answers: list[Answer] = field(default_factory=list)
     # Run once committed (with True) before any waiter resumes, or once given up (with
     # False): the engine caches the publications, and tells its listener.
     after_commit: list[Callable[[bool], None]] = field(default_factory=list)
@@ -180,6 +183,11 @@ class Journal:
     def messages(self, messages: Sequence[Message]) -> None:
         self._group().messages.extend(messages)
 
+    def answer(self, answer: Answer) -> None:
+        """Keep the first answer to an idempotency key, with the publication recorded
+        just before it (in the same group, so in the same transaction)."""
+        self._group().answers.append(answer)
+
     def forget(self, message_id: int) -> None:
         """No channel holds this message any more: delete it at the next compaction."""
         self._forgotten.append(message_id)
@@ -248,7 +256,7 @@ class Journal:
             self._collecting = None
             self._compacting_turn = True
             group.acknowledged = self._acknowledged_after(group)
-            rows = sqlite.rows(group.channels.values(), group.messages)
+            rows = sqlite.rows(group.channels.values(), group.messages, group.answers)
             self._start(partial(self._write, rows, group.acknowledged), group, None)
         else:
             self._idle.set()

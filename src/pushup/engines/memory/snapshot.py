@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pushup.core.idempotency import Answer
 from pushup.core.model import SERVER_RETENTION, ChannelId, MessageId, Retention
 
 
@@ -71,6 +72,8 @@ class Snapshot:
     damaged_messages: list[int] = field(default_factory=list)
     # Messages ever committed to this journal (its own count, beside `acknowledged`).
     committed_messages: int = 0
+    # First answers to idempotency keys, expired ones included.
+    answers: list[Answer] = field(default_factory=list)
 
 
 # What there is to restore without a journal.

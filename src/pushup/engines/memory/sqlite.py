@@ -32,12 +32,20 @@ from typing import Any
 
 import orjson
 
+from pushup.core import idempotency
+from pushup.core.idempotency import Answer
 from pushup.core.model import ChannelId, Message, MessageId, Retention
-from pushup.engines.memory.checksums import channel_crc, message_crc
+from pushup.engines.memory.checksums import answer_crc, channel_crc, message_crc
 from pushup.engines.memory.snapshot import ChannelState, Snapshot, StoredChannel, StoredMessage
 
 DATABASE = "journal.sqlite3"
 SCHEMA_VERSION = 3
+# First answers to idempotency keys (`answer`: core/idempotency.py's JSON), deleted by
+# compaction once past `expires_at`.
+_ANSWERS = (
+    "CREATE TABLE answers (digest TEXT PRIMARY KEY, answer BLOB NOT NULL,"
+    " expires_at REAL NOT NULL, crc INTEGER NOT NULL)"
+)
 _SCHEMA = (
     # `message_ttl_s`, `max_messages`: the channel's own retention (NULL: the server's).
     "CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT, ttl_s REAL NOT NULL,"
@@ -49,6 +57,7 @@ _SCHEMA = (
     # The highest ids ever issued, kept after compaction deleted their rows; and
     # `messages`, how many were ever committed.
     "CREATE TABLE marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    _ANSWERS,
 )
 # From each older version to the next; rows already there keep a NULL checksum.
 _MIGRATIONS = {
@@ -56,11 +65,13 @@ _MIGRATIONS = {
         "ALTER TABLE channels ADD COLUMN crc INTEGER",
         "ALTER TABLE messages ADD COLUMN crc INTEGER",
     ),
-    # Channels of older versions keep the server's retention (NULL) and have no owner.
+    # Channels of older versions keep the server's retention (NULL) and have no owner;
+    # idempotency keys' answers get their table.
     2: (
         "ALTER TABLE channels ADD COLUMN message_ttl_s REAL",
         "ALTER TABLE channels ADD COLUMN max_messages INTEGER",
         "ALTER TABLE channels ADD COLUMN owner TEXT",
+        _ANSWERS,
     ),
 }
 # A channel's `dropped_through` only grows: compaction raises it for messages it
@@ -99,7 +110,7 @@ COMPACT_ROWS = 5_000
 _INSERT_ROWS = 200  # messages per INSERT statement (4 parameters each, at most 999)
 
 # One transaction's rows, taken from memory on the loop thread when the group closes.
-Rows = tuple[list[tuple[Any, ...]], list[tuple[int]], list[Message]]
+Rows = tuple[list[tuple[Any, ...]], list[tuple[int]], list[Message], list[Answer]]
 
 
 class Damaged(sqlite3.DatabaseError):
@@ -163,6 +174,7 @@ def read(db: sqlite3.Connection) -> Snapshot:
     try:
         channels, damaged_channels = _read_channels(db)
         messages, damaged_messages = _read_messages(db)
+        answers = _read_answers(db)
         marks = {
             name.decode(errors="replace"): value
             for name, value in db.execute("SELECT name, value FROM marks")
@@ -188,6 +200,7 @@ def read(db: sqlite3.Connection) -> Snapshot:
         damaged_channels,
         damaged_messages,
         marks.get("messages", 0),
+        answers,
     )
 
 
@@ -253,6 +266,21 @@ def _read_messages(db: sqlite3.Connection) -> tuple[list[StoredMessage], list[in
     return messages, damaged
 
 
+def _read_answers(db: sqlite3.Connection) -> list[Answer]:
+    """The answers kept for idempotency keys that pass their checks. A damaged one is
+    left out (compaction deletes it once expired): its key is free again, which is all
+    a lost answer can cost."""
+    answers = []
+    for raw, crc in db.execute("SELECT answer, crc FROM answers"):
+        if not isinstance(raw, bytes) or crc != answer_crc(raw):
+            continue
+        try:
+            answers.append(idempotency.decode(raw))
+        except ValueError:
+            continue
+    return answers
+
+
 def drop_damaged(db: sqlite3.Connection, channel_ids: list[int], message_ids: list[int]) -> None:
     """Delete rows that failed their checks: reported once, never read again, and no
     later statement meets their damaged values."""
@@ -261,7 +289,7 @@ def drop_damaged(db: sqlite3.Connection, channel_ids: list[int], message_ids: li
         db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in message_ids))
 
 
-def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
+def rows(channels: Iterable[ChannelState], messages: list[Message], answers: list[Answer]) -> Rows:
     """A group's rows, read from the live channels now, on the loop thread: a
     channel changed several times in one group is written once, as it ends up. Its
     newest message is the group's, which the cache takes only once committed."""
@@ -288,14 +316,14 @@ def rows(channels: Iterable[ChannelState], messages: list[Message]) -> Rows:
                     channel.owner,
                 )
             )
-    # Messages are immutable: the writer thread encodes them itself.
-    return upserts, deletes, messages
+    # Messages and answers are immutable: the writer thread encodes them itself.
+    return upserts, deletes, messages, answers
 
 
 def write(db: sqlite3.Connection, rows: Rows, committed_messages: int) -> None:
     """One group in one transaction: one fsync of the WAL at its commit.
     `committed_messages`: how many messages the journal holds committed with it."""
-    upserts, deletes, messages = rows
+    upserts, deletes, messages, answers = rows
     # Few statements, each for many rows: every statement hands the GIL to the
     # event loop and takes it back, which costs the most when the loop is busy.
     with _transaction(db):
@@ -314,6 +342,12 @@ def write(db: sqlite3.Connection, rows: Rows, committed_messages: int) -> None:
                 channels = _encode_channels(m.channels)
                 params += (m.id, channels, m.data, message_crc(m.id, channels.encode(), m.data))
             db.execute(_insert_messages(len(chunk)), params)
+        if answers:
+            encoded = [(a.digest, idempotency.encode(a), a.expires_at) for a in answers]
+            db.executemany(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)",
+                [(digest, raw, expires_at, answer_crc(raw)) for digest, raw, expires_at in encoded],
+            )
 
 
 def keep_marks(db: sqlite3.Connection, marks: dict[str, int]) -> None:
@@ -362,6 +396,7 @@ def compact_step(db: sqlite3.Connection, forgotten: array[int], horizon: int, no
             db.execute("DELETE FROM messages WHERE id <= ?", (aged[-1][0],))
         db.executemany("DELETE FROM messages WHERE id = ?", ((i,) for i in forgotten))
         db.execute("DELETE FROM channels WHERE expires_at <= ?", (now,))
+        db.execute("DELETE FROM answers WHERE expires_at <= ?", (now,))
     more = len(aged) == COMPACT_ROWS
     if not more:
         _give_back_free_pages(db)

@@ -20,9 +20,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from typing import cast
 
-import nats
 from nats.aio.client import Client
 
 from pushup.core.engine import (
@@ -33,6 +33,7 @@ from pushup.core.engine import (
     SubscriberCount,
 )
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable, NameTaken
+from pushup.core.idempotency import IdempotencyKey
 from pushup.core.model import (
     SERVER_RETENTION,
     ChannelId,
@@ -48,16 +49,17 @@ from pushup.core.presence import Presence
 from pushup.engines.memory.channel import Channel
 from pushup.engines.nats import layout
 from pushup.engines.nats import publications as publishing
+from pushup.engines.nats.answers import Once, last_entry
 from pushup.engines.nats.expiry import Expiry
 from pushup.engines.nats.health import Health
 from pushup.engines.nats.interest import Interest
 from pushup.engines.nats.layout import Servers, Subjects
 from pushup.engines.nats.log import Log
 from pushup.engines.nats.nodes import Nodes
-from pushup.engines.nats.opening import ensure_stream, open_log, wait_or_raise
+from pushup.engines.nats.opening import connect, ensure_stream, open_log, raise_floor
 from pushup.engines.nats.records import ChannelRecord, Closed, Expired, Floor
 from pushup.engines.nats.replica import Replica, lowest_wanted_id
-from pushup.engines.nats.writer import UNREACHABLE, Change, Writer, control, need_task
+from pushup.engines.nats.writer import UNREACHABLE, Change, Look, Writer, control, need_task
 
 log = logging.getLogger("pushup.nats")
 
@@ -120,54 +122,29 @@ class NatsEngine:
 
     async def start(self, listener: EngineListener) -> None:
         self._listener = self._replica.listener = self._expiry.listener = listener
-        try:
-            # nats-py would try the first connection again and again: bound it.
-            async with asyncio.timeout(self._timeout_s):
-                nc = await self._connect()
-        except (*UNREACHABLE, nats.errors.NoServersError) as exc:
-            raise EngineUnavailable(f"cannot reach NATS: {exc!r}") from exc
-        self._nc = nc
+        self._nc = nc = await connect(
+            self._servers,
+            self._timeout_s,
+            on_error=self._on_error,
+            on_disconnected=self._on_disconnected,
+            on_reconnected=self._on_reconnected,
+        )
         js = nc.jetstream(timeout=self._timeout_s)
-        stream, subjects = self._servers.stream, self._subjects
+        stream, subjects, grace_s = self._servers.stream, self._subjects, self._interest_grace_s
         deadline = time.monotonic() + 3 * self._timeout_s
         try:
             await ensure_stream(js, self._servers, subjects, deadline)
             self._log, self._writer = await open_log(
                 nc, js, self._servers, subjects, self._replica, self._timeout_s, deadline
             )
-            last_id = self._writer.seqs[1]
-            self._replica.message_ids.advance_to(last_id)
-            self._replica.told = max(self._replica.told, last_id)
             self._interest = Interest(
-                nc,
-                stream,
-                subjects,
-                self._replica,
-                timeout_s=self._timeout_s,
-                grace_s=self._interest_grace_s,
+                nc, stream, subjects, self._replica, timeout_s=self._timeout_s, grace_s=grace_s
             )
-            while True:  # a floor written twice is harmless
-                try:
-                    await self._writer.append(self._raise_floor)
-                    break
-                except EngineUnavailable as exc:
-                    await wait_or_raise(exc, deadline)
+            await raise_floor(self._writer, self._replica, subjects, self._clock, deadline)
             await self._nodes.start(nc, listener)
         except UNREACHABLE as exc:
             raise EngineUnavailable(f"cannot use NATS JetStream: {exc!r}") from exc
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pushup-nats-sweep")
-
-    async def _connect(self) -> Client:
-        return await nats.connect(
-            servers=list(self._servers.urls),
-            connect_timeout=min(self._timeout_s, 2.0),
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            allow_reconnect=True,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
 
     async def close(self) -> None:
         if self._closed:
@@ -186,15 +163,6 @@ class NatsEngine:
                     await self._nc.close()
             except Exception as exc:  # reconnecting, its transport gone: nothing to flush
                 log.debug("closing the NATS connection: %r", exc)
-
-    def _raise_floor(self, last_id: int) -> Change:
-        """Ids issued by any node from now on are above this node's clock."""
-        now_us = int(self._clock() * 1_000_000)
-        replica = self._replica
-        floor = Floor(
-            max(now_us, last_id, replica.message_ids.last), max(now_us, replica.channel_ids.last)
-        )
-        return control(self._subjects.floor, floor, last_id)
 
     # -- channels --------------------------------------------------------------------
 
@@ -304,14 +272,32 @@ class NatsEngine:
                 chunk, self._replica, self._subjects, self._message_ttl_s, self._clock
             )
             change = await self._write(decide)
-            assert change is not None and self._interest is not None
+            assert change is not None
             messages, now = cast(tuple[list[Message], float], change.value)
-            # The stream republished the copies before it answered: those of the
-            # channels this node serves are queued, and go first.
-            self._interest.flush()
-            publishing.settle(self._replica, messages, now, self._max_messages)
+            self._settle(messages, now)
             stored += messages
         return stored
+
+    async def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> tuple[list[Message], bool]:
+        """The key's answer is an entry of its own, in the same atomic batch as the
+        copies it answers, read from the stream before each append (`answers.py`)."""
+        await self._expiry.run(self._interest)
+        assert self._nc is not None
+        last = partial(last_entry, self._nc, self._servers.stream, self._timeout_s)
+        once = Once(
+            publications, key, last, self._replica, self._subjects, self._message_ttl_s, self._clock
+        )
+        return await once.run(self._write, self._settle)
+
+    def _settle(self, messages: list[Message], now: float) -> None:
+        """Stored by this node (`publications.py` `settle`). The stream republished the
+        copies before it answered: those of the channels this node serves are queued,
+        and go first."""
+        assert self._interest is not None
+        self._interest.flush()
+        publishing.settle(self._replica, messages, now, self._max_messages)
 
     async def read(
         self,
@@ -401,16 +387,18 @@ class NatsEngine:
         self._log.apply(self._writer.seqs[0], entry)
         return entry
 
-    async def _write(self, decide: Callable[[int], Change | None]) -> Change | None:
+    async def _write(
+        self, decide: Callable[[int], Change | None], look: Look | None = None
+    ) -> Change | None:
         if self._writer is None:
             raise EngineUnavailable("the NATS engine is not started")
         try:
             try:
-                written = await self._writer.append(decide)
+                written = await self._writer.append(decide, look)
             except ChannelsNotFound:
                 # Decided on a copy that may not know a channel another node just made.
                 await self._catch_up()
-                written = await self._writer.append(decide)
+                written = await self._writer.append(decide, look)
         except EngineUnavailable as exc:
             self._health.unreachable(str(exc))
             raise

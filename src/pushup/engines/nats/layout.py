@@ -83,10 +83,17 @@ class Subjects:
         subject, heard only by the nodes serving the channel."""
         return f"_{self.root}.live.{channel_id}"
 
+    def answer(self, digest: str) -> str:
+        """The first answer to an idempotency key (its digest), written in the same
+        atomic batch as the publication it answers, kept for the key's window."""
+        return f"{self.root}.ans.{digest}"
+
     def kind(self, subject: str) -> str:
-        """`floor`, `expired`, `channel` or `message`."""
+        """`floor`, `expired`, `channel`, `message` or `answer`."""
         tokens = subject[len(self.root) + 1 :].split(".", 2)
-        return "message" if tokens[0] == "msg" else tokens[1]
+        if tokens[0] == "msg":
+            return "message"
+        return "answer" if tokens[0] == "ans" else tokens[1]
 
 
 def stream_config(servers: Servers, subjects: Subjects) -> api.StreamConfig:

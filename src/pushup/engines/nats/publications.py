@@ -18,13 +18,15 @@ from pushup.engines.nats.writer import Change, Part
 MAX_BATCH_PARTS = 1000
 
 
-def chunks(publications: Sequence[Publication]) -> list[Sequence[Publication]]:
-    """Consecutive runs of publications with at most `MAX_BATCH_PARTS` copies each (a
+def chunks(
+    publications: Sequence[Publication], max_parts: int = MAX_BATCH_PARTS
+) -> list[Sequence[Publication]]:
+    """Consecutive runs of publications with at most `max_parts` copies each (a
     message's copies are never split: it has at most a hundred channels)."""
     runs: list[Sequence[Publication]] = []
     first, parts = 0, 0
     for n, (refs, _) in enumerate(publications):
-        if parts and parts + len(refs) > MAX_BATCH_PARTS:
+        if parts and parts + len(refs) > max_parts:
             runs.append(publications[first:n])
             first, parts = n, 0
         parts += len(refs)

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -43,6 +43,8 @@ _WRONG_LAST_SEQUENCE = 10071
 _LAST_SEQUENCE = re.compile(r"(\d+)\s*$")
 # Appends lost to other nodes' before giving up (each loss is another node's progress).
 _MAX_TRIES = 100
+# Reads from the stream what a decision depends on (see `Writer.append`).
+Look = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +102,35 @@ class Writer:
         await self._learn(int(info.state.last_seq or 0))
         return self.seqs[1]
 
-    async def append(self, decide: Callable[[int], Change | None]) -> tuple[Change, int] | None:
+    async def append(
+        self, decide: Callable[[int], Change | None], look: Look | None = None
+    ) -> tuple[Change, int] | None:
         """Decide (given the highest id issued so far; `decide` may raise, or give
         None: nothing to write), append, and hand back the change written with the
         stream sequence of its last part. Raises EngineUnavailable while NATS is out
-        of reach, or when the write takes longer than the timeout."""
+        of reach, or when the write takes longer than the timeout.
+
+        `look`, awaited before each decision, reads what the decision depends on from
+        the stream: the append is conditional on the stream's last sequence as known
+        before the look, so what it read still holds when the change is stored (if
+        another entry came in between, the append fails, and it looks again)."""
         await need_task()
         try:
             # Appends go one at a time: the timeout covers the wait in line too, else
             # each caller would wait out every timeout before its own.
             async with asyncio.timeout(self._timeout_s):
-                return await self._append(decide)
+                return await self._append(decide, look)
         except TimeoutError as exc:
             raise EngineUnavailable("NATS did not take the write in time") from exc
 
-    async def _append(self, decide: Callable[[int], Change | None]) -> tuple[Change, int] | None:
+    async def _append(
+        self, decide: Callable[[int], Change | None], look: Look | None
+    ) -> tuple[Change, int] | None:
         async with self._lock:
             for _ in range(_MAX_TRIES):
                 expected, last_id, control = self.seqs
+                if look is not None:
+                    await look()
                 change = decide(last_id)
                 if change is None:
                     return None
@@ -197,7 +210,7 @@ class Writer:
                 raise EngineUnavailable(f"NATS is unreachable: {exc!r}") from exc
             else:
                 last_id = max(last_id, records.last_id(msg.headers))
-                if self._subjects.kind(msg.subject or "") == "message":
+                if self._subjects.kind(msg.subject or "") in ("message", "answer"):
                     control = records.control_seq(msg.headers)
                 else:
                     control = last

@@ -9,6 +9,7 @@ from typing import Any
 
 from pushup.core.engine import Publication
 from pushup.core.errors import ChannelsNotFound
+from pushup.core.idempotency import IdempotencyKey
 from pushup.core.model import (
     MAX_ID,
     SERVER_RETENTION,
@@ -125,14 +126,24 @@ def page(values: list[Any], by_name: bool) -> ChannelPage:
 
 
 def publish_args(
-    max_messages: str, max_cache_bytes: str, publications: Sequence[Publication]
+    max_messages: str,
+    max_cache_bytes: str,
+    publications: Sequence[Publication],
+    key: IdempotencyKey | None = None,
 ) -> list[str | bytes]:
-    """`publish.lua`'s arguments: the limits, then per publication its refs and data."""
+    """`publish.lua`'s arguments: the limits, then per publication its refs and data,
+    then the idempotency key's digest, the request's fingerprint and the window in ms
+    (all '' without a key)."""
     args: list[str | bytes] = [max_messages, max_cache_bytes, str(len(publications))]
     for refs, data in publications:
         args.append(str(len(refs)))
         args.extend(map(ref, refs))
         args.append(data)
+    if key is None:
+        args += ("", "", "")
+    else:
+        # At least a millisecond: PX refuses 0.
+        args += (key.digest, key.fingerprint, str(max(1, math.ceil(key.window_s * 1000))))
     return args
 
 

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pushup.core.engine import EngineHealth, EngineListener, Publication, SubscriberCount
-from pushup.core.errors import EngineUnavailable, NameTaken
+from pushup.core.errors import EngineUnavailable, IdempotencyKeyReused, NameTaken
+from pushup.core.idempotency import IdempotencyKey
 from pushup.core.model import (
     SERVER_RETENTION,
     ChannelId,
@@ -245,6 +246,18 @@ class RedisEngine:
     async def publish(self, publications: Sequence[Publication]) -> list[Message]:
         args = encoding.publish_args(self._max_messages, self._max_cache_bytes, publications)
         return encoding.published(publications, encoding.found(await self._run("publish", *args)))
+
+    async def publish_once(
+        self, publications: Sequence[Publication], key: IdempotencyKey
+    ) -> tuple[list[Message], bool]:
+        """One script finds the key's answer or stores the publication with it
+        (`publish.lua`): atomic over every node."""
+        args = encoding.publish_args(self._max_messages, self._max_cache_bytes, publications, key)
+        reply = await self._run("publish", *args)
+        if reply[0] == b"reused":
+            raise IdempotencyKeyReused(key.key)
+        replayed = reply[0] == b"replayed"
+        return encoding.published(publications, encoding.found(reply)), replayed
 
     async def read(
         self,

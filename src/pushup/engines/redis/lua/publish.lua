@@ -3,7 +3,10 @@
 -- channel activity, and one event telling every node.
 -- ARGV[6] max messages per channel, ARGV[7] max bytes of payload cached over all
 -- channels, ARGV[8] number of publications, then for each: the number of
--- references, the references, the JSON payload.
+-- references, the references, the JSON payload. Then the idempotency key's digest
+-- ('' for none), the request's fingerprint, and the window in ms: the first answer
+-- to a key is kept with the publication, in this same script, so no node can find
+-- the key free once the publication is stored, nor store it twice.
 local max_messages = tonumber(ARGV[6])
 local max_bytes = tonumber(ARGV[7])
 local publications, missing, seen_missing = {}, {}, {}
@@ -29,6 +32,28 @@ for p = 1, tonumber(ARGV[8]) do
   table.sort(ids)
   publications[p] = {ids, ARGV[i]}
   i = i + 1
+end
+local answer_key, fingerprint, window_ms = nil, ARGV[i + 1], tonumber(ARGV[i + 2])
+if ARGV[i] ~= '' then
+  answer_key = P .. 'answer:' .. ARGV[i]
+  -- 'fingerprint expires_at\nid channels id channels ...': the first answer. Its key
+  -- expires by Redis's clock; `expires_at` holds it to the scripts' own (a test's).
+  local kept = redis.call('GET', answer_key)
+  if kept then
+    local newline = string.find(kept, '\n', 1, true)
+    local space = string.find(kept, ' ', 1, true)
+    if tonumber(string.sub(kept, space + 1, newline - 1)) <= NOW then
+      redis.call('DEL', answer_key)
+    elseif string.sub(kept, 1, space - 1) ~= fingerprint then
+      return reply('reused', {})
+    else
+      local values = {}
+      for value in string.gmatch(string.sub(kept, newline + 1), '[^ ]+') do
+        values[#values + 1] = value
+      end
+      return reply('replayed', values)
+    end
+  end
 end
 if #missing > 0 then
   return reply('missing', missing)
@@ -97,6 +122,11 @@ for _, channel in ipairs(touched) do
   local expires_at = real(NOW + tonumber(redis.call('HGET', key, 'ttl')))
   redis.call('HSET', key, 'last', last_of[channel], 'expires_at', expires_at)
   redis.call('ZADD', K_EXPIRY, expires_at, channel)
+end
+if answer_key then
+  local expires_at = real(NOW + window_ms / 1000)
+  redis.call('SET', answer_key, fingerprint .. ' ' .. expires_at .. '\n' ..
+    table.concat(results, ' '), 'PX', int(window_ms), 'NX')
 end
 emit('P', ' ' .. table.concat(evicted_list, ',') .. '\n' .. table.concat(records))
 return reply('ok', results)

@@ -84,6 +84,11 @@ class Hub:
         # Several nodes share the engine: a node may lag behind the others.
         self._shared = isinstance(engine, Clustered)
 
+    @property
+    def shared(self) -> bool:
+        """Whether several nodes share the engine."""
+        return self._shared
+
     async def start(self) -> None:
         await self._engine.start(self)
 
@@ -105,6 +110,8 @@ class Hub:
         messages = await self._engine.publish(publications)
         if counted:
             metrics.published(len(messages))
+            for message in messages:
+                metrics.published_to(message.channels)
         return messages
 
     def create_channel(
@@ -214,6 +221,11 @@ class Hub:
     def parked(self) -> int:
         """Subscriptions parked in this process, polls and streams."""
         return len(self.waiters)
+
+    def busiest(self, n: int, leave_out: Collection[ChannelId] = ()) -> list[tuple[ChannelId, int]]:
+        """The `n` channels with the most subscriptions parked in this process, and
+        how many each has (one pass over the channels that have any)."""
+        return self.waiters.busiest(n, leave_out)
 
     def dismiss(self, subs: Sequence[Subscription]) -> None:
         """Answer parked subscriptions now, empty (their timeout, or a server stopping),

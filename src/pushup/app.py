@@ -79,7 +79,8 @@ class App:
         sock.setblocking(False)
         sock.listen(4096)
         await self.http.start(sock)
-        self.observer.start()
+        # The node as the dashboard names it: this host and the port it serves on.
+        self.observer.start(node=f"{socket.gethostname()}:{sock.getsockname()[1]}")
         return sock
 
     def _bind(self) -> socket.socket:

@@ -55,7 +55,7 @@ def test_the_dashboard_shows_live_figures(
     expect(page.locator('td[data-worker="all"][data-figure="publications"]')).to_have_text("3")
     assert figure(page, "publications", worker="0") == "3"
     assert figure(page, "cached_messages") == "3"
-    assert page.locator("#status").inner_text().startswith("1 worker")
+    assert page.locator("#status").inner_text().startswith("1 node, 1 worker")
 
     # The cookie alone lets the page back in (a reload), and the figures go on.
     page.reload()

@@ -98,6 +98,11 @@ class Hub:
         # Idempotent publications in flight in this process.
         self._flights = Flights()
 
+    @property
+    def shared(self) -> bool:
+        """Whether several nodes share the engine."""
+        return self._shared
+
     async def start(self) -> None:
         await self._engine.start(self)
         await self.events.start()
@@ -123,6 +128,8 @@ class Hub:
         messages = await self._engine.publish(publications)
         if counted:
             metrics.published(len(messages))
+            for message in messages:
+                metrics.published_to(message.channels)
         return messages
 
     def publish_once(
@@ -263,6 +270,11 @@ class Hub:
     def parked(self) -> int:
         """Subscriptions parked in this process, polls and streams."""
         return len(self.waiters)
+
+    def busiest(self, n: int, leave_out: Collection[ChannelId] = ()) -> list[tuple[ChannelId, int]]:
+        """The `n` channels with the most subscriptions parked in this process, and
+        how many each has (one pass over the channels that have any)."""
+        return self.waiters.busiest(n, leave_out)
 
     def dismiss(self, subs: Sequence[Subscription]) -> None:
         """Answer parked subscriptions now, empty (their timeout, or a server stopping),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from operator import attrgetter
 from typing import Protocol
 
@@ -100,6 +101,15 @@ class Waiters:
     def count(self, channel_id: ChannelId) -> int:
         waiting = self._by_channel.get(channel_id)
         return 0 if waiting is None else len(waiting)
+
+    def busiest(self, n: int, leave_out: Collection[ChannelId]) -> list[tuple[ChannelId, int]]:
+        """The `n` channels with the most parked subscriptions, most first."""
+        counts = (
+            (channel_id, len(waiting))
+            for channel_id, waiting in self._by_channel.items()
+            if channel_id not in leave_out
+        )
+        return heapq.nlargest(n, counts, key=lambda pair: pair[1])
 
     def park(
         self,

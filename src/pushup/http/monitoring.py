@@ -1,5 +1,6 @@
 """`GET /metrics` (Prometheus) and `GET /dashboard` (a live page), both behind the
-publisher check, and for an admin key only when there are several (`--publisher-keys`).
+publisher check, and for an admin key only when there are several (`--publisher-keys`),
+as are the page's calls under `/dashboard/` (`http/dashboard.py`).
 
 A browser cannot send the publisher key as a header, so `/dashboard` also takes it
 once as `?key=`: the answer sets an HttpOnly cookie holding a token derived from the
@@ -22,9 +23,11 @@ from pushup.http.request import Request
 from pushup.http.response import Response
 from pushup.http.services import Services
 from pushup.observe import exposition, observer
+from pushup.observe.metrics import DELIVERY_BUCKETS_S, EXPECTED_CODES
 
 DASHBOARD_PATH = "/dashboard"
-# What only admin keys may read: every tenant's figures.
+# What only admin keys may read: every tenant's figures, and every tenant's channels
+# (the dashboard's calls, under DASHBOARD_PATH + "/").
 ADMIN_PATHS = frozenset(("/metrics", DASHBOARD_PATH))
 COOKIE = "pushup_dashboard"
 _COOKIE_MAX_AGE_S = 7 * 24 * 3600
@@ -58,19 +61,33 @@ async def dashboard(request: Request, services: Services) -> Response:
         return Response(303, b"", (("Location", DASHBOARD_PATH), ("Set-Cookie", cookie)))
     watched = observer.current()
     await watched.ensure_stats_channel()
-    config = {"channel": watched.stats_channel, "workers": watched.dashboard_figures()}
+    config = {
+        "channel": watched.stats_channel,
+        "node": watched.node,
+        "workers": watched.dashboard_figures(),
+        "delivery_bounds": DELIVERY_BUCKETS_S,
+        "expected_errors": [*sorted(EXPECTED_CODES), "channel_not_found (GET)"],
+    }
     # Inside a <script> element: no "</script>" may appear, so "<" is escaped.
     data = orjson.dumps(config).replace(b"<", b"\\u003c")
     return Response(200, _page().replace(b"{{CONFIG}}", data), _PAGE_HEADERS)
 
 
+def admin_only(path: str) -> bool:
+    """Whether only an admin key may call `path`."""
+    return path in ADMIN_PATHS or path.startswith(DASHBOARD_PATH + "/")
+
+
 def admitted(request: Request, keys: PublisherKeys) -> PublisherKey | None:
     """The key a request for the dashboard carries as `?key=`, or whose cookie it
-    carries (set by `/dashboard?key=`); the router asks when there is no Authorization.
-    Every key is compared, in constant time."""
-    if request.path != DASHBOARD_PATH:
+    carries (set by `/dashboard?key=`; the page's calls under `/dashboard/` carry it
+    too); the router asks when there is no Authorization. Every key is compared, in
+    constant time."""
+    path = request.path
+    page = path == DASHBOARD_PATH
+    if not page and not path.startswith(DASHBOARD_PATH + "/"):
         return None
-    given = _query(request).get("key")
+    given = _query(request).get("key") if page else None
     if given is not None:
         return keys.match(given[-1].encode())
     token = _cookie(request)

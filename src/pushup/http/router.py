@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 from pushup.core.model import Outcome
 from pushup.core.waiters import Subscription
-from pushup.http import assets, monitoring, presence, publisher, subscriber
+from pushup.http import assets, dashboard, monitoring, presence, publisher, subscriber
 from pushup.http.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unauthorized
 from pushup.http.limits import is_loopback
 from pushup.http.request import Request
@@ -48,6 +48,12 @@ _ROUTES: list[tuple[tuple[str | None, ...], dict[str, Handler], bool]] = [
     (("pushup.js",), {"GET": assets.client_script}, False),
     (("metrics",), {"GET": monitoring.metrics}, True),
     (("dashboard",), {"GET": monitoring.dashboard}, True),
+    # The dashboard page's calls: its cookie admits them too (`http/dashboard.py`).
+    (("dashboard", "channels"), {"GET": dashboard.channels}, True),
+    (("dashboard", "channels", None), {"GET": dashboard.channel}, True),
+    (("dashboard", "channels", None, "presence"), {"GET": dashboard.channel_presence}, True),
+    (("dashboard", "publish"), {"POST": dashboard.publish}, True),
+    (("dashboard", "subscribe"), {"GET": dashboard.subscribe}, True),
     (("openapi.yaml",), {"GET": assets.openapi_description}, False),
 ]
 
@@ -196,7 +202,7 @@ class Router:
                     headers=(("WWW-Authenticate", 'Bearer realm="pushup"'),),
                 )
             request.publisher = key
-            if not key.admin and request.path in monitoring.ADMIN_PATHS:
+            if not key.admin and monitoring.admin_only(request.path):
                 raise Forbidden(
                     f"publisher key {key.name!r} may not read {request.path}: "
                     "only keys marked admin may"

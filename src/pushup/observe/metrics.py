@@ -38,6 +38,15 @@ REQUEST_BUCKETS_S = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 
+# Channels whose publications are counted one by one between two ticks of the
+# observer (which takes the busiest and starts again): a publisher spraying new
+# channels cannot grow the table past this.
+CHANNEL_COUNTS_MAX = 10_000
+# Error answers that are a normal outcome rather than a fault, whatever the request:
+# a name already taken (what a create-unless-it-exists expects), parked polls told
+# that their channel closed or expired.
+EXPECTED_CODES = frozenset(("name_taken", "channel_closed"))
+
 # Methods httptools parses are a fixed set, but a label must stay bounded whatever
 # the parser accepts: the rest are counted as "other".
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -83,6 +92,11 @@ class Figures:
         self.deliveries = 0
         self.engine_reconnects = 0
         self.errors: dict[str, int] = {}
+        # The part of `errors` that is a normal outcome (`expected`): the dashboard
+        # leaves it out of its error chart; Prometheus counts every answer alike.
+        self.expected_errors: dict[str, int] = {}
+        # Publications per channel since the observer last took them (`take_channel_counts`).
+        self.channel_publications: dict[int, int] = {}
         self.limits: dict[str, int] = {}
         self.fanout = Histogram(FANOUT_BUCKETS_S)
         self.delivery = Histogram(DELIVERY_BUCKETS_S)
@@ -111,6 +125,7 @@ class Figures:
             "deliveries": self.deliveries,
             "engine_reconnects": self.engine_reconnects,
             "errors": dict(self.errors),
+            "expected_errors": dict(self.expected_errors),
             "limits": dict(self.limits),
             "fanout": self.fanout.dump(),
             "delivery": self.delivery.dump(),
@@ -132,6 +147,7 @@ class Figures:
         self.engine_reconnects += int(dumped.get("engine_reconnects", 0))
         for mine, theirs in (
             (self.errors, dumped.get("errors")),
+            (self.expected_errors, dumped.get("expected_errors")),
             (self.limits, dumped.get("limits")),
             (self.dropped, dumped.get("dropped")),
         ):
@@ -163,10 +179,22 @@ class Figures:
 FIGURES = Figures()
 
 
-def count_error(code: str, n: int = 1) -> None:
-    """An error answered with this JSON error code (e.g. `not_found`)."""
+def count_error(code: str, n: int = 1, *, expected: bool = False) -> None:
+    """An error answered with this JSON error code (e.g. `not_found`); `expected`
+    when the answer is a normal outcome (see `expected`)."""
     errors = FIGURES.errors
     errors[code] = errors.get(code, 0) + n
+    if expected or code in EXPECTED_CODES:
+        normal = FIGURES.expected_errors
+        normal[code] = normal.get(code, 0) + n
+
+
+def expected(code: str, method: str) -> bool:
+    """Whether an error answer is a normal outcome: `EXPECTED_CODES`, and a read (GET:
+    a poll, a stream, a channel's state) of a channel that does not exist, most often
+    one that expired under a subscriber. Publishing to, renewing or closing a channel
+    that does not exist stays an error: the application lost track of it."""
+    return code in EXPECTED_CODES or (code == "channel_not_found" and method == "GET")
 
 
 def count_limit(name: str, n: int = 1) -> None:
@@ -178,6 +206,25 @@ def count_limit(name: str, n: int = 1) -> None:
 def published(n: int) -> None:
     """Messages published through this process."""
     FIGURES.publications += n
+
+
+def published_to(channels: tuple[int, ...]) -> None:
+    """One message published to these channels: counted per channel, for the
+    observer's busiest channels, in a table of bounded size."""
+    counts = FIGURES.channel_publications
+    for channel_id in channels:
+        count = counts.get(channel_id)
+        if count is not None:
+            counts[channel_id] = count + 1
+        elif len(counts) < CHANNEL_COUNTS_MAX:
+            counts[channel_id] = 1
+
+
+def take_channel_counts() -> dict[int, int]:
+    """The publications per channel counted since the last call, and a fresh table."""
+    counts = FIGURES.channel_publications
+    FIGURES.channel_publications = {}
+    return counts
 
 
 def key_published(key: str, n: int) -> None:

@@ -3,6 +3,12 @@ published every second to the dashboard's stats channel while a dashboard watche
 
 Gauges are read here, when a snapshot is taken (a scrape, the one-second tick), from
 the structures the server keeps anyway: nothing counts them on the hot path.
+
+Every process of every node sharing an engine publishes its own figures, tagged with
+its node and worker, to one stats channel for the whole deployment, so a dashboard
+opened on any node shows them all. The channel's name is random (`pushup:stats:` and
+a secret): the first node to need it makes it, the others find it by listing that
+prefix, and where two made one at once, all settle on the first by name.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import orjson
 from pushup.core.errors import ChannelsNotFound, EngineUnavailable
 from pushup.core.events import STATS_CHANNEL_PREFIX
 from pushup.core.model import ChannelId
+from pushup.observe.intervals import TOP_N, Intervals
 from pushup.observe.metrics import FIGURES
 from pushup.observe.peers import Peers
 from pushup.observe.sources import ObservedHub, ObservedServer
@@ -32,6 +39,10 @@ TICK_S = 1.0
 # The stats channel lives while dashboards watch (each tick is activity), and goes
 # away a while after the last one closed.
 STATS_CHANNEL_TTL_S = 300.0
+# With a shared engine, every this many ticks a process looks for the stats channel
+# and asks every node whether a dashboard watches it (one listing of one channel, with
+# its subscribers counted over every node).
+LOOK_EVERY_TICKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +81,26 @@ class Observer:
         self.worker = who.worker
         self.peers = None if who.shared_dir is None else Peers(who.shared_dir, who.worker)
         self.stats_channel = STATS_CHANNEL_PREFIX + (who.stats_secret or secrets.token_hex(12))
+        # Who this process is on the dashboard: its node (host and port), its worker.
+        self.node = ""
         self._channel_id: ChannelId | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reporting: asyncio.Task[None] | None = None
+        self._ticks = 0
+        # Until when (monotonic) a dashboard on another node watches, as last asked.
+        self._watched_until = 0.0
+        self.intervals = Intervals()
 
-    def start(self) -> None:
+    def start(self, node: str = "") -> None:
         global _current
         _current = self
+        self.node = node
         if self.peers is not None:
             previous = self.peers.previous()
             if previous is not None:
                 FIGURES.absorb(previous)
             self.peers.write(self.snapshot())
+        self.intervals = Intervals()
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
 
     async def stop(self) -> None:
@@ -104,6 +123,7 @@ class Observer:
         """This worker's figures now: gauges read from the server, counters as counted."""
         http = self.http
         snapshot: dict[str, Any] = {
+            "node": self.node,
             "worker": self.worker,
             "pid": os.getpid(),
             "time": time.time(),
@@ -121,6 +141,7 @@ class Observer:
             snapshot["cached_messages"] = stats.messages
             snapshot["cached_bytes"] = stats.bytes
         snapshot.update(FIGURES.dump())
+        snapshot["interval"] = self.intervals.latest
         return snapshot
 
     def snapshots(self) -> list[dict[str, Any]]:
@@ -138,43 +159,66 @@ class Observer:
     # -- the dashboard's stats channel ------------------------------------------------
 
     async def ensure_stats_channel(self) -> None:
-        """Create the stats channel if it does not exist, so a dashboard can subscribe."""
-        info, _ = await self.hub.get_or_create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
-        self._channel_id = info.id
+        """Find the deployment's stats channel, or make it, so a dashboard can subscribe."""
+        if not await self._find_stats_channel():
+            info, _ = await self.hub.get_or_create_channel(STATS_CHANNEL_TTL_S, self.stats_channel)
+            self._adopt(info.id, self.stats_channel)
+
+    async def _find_stats_channel(self) -> bool:
+        """Adopt the first stats channel by name, if there is one; and remember until
+        when a dashboard watches it on any node."""
+        page, counts = await self.hub.list_channels(STATS_CHANNEL_PREFIX, None, 1)
+        if not page.channels or page.channels[0].name is None:
+            return False
+        self._adopt(page.channels[0].id, page.channels[0].name)
+        if counts and counts[0].total:
+            self._watched_until = time.monotonic() + (LOOK_EVERY_TICKS + 1) * TICK_S
+        return True
+
+    def _adopt(self, channel_id: ChannelId, name: str) -> None:
+        self._channel_id = channel_id
+        self.stats_channel = name
 
     def _tick(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
+        self._ticks += 1
+        self.intervals.take(() if self._channel_id is None else (self._channel_id,))
         if self.peers is not None:
             self.peers.write(self.snapshot())
         if self._reporting is not None:
             return  # the last report is still waiting on the engine
-        channel_id = self._channel_id
-        if channel_id is None and self.peers is None:
-            return  # a lone process has made no stats channel: no dashboard was opened
-        if channel_id is not None and not self.hub.subscribers(channel_id):
-            return  # nobody watches here: publish nothing
-        self._reporting = asyncio.ensure_future(self._report())
+        look = self.hub.shared and self._ticks % LOOK_EVERY_TICKS == 0
+        if not look and not self._watched():
+            return  # nobody watches: publish nothing
+        self._reporting = asyncio.ensure_future(self._report(look))
         self._reporting.add_done_callback(self._reported)
+
+    def _watched(self) -> bool:
+        channel_id = self._channel_id
+        if channel_id is None:
+            return False
+        return bool(self.hub.subscribers(channel_id)) or time.monotonic() < self._watched_until
 
     def _reported(self, task: asyncio.Task[None]) -> None:
         self._reporting = None
         if not task.cancelled() and task.exception() is not None:
             log.error("cannot publish the dashboard's figures", exc_info=task.exception())
 
-    async def _report(self) -> None:
-        """Publish every worker's figures to the stats channel, for a dashboard parked
-        on it in this worker."""
+    async def _report(self, look: bool) -> None:
+        """Publish this process's figures to the stats channel while a dashboard
+        watches it, here or (`look`: asked now and then) on another node."""
         hub = self.hub
         try:
-            if self._channel_id is None:
-                (self._channel_id,) = await hub.resolve([self.stats_channel])
-                if not hub.subscribers(self._channel_id):
-                    return
-            data = orjson.dumps({"workers": self.dashboard_figures()})
+            if look:
+                await self._find_stats_channel()
+            if not self._watched() or self._channel_id is None:
+                return
+            figures = _summary(self.snapshot())
+            figures["busiest"] = [list(pair) for pair in hub.busiest(TOP_N, (self._channel_id,))]
             # Not counted as a publication: the figures are not the users' messages.
-            await hub.publish([((self._channel_id,), data)], counted=False)
+            await hub.publish([((self._channel_id,), orjson.dumps(figures))], counted=False)
         except ChannelsNotFound:
-            self._channel_id = None  # not created yet, or closed, or expired
+            self._channel_id = None  # closed, or expired
         except EngineUnavailable:
             pass  # the engine logs its outage; the next tick tries again
 

@@ -53,8 +53,9 @@ def answered_error(error: AnsweredError, *, in_request: bool = True) -> tuple[tu
     """An error is being answered: count it, log it, and give the headers it adds
     (`X-Request-Id`). `in_request=False` for errors found while parsing, before any
     request was handled: they get an id of their own."""
-    metrics.count_error(error.code)
     request = current_request.get() if in_request else None
+    method = "" if request is None else request.method
+    metrics.count_error(error.code, expected=metrics.expected(error.code, method))
     key = None if request is None else request.publisher_name
     if key is not None:
         metrics.count_key_error(key, error.code)

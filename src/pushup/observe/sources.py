@@ -10,16 +10,27 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence, Sized
 from typing import Protocol
 
-from pushup.core.engine import CacheStats, Publication
-from pushup.core.model import ChannelId, ChannelInfo, ChannelRef, Message
+from pushup.core.engine import CacheStats, Publication, SubscriberCount
+from pushup.core.model import ChannelId, ChannelInfo, ChannelPage, ChannelRef, Message
 
 
 class ObservedHub(Protocol):
     """The hub, as the snapshots and the dashboard's stats channel use it."""
 
+    @property
+    def shared(self) -> bool: ...
+
     def parked(self) -> int: ...
 
     def subscribers(self, channel_id: ChannelId) -> int: ...
+
+    def busiest(
+        self, n: int, leave_out: Collection[ChannelId] = ()
+    ) -> list[tuple[ChannelId, int]]: ...
+
+    async def list_channels(
+        self, prefix: str | None, after: ChannelRef | None, limit: int
+    ) -> tuple[ChannelPage, list[SubscriberCount]]: ...
 
     def cache_stats(self, leave_out: Collection[ChannelId] = ()) -> CacheStats | None: ...
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -90,14 +90,14 @@ class ChannelEvents:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
-    def refuse(self, refs: Iterable[ChannelRef]) -> None:
+    def refuse(self, refs: Sequence[ChannelRef]) -> None:
         """SystemChannel for the server's own channels among `refs`, by name or by id:
         only the server writes them, and only the publisher reads them, at its own
         endpoint. Whatever the publisher key, admin keys too."""
         ids = self.ids
-        refused = [r for r in refs if reserved(r) or (ids and r in ids)]
-        if refused:
-            raise SystemChannel(refused)
+        for ref in refs:  # on every request's path: no list, no call, unless one is
+            if (isinstance(ref, str) and ref.startswith(RESERVED_PREFIX)) or ref in ids:
+                raise SystemChannel([r for r in refs if reserved(r) or r in ids])
 
     # -- what happened -----------------------------------------------------------------
 

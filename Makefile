@@ -9,7 +9,7 @@ PIP    := $(BIN)/pip install --quiet --constraint $(LOCK)
 .PHONY: serve test bench bench-full lint clean demo lock dist compiled pure
 
 # Which build `serve`, `test` and `bench` run: `compiled` (the request paths compiled with
-# mypyc, about 40 % less CPU per request; docs/architecture.md) or `pure` Python. The
+# mypyc, about 40 % less CPU per request; docs/design/compiled-build.md) or `pure` Python. The
 # compiled build is rebuilt whenever a source changed; CI runs the suite on both.
 BUILD ?= compiled
 ifeq ($(BUILD),compiled)

@@ -1,6 +1,6 @@
 """The build, pure Python unless PUSHUP_COMPILE=1: then the modules every publication and
-poll runs through are compiled with mypyc (`make compiled`; docs/architecture.md, "An
-opt-in compiled build", says why and what it gains). The rest is in pyproject.toml."""
+poll runs through are compiled with mypyc (`make compiled`; docs/design/compiled-build.md
+says why and what it gains). The rest is in pyproject.toml."""
 
 import os
 

@@ -116,7 +116,7 @@ def test_churn_leaves_memory_and_descriptors_where_they_were(
         what=f"RSS back within 10 % of {start_rss / 2**20:.1f} MiB "
         f"(at the end of the churn, {rate}: {end_rss / 2**20:.1f} MiB)",
     )
-    # The figures docs/architecture.md quotes, shown with `pytest -s`.
+    # The figures docs/design/http.md quotes, shown with `pytest -s`.
     print(
         f"churn at {rate}: RSS {start_rss / 2**20:.1f} MiB before, {end_rss / 2**20:.1f} "
         f"at the end, {_rss_bytes(server) / 2**20:.1f} after"
